@@ -1,0 +1,1 @@
+"""Hybrid Inference Router sidecar: decides, per request, which model endpoint serves it."""

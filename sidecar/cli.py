@@ -1,0 +1,212 @@
+"""Command line: serve, check, explain, render-nginx, mockllm, stack.
+
+The only module that reads the environment, installs uvloop, configures logging
+and runs servers (STYLE 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("sidecar")
+
+
+def _load(path: str):
+    from sidecar.policy_spec import PolicyError, load_policy
+    try:
+        return load_policy(path, os.environ)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check(args) -> int:
+    from sidecar import golden
+    failures = 0
+    for path in args.policy:
+        policy = _load(path)
+        suite = Path(args.suite) if args.suite else golden.suite_for(Path(path))
+        print(f"{path}: ok (version {policy.version}, {len(policy.tiers)} tiers, "
+              f"{len(policy.endpoints)} endpoints, {len(policy.rules)} rules)")
+        if policy.missing_env:
+            print(f"{path}: note: unset credentials: {', '.join(policy.missing_env)}")
+        if not suite.exists():
+            print(f"{path}: no golden suite at {suite}")
+            continue
+        problems = golden.run_suite(policy, suite)
+        for problem in problems:
+            print(f"FAIL {problem}")
+        failures += len(problems)
+        if not problems:
+            print(f"{suite}: all cases pass")
+    return 1 if failures else 0
+
+
+def cmd_explain(args) -> int:
+    from sidecar import explain
+    policy = _load(args.policy)
+    raw = Path(args.request).read_bytes() if args.request != "-" else sys.stdin.buffer.read()
+    headers = dict(h.split(":", 1) for h in args.header)
+    print(explain.explain(policy, raw, path=args.path,
+                          headers={k.strip(): v.strip() for k, v in headers.items()}))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from sidecar import nginx_render
+    policy = _load(args.policy)
+    if not args.out:
+        sys.stdout.write(nginx_render.render_upstreams(policy))
+        return 0
+    opts = nginx_render.NginxOptions(mode=args.mode, listen=args.listen,
+                                     sidecar_sockets=args.sidecar_socket or ["/tmp/hir-sidecar.sock"],
+                                     run_dir=str(Path(args.out).resolve()), max_body=args.max_body)
+    print(nginx_render.write_config(policy, opts))
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is a safety net
+        log.warning("uvloop is not installed; using asyncio's default loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_serve(args) -> int:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.app import PolicyRef, create_app
+    from sidecar.metrics import Metrics
+    from sidecar.policy_spec import PolicyError, load_policy
+
+    policy = _load(args.policy)
+    if policy.missing_env:
+        log.warning("unset credentials: %s", ", ".join(policy.missing_env))
+    _install_uvloop()
+    ref = PolicyRef(policy)
+    metrics = Metrics(CollectorRegistry())
+
+    def reload() -> None:
+        try:
+            new = load_policy(args.policy, os.environ)
+        except PolicyError as exc:
+            metrics.reloads.labels("error").inc()
+            log.error("reload failed, keeping policy %s: %s", ref.policy.version, exc)
+            return
+        new.health = ref.policy.health  # endpoint health outlives a policy edit
+        ref.policy = new
+        metrics.reloads.labels("ok").inc()
+        log.info("policy reloaded: version %s", new.version)
+
+    async def run() -> None:
+        runner = web.AppRunner(create_app(ref, metrics), access_log=None,
+                               handle_signals=False, shutdown_timeout=1)
+        await runner.setup()
+        if args.socket:
+            Path(args.socket).unlink(missing_ok=True)
+            await web.UnixSite(runner, args.socket).start()
+            os.chmod(args.socket, 0o666)
+        if args.tcp:
+            host, _, port = args.tcp.rpartition(":")
+            await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        log.info("sidecar ready: policy %s version %s on %s", policy.source, policy.version,
+                 args.socket or args.tcp)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_mockllm(args) -> int:
+    from sidecar import mockllm
+    policy = _load(args.policy)
+    _install_uvloop()
+
+    async def run() -> None:
+        runners = await mockllm.serve(policy, args.latency_scale, args.fault)
+        log.info("mockllm serving %d endpoints", len(runners))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        for runner in runners:
+            await runner.cleanup()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_stack(args) -> int:
+    from sidecar import stack
+    return stack.run(args.policy, mode=args.mode, listen=args.listen, run_dir=args.run_dir,
+                     latency_scale=args.latency_scale)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sidecar", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the sidecar")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--socket", help="unix socket path (what nginx talks to)")
+    p.add_argument("--tcp", help="also listen on HOST:PORT (healthz, metrics, debugging)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check", help="load, compile and run the golden suites of policies")
+    p.add_argument("policy", nargs="+")
+    p.add_argument("--suite", help="golden suite (default: tests/<policy file name> beside it)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("explain", help="show how the policy routes one request body")
+    p.add_argument("policy")
+    p.add_argument("request", help="request body JSON file, or - for stdin")
+    p.add_argument("--path", default="/v1/chat/completions")
+    p.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("render-nginx", help="print the upstream include, or write a full config")
+    p.add_argument("policy")
+    p.add_argument("--out", help="write nginx.conf + upstreams.conf into this directory")
+    p.add_argument("--mode", choices=("lua", "stock"), default="lua")
+    p.add_argument("--listen", default="127.0.0.1:8080")
+    p.add_argument("--sidecar-socket", action="append")
+    p.add_argument("--max-body", default="1m")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("mockllm", help="serve the policy's loopback endpoints (simulated models)")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--latency-scale", type=float, default=1.0, help="0 for benchmarks")
+    p.add_argument("--fault", default="", help="fault for every request, e.g. status=503")
+    p.set_defaults(func=cmd_mockllm)
+
+    p = sub.add_parser("stack", help="run the local stack: endpoints + sidecar + nginx")
+    p.add_argument("--policy", default="policies/demo.yaml")
+    p.add_argument("--mode", choices=("lua", "stock"), default="lua")
+    p.add_argument("--listen", default="127.0.0.1:8080")
+    p.add_argument("--run-dir", default=".run")
+    p.add_argument("--latency-scale", type=float, default=1.0)
+    p.set_defaults(func=cmd_stack)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("HIR_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return args.func(args)

@@ -1,0 +1,27 @@
+"""The constitutional hash every request must carry (header X-Constitutional-Hash)."""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from sidecar.denials import Denied
+
+HEADER = "X-Constitutional-Hash"
+WELL_FORMED = re.compile(r"[0-9a-f]{16}")
+
+
+def check(values: list[str], active: str) -> None:
+    """Raise Denied unless exactly one well-formed header equal to `active` was sent."""
+    if not values:
+        raise Denied("hash_required", f"the {HEADER} header is required",
+                     headers=((HEADER, active),))
+    if len(values) > 1:
+        raise Denied("invalid_hash", f"the {HEADER} header was sent {len(values)} times; send it once")
+    value = values[0]
+    if WELL_FORMED.fullmatch(value) is None:
+        raise Denied("invalid_hash", f"the {HEADER} header must be 16 lowercase hex digits")
+    # Constant time: the hash gates access, so do not leak how much of it matched.
+    if not hmac.compare_digest(value.encode(), active.encode()):
+        raise Denied("hash_mismatch", f"the {HEADER} header does not match the active hash",
+                     headers=((HEADER, active),))

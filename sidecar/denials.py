@@ -1,0 +1,50 @@
+"""Typed denials and the one table that maps them to what a client sees.
+
+Every refusal in the sidecar is a `Denied(reason, message)`. The handler has a
+single `except Denied`; the status, OpenAI error type and metric label all come
+from `DENIALS`, so a new refusal is one row here, not a new branch elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Denial(NamedTuple):
+    status: int
+    type: str  # OpenAI error "type"
+
+
+DENIALS: dict[str, Denial] = {
+    "invalid_json": Denial(400, "invalid_request_error"),
+    "invalid_request": Denial(400, "invalid_request_error"),
+    "invalid_hash": Denial(400, "invalid_request_error"),
+    "unknown_url": Denial(404, "invalid_request_error"),
+    "method_not_allowed": Denial(405, "invalid_request_error"),
+    "hash_mismatch": Denial(412, "invalid_request_error"),
+    "unsupported_media_type": Denial(415, "invalid_request_error"),
+    "hash_required": Denial(428, "invalid_request_error"),
+    "policy_denied": Denial(403, "permission_error"),
+}
+
+
+class Denied(Exception):
+    """A request the router refuses. `reason` is a key of DENIALS (or a policy
+    rule's own code, with its own status)."""
+
+    __slots__ = ("reason", "message", "status", "headers")
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None,
+                 headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status if status is not None else DENIALS[reason].status
+        self.headers = headers
+
+    @property
+    def error_type(self) -> str:
+        row = DENIALS.get(self.reason)
+        if row is not None:
+            return row.type
+        return "permission_error" if self.status == 403 else "invalid_request_error"

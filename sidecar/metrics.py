@@ -1,0 +1,39 @@
+"""Prometheus metrics, declared once on an injected registry. Labels are bounded
+to names known when the policy loads (tier, endpoint, rule, reason)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.routed = Counter("router_routed_total", "Requests routed, by tier, endpoint and rule",
+                              ["tier", "endpoint", "rule"], registry=registry)
+        self.denied = Counter("router_denied_total", "Requests refused by the sidecar, by reason",
+                              ["reason"], registry=registry)
+        self.errors = Counter("router_errors_total", "Unexpected errors in the sidecar (bugs)",
+                              registry=registry)
+        self.decision_seconds = Histogram("router_decision_seconds",
+                                          "Time the sidecar spends deciding one request",
+                                          buckets=BUCKETS, registry=registry)
+        self.reloads = Counter("router_policy_reloads_total", "Policy reloads, by result",
+                               ["result"], registry=registry)
+        self._routed_children: dict = {}
+        self._denied_children: dict = {}
+
+    def count_routed(self, tier: str, endpoint: str, rule: str) -> None:
+        key = (tier, endpoint, rule)
+        child = self._routed_children.get(key)
+        if child is None:
+            child = self._routed_children[key] = self.routed.labels(*key)
+        child.inc()
+
+    def count_denied(self, reason: str) -> None:
+        child = self._denied_children.get(reason)
+        if child is None:
+            child = self._denied_children[reason] = self.denied.labels(reason)
+        child.inc()

@@ -1,0 +1,123 @@
+"""Shared fixtures: a port-shifted copy of a policy and the real stack around it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from sidecar.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "policies" / "demo.yaml"
+HASH = "cdd01ef066bc6cf2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shifted_policy(tmp_path: Path, source: Path = DEMO, extra: str = "") -> tuple[Path, dict]:
+    """A copy of `source` whose loopback endpoints listen on free ports.
+    Returns the path and {endpoint name: port}."""
+    text = source.read_text()
+    ports = {}
+
+    def swap(match):
+        port = free_port()
+        ports[match.group(1)] = port
+        return f'{match.group(0).split("127.0.0.1:")[0]}127.0.0.1:{port}/'
+
+    text = re.sub(r'name: ([a-z0-9-]+),[^\n]*?127\.0\.0\.1:\d+/', swap, text)
+    # Tests pin an endpoint with the X-Test-Pin header, so fallbacks are deterministic.
+    pins = "".join(f"  - {{name: test-pin-{n}, when: {{headers: {{x-test-pin: {n}}}}}, endpoint: {n}}}\n"
+                   for n in ports)
+    text = text.replace("\nrules:\n", "\nrules:\n" + pins, 1)
+    path = tmp_path / source.name
+    path.write_text(text + extra)
+    return path, ports
+
+
+class Client:
+    """Plain HTTP/1.1 over a real socket to nginx or a mock endpoint."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | dict | None = None,
+                headers: dict | None = None, timeout: float = 10):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, resp.headers, data
+
+    def chat(self, body, headers=None, path="/v1/chat/completions", **kw):
+        base = {"Content-Type": "application/json", "X-Constitutional-Hash": HASH}
+        base.update(headers or {})
+        for name in [k for k, v in base.items() if v is None]:
+            del base[name]
+        return self.request("POST", path, body, base, **kw)
+
+
+class Mocks:
+    def __init__(self, ports: dict):
+        self.ports = ports
+
+    def received(self, name: str) -> list:
+        return json.loads(Client(self.ports[name]).request("GET", "/_mock/requests")[2])
+
+    def total_received(self) -> int:
+        return sum(len(self.received(name)) for name in self.ports)
+
+    def clear(self) -> None:
+        for name in self.ports:
+            Client(self.ports[name]).request("DELETE", "/_mock/requests")
+            self.fault(name, "")
+
+    def fault(self, name: str, fault: str) -> None:
+        Client(self.ports[name]).request("POST", "/_mock/faults", {"fault": fault})
+
+
+def user(text: str, **extra) -> dict:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def stack(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"stack-{request.param}")
+    policy, ports = shifted_policy(tmp)
+    listen_port = free_port()
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{listen_port}",
+               latency_scale=0.25)
+    st.start()
+    st.client = Client(listen_port)
+    st.mocks = Mocks(ports)
+    yield st
+    st.stop()
+
+
+@pytest.fixture
+def clean(stack):
+    stack.mocks.clear()
+    yield stack
+    stack.mocks.clear()
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -1,0 +1,155 @@
+"""Routed requests through real nginx (both modes), the sidecar and the mock endpoints."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+import pytest
+
+from conftest import HASH, user
+
+PROOF = ("Prove rigorously, step by step, that for every integer n >= 1 the sum of the first n "
+         "odd numbers equals n^2. Then derive a closed form for \\sum_{k=1}^{n} k^3, prove it by "
+         "induction, and analyze why the proof technique generalises. State every lemma you use, "
+         "justify each step, and discuss the trade-off between an inductive proof and a direct "
+         "combinatorial argument. " * 3)
+TIERS = ["nano", "fast", "balanced", "premium", "expert"]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_pinned_tier_lands_on_an_endpoint_of_that_tier(clean, tier):
+    status, headers, body = clean.client.chat({"model": tier, "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert status == 200, body
+    assert headers["X-Route-Tier"] == tier
+    served_by = headers["X-Mock-Endpoint"]
+    assert headers["X-Route-Endpoint"] == served_by
+    assert served_by.startswith(tier)
+    assert headers["X-Route-Model"] == clean.policy.endpoint_by_name[served_by].model
+    assert len(headers["X-Request-Id"]) == 32
+
+
+def test_a_greeting_goes_to_nano_and_a_proof_goes_higher(clean):
+    _, low, _ = clean.client.chat(user("hi"))
+    _, high, _ = clean.client.chat(user(PROOF))
+    assert low["X-Route-Tier"] == "nano"
+    rank = {t: i for i, t in enumerate(TIERS)}
+    assert rank[high["X-Route-Tier"]] >= rank["balanced"]
+
+
+def test_stock_mode_forwards_the_body_byte_identical_lua_mode_rewrites_only_the_model(clean):
+    raw = (b'{ "messages" : [ {"role":"user", "content":"caf\\u00e9 \xe2\x98\x95"} ],\n'
+           b'  "temperature": 0.70, "model": "auto", "n": 1, "x_extra": {"deep": [1, 2.50, null]} }')
+    status, headers, _ = clean.client.chat(raw, headers={"X-Test-Pin": "fast-llama-3-1-8b"})
+    assert status == 200
+    (got,) = clean.mocks.received("fast-llama-3-1-8b")
+    if clean.mode == "stock":
+        assert got["body"].encode() == raw
+    else:
+        sent, original = json.loads(got["body"]), json.loads(raw)
+        assert sent.pop("model") == "llama-3.1-8b-instant"
+        original.pop("model")
+        assert sent == original
+        assert list(json.loads(got["body"])) == list(json.loads(raw))  # key order kept
+
+
+def test_client_route_headers_cannot_pick_the_upstream(clean):
+    status, headers, _ = clean.client.chat(user("hi"), headers={
+        "X-Route-Endpoint": "expert-grok-4", "X-Route-Fallback": "expert-grok-4",
+        "X-Route-Path": "/_mock/requests", "X-Route-Auth": "Bearer stolen"})
+    assert status == 200
+    assert headers["X-Route-Tier"] == "nano"
+    assert clean.mocks.received("expert-grok-4") == []
+    (got,) = clean.mocks.received(headers["X-Mock-Endpoint"])
+    assert got["path"] == "/v1/chat/completions"
+    assert "Bearer stolen" not in json.dumps(got["headers"])
+
+
+def test_an_upstream_x_accel_redirect_is_ignored(clean):
+    clean.mocks.fault("nano-qwen3-4b", "accel")
+    status, headers, body = clean.client.chat(user("hi"), headers={"X-Test-Pin": "nano-qwen3-4b"})
+    assert status == 200
+    assert json.loads(body)["choices"][0]["message"]["content"].startswith("served by nano-qwen3-4b")
+    assert "X-Accel-Redirect" not in headers
+
+
+def test_internal_decision_headers_never_reach_the_client(clean):
+    _, headers, _ = clean.client.chat(user("hi"))
+    internal = {"x-route-auth", "x-route-path", "x-route-fallback", "x-route-fallback2",
+                "x-route-rule", "x-route-decision", "x-accel-redirect", "x-route-model-at"}
+    assert not internal & {k.lower() for k in headers}
+
+
+def test_sse_chunks_reach_the_client_as_they_are_produced(clean):
+    conn = http.client.HTTPConnection("127.0.0.1", clean.client.port, timeout=10)
+    body = json.dumps({"model": "expert", "stream": True, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": "hi"}]})
+    conn.request("POST", "/v1/chat/completions", body=body, headers={
+        "Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    arrivals = []
+    while True:
+        line = resp.readline()
+        if not line:
+            break
+        if line.startswith(b"data: "):
+            arrivals.append((time.monotonic(), line[6:].strip()))
+    conn.close()
+    assert arrivals[-1][1] == b"[DONE]"
+    usage = json.loads(arrivals[-2][1])
+    assert usage["usage"]["completion_tokens"] > 0
+    # The mock spreads 8 chunks over ~185 ms at this latency scale; buffering would
+    # deliver them all at once.
+    assert arrivals[-1][0] - arrivals[0][0] > 0.1
+
+
+@pytest.mark.parametrize("fault", ["status=503", "status=502", "drop"])
+def test_a_failing_endpoint_falls_back_with_the_same_body(clean, fault):
+    clean.mocks.fault("balanced-qwen3-32b", fault)
+    raw = json.dumps({"model": "auto", "temperature": 0.2, "messages": [
+        {"role": "user", "content": "fall back please"}]}).encode()
+    status, headers, body = clean.client.chat(raw, headers={"X-Test-Pin": "balanced-qwen3-32b"})
+    assert status == 200, body
+    assert headers["X-Route-Endpoint"] == "balanced-qwen3-32b-b"
+    assert headers["X-Mock-Endpoint"] == "balanced-qwen3-32b-b"
+    (first,) = clean.mocks.received("balanced-qwen3-32b")
+    (second,) = clean.mocks.received("balanced-qwen3-32b-b")
+    assert first["body"] == second["body"]
+    if clean.mode == "stock":
+        assert second["body"].encode() == raw
+
+
+def test_fallback_crosses_to_the_next_tier_with_that_endpoints_model(clean):
+    clean.mocks.fault("balanced-qwen3-32b", "status=503")
+    clean.mocks.fault("balanced-qwen3-32b-b", "status=504")
+    status, headers, _ = clean.client.chat(user("next tier"), headers={"X-Test-Pin": "balanced-qwen3-32b"})
+    assert status == 200
+    assert headers["X-Route-Tier"] == "premium"
+    served = headers["X-Mock-Endpoint"]
+    assert headers["X-Route-Endpoint"] == served
+    (got,) = clean.mocks.received(served)
+    if clean.mode == "lua":
+        assert json.loads(got["body"])["model"] == clean.policy.endpoint_by_name[served].model
+
+
+def test_when_every_hop_fails_the_client_gets_a_json_502(clean):
+    for name in ("expert-grok-4",):
+        clean.mocks.fault(name, "status=503")
+    status, headers, body = clean.client.chat({"model": "expert", "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert status == 502
+    assert json.loads(body)["error"]["code"] == "upstream_failed"
+    assert headers["X-Constitutional-Hash"] == HASH
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_upstream_4xx_is_passed_through_not_retried(clean):
+    clean.mocks.fault("fast-llama-3-1-8b", "status=400")
+    status, _, body = clean.client.chat(user("x"), headers={"X-Test-Pin": "fast-llama-3-1-8b"})
+    assert status == 400
+    assert "injected fault" in json.loads(body)["error"]["message"]
+    assert clean.mocks.received("fast-deepseek-r1-8b") == []
