@@ -1,8 +1,9 @@
-"""The sidecar's HTTP face: nginx asks `POST /_decide` for every request.
+"""The sidecar: nginx asks it about every request; it answers allow or deny.
 
 `decide()` is the whole pipeline as one synchronous function (parse → features →
-policy → decision); `create_app()` wraps it in aiohttp and adds /healthz and
-/metrics. Nothing here reads the environment or starts anything.
+policy → decision). `Sidecar.handle()` adds the HTTP face (decisions, /healthz,
+/metrics) for the lean nginx socket (sidecar.wire) and for the aiohttp admin
+listener. Nothing here reads the environment or starts anything.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sidecar.metrics import Metrics
 from sidecar.policy import Policy
 
 log = logging.getLogger("sidecar")
+JSON = {"Content-Type": "application/json"}
 
 
 class PolicyRef:
@@ -33,7 +35,7 @@ class PolicyRef:
 
 def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: str = "",
            lua_mode: bool = False):
-    """Everything the router decides about one request → (status, headers, body).
+    """Everything the router decides about one request → (route, headers, body).
     Raises Denied for any refusal."""
     path = uri.split("?", 1)[0]
     if path not in features.ROUTED_PATHS:
@@ -50,45 +52,55 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: st
     return route, out_headers, out_body
 
 
-def create_app(ref: PolicyRef, metrics: Metrics) -> web.Application:
-    async def handle_decide(request: web.Request) -> web.Response:
+class Sidecar:
+    def __init__(self, ref: PolicyRef, metrics: Metrics):
+        self.ref = ref
+        self.metrics = metrics
+
+    def handle(self, method: str, target: str, headers, body: bytes):
+        """One HTTP request → (status, headers, body)."""
+        if method == "GET" and target == "/healthz":
+            return self.healthz()
+        if method == "GET" and target == "/metrics":
+            return 200, {"Content-Type": CONTENT_TYPE_LATEST}, generate_latest(self.metrics.registry)
+        return self.decide(headers, body)
+
+    def decide(self, headers, body: bytes):
         started = time.perf_counter()
-        policy = ref.policy
-        raw = await request.read()
-        headers = request.headers
+        metrics = self.metrics
         try:
             route, out_headers, out_body = decide(
-                policy, headers.get("X-Original-Method", ""), headers.get("X-Original-URI", ""),
-                headers, raw, ip=headers.get("X-Real-IP", ""),
-                lua_mode=headers.get("X-Route-Mode") == "lua")
+                self.ref.policy, headers.get("X-Original-Method", ""),
+                headers.get("X-Original-URI", ""), headers, body,
+                ip=headers.get("X-Real-IP", ""), lua_mode=headers.get("X-Route-Mode") == "lua")
         except Denied as denied:
             metrics.count_denied(denied.reason)
-            status, out_headers, out_body = decision.deny(denied)
-            return web.Response(status=status, headers=out_headers, body=out_body)
+            return decision.deny(denied)
         except Exception:  # a bug: log it, count it, never show it
             metrics.errors.inc()
             log.exception("decision failed request_id=%s", headers.get("X-Request-Id", "-"))
-            return web.Response(status=500, headers={"Content-Type": "application/json"},
-                                body=decision.error_body("internal router error", "server_error",
-                                                         "internal_error"))
+            return 500, JSON, decision.error_body("internal router error", "server_error",
+                                                  "internal_error")
         metrics.count_routed(route.endpoint.tier.name, route.endpoint.name, route.rule)
         metrics.decision_seconds.observe(time.perf_counter() - started)
-        return web.Response(status=200, headers=out_headers, body=out_body)
+        return 200, out_headers, out_body
 
-    async def handle_healthz(request: web.Request) -> web.Response:
-        policy = ref.policy
+    def healthz(self):
+        policy = self.ref.policy
         body = {"status": "ok", "policy": policy.source, "policy_version": policy.version,
                 "endpoints_down": sorted(policy.health.down_until)}
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+        return 200, JSON, orjson.dumps(body)
 
-    async def handle_metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+def create_admin_app(sidecar: Sidecar) -> web.Application:
+    """aiohttp app for the TCP admin listener (Prometheus scrapes, health checks,
+    debugging decisions with curl); same answers as the nginx socket."""
+
+    async def handle(request: web.Request) -> web.Response:
+        status, headers, body = sidecar.handle(request.method, request.path_qs, request.headers,
+                                               await request.read())
+        return web.Response(status=status, headers=headers, body=body)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/metrics", handle_metrics)
-    # nginx sends every decision here: lua mode as POST /_decide, stock mode with the
-    # client's own method and path (the original is in X-Original-*).
-    app.router.add_route("*", "/{tail:.*}", handle_decide)
+    app.router.add_route("*", "/{tail:.*}", handle)
     return app

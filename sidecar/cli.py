@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("sidecar")
+MAX_BODY = 16 * 1024 * 1024  # above any client_max_body_size nginx is configured with
 
 
 def _load(path: str):
@@ -84,9 +85,10 @@ def cmd_serve(args) -> int:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from sidecar.app import PolicyRef, create_app
+    from sidecar.app import PolicyRef, Sidecar, create_admin_app
     from sidecar.metrics import Metrics
     from sidecar.policy_spec import PolicyError, load_policy
+    from sidecar.wire import HttpProtocol
 
     policy = _load(args.policy)
     if policy.missing_env:
@@ -94,6 +96,7 @@ def cmd_serve(args) -> int:
     _install_uvloop()
     ref = PolicyRef(policy)
     metrics = Metrics(CollectorRegistry())
+    sidecar = Sidecar(ref, metrics)
 
     def reload() -> None:
         try:
@@ -108,25 +111,30 @@ def cmd_serve(args) -> int:
         log.info("policy reloaded: version %s", new.version)
 
     async def run() -> None:
-        runner = web.AppRunner(create_app(ref, metrics), access_log=None,
-                               handle_signals=False, shutdown_timeout=1)
-        await runner.setup()
+        loop = asyncio.get_running_loop()
+        servers, runner = [], None
         if args.socket:
             Path(args.socket).unlink(missing_ok=True)
-            await web.UnixSite(runner, args.socket).start()
+            servers.append(await loop.create_unix_server(
+                lambda: HttpProtocol(sidecar.handle, MAX_BODY), args.socket))
             os.chmod(args.socket, 0o666)
         if args.tcp:
+            runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
+                                   handle_signals=False, shutdown_timeout=1)
+            await runner.setup()
             host, _, port = args.tcp.rpartition(":")
             await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         log.info("sidecar ready: policy %s version %s on %s", policy.source, policy.version,
-                 args.socket or args.tcp)
+                 " and ".join(filter(None, (args.socket, args.tcp))))
         await stop.wait()
-        await runner.cleanup()
+        for server in servers:
+            server.close()
+        if runner is not None:
+            await runner.cleanup()
 
     asyncio.run(run())
     return 0
@@ -165,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the sidecar")
     p.add_argument("--policy", required=True)
     p.add_argument("--socket", help="unix socket path (what nginx talks to)")
-    p.add_argument("--tcp", help="also listen on HOST:PORT (healthz, metrics, debugging)")
+    p.add_argument("--tcp", help="admin listener HOST:PORT (healthz, metrics, debugging)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="load, compile and run the golden suites of policies")

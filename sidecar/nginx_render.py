@@ -211,6 +211,11 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                   "            proxy_hide_header X-Route-Decision;",
                   "            proxy_intercept_errors on;",
                   "            error_page 500 502 503 504 = @sidecar_failed;",
+                  # Declaring error_page here hides the server's; re-add the ones nginx
+                  # itself raises while reading the body (the sidecar never sends these).
+                  "            error_page 408 = @error_408;",
+                  "            error_page 413 = @error_413;",
+                  "            recursive_error_pages on;  # @sidecar_failed may chain to another",
                   "        }"]
     for streaming, base in ((False, "@buffered"), (True, "@stream")):
         for hop in range(len(HOPS)):

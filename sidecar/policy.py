@@ -9,6 +9,7 @@ import time
 from typing import NamedTuple
 
 from sidecar.denials import Denied
+from sidecar.matchers import compile_rules
 
 MAX_FALLBACKS = 2
 
@@ -149,6 +150,7 @@ class Policy:
         self.endpoint_by_name = {e.name: e for e in endpoints}
         self.rules = rules
         self.default = default
+        self._first_match = compile_rules([rule.when for rule in rules])
         self.failover = failover
         self.missing_env = missing_env
         self.health = health or Health()
@@ -166,10 +168,8 @@ class Policy:
             self.chains[e.name] = tuple(chain)
 
     def match(self, features) -> Rule:
-        for rule in self.rules:
-            if rule.when.matches(features):
-                return rule
-        return self.default
+        i = self._first_match(features)
+        return self.rules[i] if i >= 0 else self.default
 
     def route(self, features) -> Route:
         rule = self.match(features)

@@ -1,0 +1,92 @@
+"""Bad input through real nginx: a specific 4xx with an OpenAI-style error, the
+security headers and the constitutional hash, and nothing forwarded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import HASH
+
+JSON = {"Content-Type": "application/json", "X-Constitutional-Hash": HASH}
+SECURITY = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Constitutional-Hash": HASH,
+}
+MSG = '"messages":[{"role":"user","content":"hi"}]'
+
+CASES = [
+    # name, method, path, headers, body, status, code
+    ("invalid json", "POST", "/v1/chat/completions", JSON, b'{"model": "auto", ', 400, "invalid_json"),
+    ("non-object body", "POST", "/v1/chat/completions", JSON, b'[1, 2, 3]', 400, "invalid_json"),
+    ("string body", "POST", "/v1/chat/completions", JSON, b'"hello"', 400, "invalid_json"),
+    ("empty body", "POST", "/v1/chat/completions", JSON, b"", 400, "invalid_json"),
+    ("missing messages", "POST", "/v1/chat/completions", JSON, b'{"model":"auto"}', 400, "invalid_request"),
+    ("empty messages", "POST", "/v1/chat/completions", JSON, b'{"model":"auto","messages":[]}', 400, "invalid_request"),
+    ("messages not a list", "POST", "/v1/chat/completions", JSON, b'{"messages":"hi"}', 400, "invalid_request"),
+    ("message not an object", "POST", "/v1/chat/completions", JSON, b'{"messages":["hi"]}', 400, "invalid_request"),
+    ("unknown role", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"root","content":"x"}]}', 400, "invalid_request"),
+    ("content a number", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":5}]}', 400, "invalid_request"),
+    ("model a number", "POST", "/v1/chat/completions", JSON, b'{"model":5,' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("stream a string", "POST", "/v1/chat/completions", JSON, b'{"stream":"yes",' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("max_tokens a float", "POST", "/v1/chat/completions", JSON, b'{"max_tokens":1.5,' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("max_tokens zero", "POST", "/v1/chat/completions", JSON, b'{"max_tokens":0,' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("tools an object", "POST", "/v1/chat/completions", JSON, b'{"tools":{},' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("NaN", "POST", "/v1/chat/completions", JSON, b'{"temperature":NaN,' + MSG.encode() + b'}', 400, "invalid_json"),
+    ("invalid utf-8", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"\xff"}]}', 400, "invalid_json"),
+    ("prompt missing", "POST", "/v1/completions", JSON, b'{"model":"auto"}', 400, "invalid_request"),
+    ("text/plain", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "text/plain"}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
+    ("no content type", "POST", "/v1/chat/completions", {"X-Constitutional-Hash": HASH}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
+    ("form", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "application/x-www-form-urlencoded"}, b"a=b", 415, "unsupported_media_type"),
+    ("GET on chat", "GET", "/v1/chat/completions", JSON, None, 405, "method_not_allowed"),
+    ("unknown v1 path", "POST", "/v1/secret", JSON, b'{' + MSG.encode() + b'}', 404, "unknown_url"),
+    ("unknown path", "GET", "/admin", {}, None, 404, "unknown_url"),
+    ("hash missing", "POST", "/v1/chat/completions", {"Content-Type": "application/json"}, b'{' + MSG.encode() + b'}', 428, "hash_required"),
+    ("hash mismatch", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": "0123456789abcdef"}, b'{' + MSG.encode() + b'}', 412, "hash_mismatch"),
+    ("hash uppercase", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": HASH.upper()}, b'{' + MSG.encode() + b'}', 400, "invalid_hash"),
+    ("hash too short", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": HASH[:-1]}, b'{' + MSG.encode() + b'}', 400, "invalid_hash"),
+    ("body too large", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"' + b"a" * (2 * 1024 * 1024) + b'"}]}', 413, "request_too_large"),
+]
+
+
+@pytest.mark.parametrize("name,method,path,headers,body,status,code", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_and_never_forwarded(clean, name, method, path, headers, body, status, code):
+    got_status, got_headers, got_body = clean.client.request(method, path, body, headers)
+    assert got_status == status, got_body
+    error = json.loads(got_body)["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["type"] in ("invalid_request_error", "server_error")
+    assert got_headers["Content-Type"].startswith("application/json")
+    for header, value in SECURITY.items():
+        assert got_headers[header] == value, header
+    assert "Server" not in got_headers or got_headers["Server"] == "nginx"
+    assert "Traceback" not in got_body.decode("utf-8", "replace")
+    assert clean.mocks.total_received() == 0
+
+
+def test_a_duplicated_hash_header_is_refused(clean):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", clean.client.port, timeout=5)
+    conn.putrequest("POST", "/v1/chat/completions")
+    body = b'{' + MSG.encode() + b'}'
+    for name, value in (("Content-Type", "application/json"), ("X-Constitutional-Hash", HASH),
+                        ("X-Constitutional-Hash", HASH), ("Content-Length", str(len(body)))):
+        conn.putheader(name, value)
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    assert resp.status == 400
+    assert json.loads(resp.read())["error"]["code"] == "invalid_hash"
+    assert clean.mocks.total_received() == 0
+
+
+def test_a_mismatched_hash_answer_names_the_active_hash(clean):
+    status, headers, _ = clean.client.chat({"messages": [{"role": "user", "content": "x"}]},
+                                           headers={"X-Constitutional-Hash": "ffffffffffffffff"})
+    assert status == 412
+    assert headers.get_all("X-Constitutional-Hash") == [HASH]
