@@ -64,7 +64,7 @@ def main() -> None:
     for name, us in med.items():
         print(f"{name:14} {us:7.2f} µs per decision (median of 7 rounds)")
     print(f"200 rules / 10 rules:        {med['200 rules'] / med['10 rules']:.2f}x")
-    print(f"220 endpoints / 10 endpoints: {med["220 endpoints"] / med["10 endpoints"]:.2f}x")
+    print(f"220 endpoints / 10 endpoints: {med['220 endpoints'] / med['10 endpoints']:.2f}x")
 
 
 if __name__ == "__main__":
