@@ -258,6 +258,10 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "time.\",\"type\":\"server_error\",\"param\":null,\"code\":\"upstream_timeout\"}}';",
               "        }",
               *_error_locations(),
+              "        # nginx's own health: up, and which policy its routing tables came from.",
+              "        location = /healthz {",
+              f"            return 200 '{{\"status\":\"ok\",\"policy_version\":\"{policy.version}\"}}';",
+              "        }",
               "        location / {", "            return 404 '{\"error\":{\"message\":\"Unknown URL.\","
               "\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"unknown_url\"}}';",
               "        }",

@@ -7,6 +7,8 @@ same configuration users deploy.
 from __future__ import annotations
 
 import getpass
+import http.client
+import json
 import os
 import signal
 import socket
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 from sidecar import nginx_render
-from sidecar.policy_spec import load_policy
+from sidecar.policy_spec import PolicyError, load_policy
 
 
 def wait_for(connect, what: str, timeout: float = 15.0, proc: subprocess.Popen | None = None):
@@ -104,7 +106,7 @@ class Stack:
             proc.send_signal(sig)
             proc.wait(10)
 
-    def start_nginx(self) -> None:
+    def start_nginx(self, reload: bool = False) -> None:
         opts = nginx_render.NginxOptions(mode=self.mode, listen=self.listen,
                                          sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
                                          worker_processes="2",
@@ -115,9 +117,60 @@ class Stack:
                                capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejected the rendered config:\n{check.stderr}")
+        if reload:
+            subprocess.run(["nginx", "-s", "reload", "-p", str(self.run_dir), "-c", str(conf)],
+                           check=True, capture_output=True)
+            return
         proc = self._spawn("nginx", ["nginx", "-p", str(self.run_dir), "-c", str(conf)])
         host, _, port = self.listen.rpartition(":")
         wait_for(_tcp(host, int(port)), "nginx", proc=proc)
+
+    def sidecar_health(self, index: int = 0) -> dict:
+        """GET /healthz on a sidecar's socket."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.connect(self.sockets[index])
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        finally:
+            s.close()
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+    def nginx_health(self) -> dict:
+        host, _, port = self.listen.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def reload(self, timeout: float = 10.0) -> str:
+        """Apply an edited policy: validate it, re-render and reload nginx if its
+        endpoints changed, and have every sidecar swap to it. Raises PolicyError
+        (and changes nothing) if the edit does not load."""
+        new = load_policy(self.policy_path, self.env)
+        upstreams = self.run_dir / "upstreams.conf"
+        self.policy = new
+        deadline = time.monotonic() + timeout
+        if nginx_render.render_upstreams(new) != upstreams.read_text():
+            self.start_nginx(reload=True)
+            # Old workers finish their requests while new ones start; wait for the new.
+            while self.nginx_health().get("policy_version") != new.version:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not take policy {new.version}")
+                time.sleep(0.02)
+        for i in range(self.workers):
+            self.procs[f"sidecar-{i}"].send_signal(signal.SIGHUP)
+        for i in range(self.workers):
+            while self.sidecar_health(i)["policy_version"] != new.version:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sidecar {i} did not take policy {new.version}")
+                time.sleep(0.02)
+        return new.version
 
     def stop(self) -> None:
         for name, proc in reversed(list(self.procs.items())):
@@ -146,9 +199,17 @@ def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: flo
     print(f"  curl -s {listen}/v1/chat/completions -H 'Content-Type: application/json' "
           f"-H 'X-Constitutional-Hash: {stack.policy.constitutional_hash}' "
           "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'")
+    print(f"  edit {stack.policy_path} and the stack reloads it")
+    mtime = stack.policy_path.stat().st_mtime
     try:
         while all(p.poll() is None for p in stack.procs.values()):
             time.sleep(0.5)
+            if stack.policy_path.stat().st_mtime != mtime:
+                mtime = stack.policy_path.stat().st_mtime
+                try:
+                    print(f"policy reloaded: version {stack.reload()}")
+                except PolicyError as exc:
+                    print(f"policy NOT reloaded, still serving the previous one: {exc}")
         failed = [n for n, p in stack.procs.items() if p.poll() is not None]
         print(f"stopped: {', '.join(failed)} exited; see {stack.run_dir}/*.log", file=sys.stderr)
         return 1
