@@ -12,6 +12,7 @@ import logging
 import time
 
 import orjson
+import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,7 +35,7 @@ class PolicyRef:
 
 
 def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: str = "",
-           lua_mode: bool = False):
+           lua_mode: bool = False, cache: features.FeatureCache | None = None):
     """Everything the router decides about one request → (route, headers, body).
     Raises Denied for any refusal."""
     path = uri.split("?", 1)[0]
@@ -45,17 +46,26 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: st
         raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use POST",
                      headers=(("Allow", "POST"),))
     constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash)
-    body = features.parse_body(raw, headers.get("Content-Type", ""))
-    feats = features.extract(features.Features(method, path, headers, ip), body)
+    feats = features.Features(method, path, headers, ip)
+    if cache is None:
+        features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
+    else:
+        features.check_media_type(headers.get("Content-Type", ""))
+        key = (path, xxhash.xxh3_64_intdigest(raw))
+        if not cache.fill(feats, key):
+            features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
+            cache.store(feats, key, len(raw))
     route = policy.route(feats)
     out_headers, out_body = decision.allow(route, feats, lua_mode, path[3:])
     return route, out_headers, out_body
 
 
 class Sidecar:
-    def __init__(self, ref: PolicyRef, metrics: Metrics):
+    def __init__(self, ref: PolicyRef, metrics: Metrics, cache: features.FeatureCache | None = None):
         self.ref = ref
         self.metrics = metrics
+        self.cache = cache if cache is not None else features.FeatureCache()
+        metrics.watch_cache(self.cache)
 
     def handle(self, method: str, target: str, headers, body: bytes):
         """One HTTP request → (status, headers, body)."""
@@ -72,7 +82,8 @@ class Sidecar:
             route, out_headers, out_body = decide(
                 self.ref.policy, headers.get("X-Original-Method", ""),
                 headers.get("X-Original-URI", ""), headers, body,
-                ip=headers.get("X-Real-IP", ""), lua_mode=headers.get("X-Route-Mode") == "lua")
+                ip=headers.get("X-Real-IP", ""), lua_mode=headers.get("X-Route-Mode") == "lua",
+                cache=self.cache)
         except Denied as denied:
             metrics.count_denied(denied.reason)
             return decision.deny(denied)

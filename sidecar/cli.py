@@ -160,6 +160,86 @@ def cmd_mockllm(args) -> int:
     return 0
 
 
+def _read_jsonl(path: str) -> list[dict]:
+    import orjson
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    with stream:
+        return [orjson.loads(line) for line in stream if line.strip()]
+
+
+def _part(rows: list[dict], part: str) -> list[dict]:
+    """A reproducible 80/20 split by row identity (xxh3 of file and id)."""
+    if part == "all":
+        return rows
+    import xxhash
+    held = [xxhash.xxh3_64_intdigest(f"{r.get('file')}/{r.get('id')}".encode()) % 5 == 0 for r in rows]
+    return [r for r, h in zip(rows, held) if h == (part == "heldout")]
+
+
+def cmd_train(args) -> int:
+    try:
+        from sidecar import training
+    except ImportError as exc:
+        print(f"error: training needs the train extra (pip install -e '.[train]'): {exc}",
+              file=sys.stderr)
+        return 2
+    from sidecar.complexity import ComplexityModel
+    from sidecar.evaluation import evaluate
+    rows = _part(_read_jsonl(args.data), args.part)
+    if args.loso:
+        files = sorted({r.get("file", "unknown") for r in rows})
+        print(f"leave-one-source-out over {len(files)} files")
+        print(f"{'held-out file':28} {'n':>6} {'exact':>7} {'within1':>8} {'mae':>6}")
+        totals = []
+        for held in files:
+            model = ComplexityModel(training.train([r for r in rows if r.get("file") != held]))
+            m = evaluate(model, [r for r in rows if r.get("file") == held])["files"][held]
+            totals.append(m)
+            print(f"{held:28} {m['n']:6d} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}",
+                  flush=True)
+        print(f"{'macro':28} {'':6} " + " ".join(
+            f"{sum(t[k] for t in totals) / len(totals):{w}.3f}"
+            for k, w in (("exact", 7), ("within_one", 8), ("mae", 6))))
+    if args.out:
+        Path(args.out).write_text(training.dump(training.train(rows)))
+        print(f"wrote {args.out} (trained on {len(rows)} rows)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from sidecar import complexity, evaluation
+    model = complexity.load(args.model) if args.model else complexity.default_model()
+    result = evaluation.evaluate(model, _part(_read_jsonl(args.data), args.part))
+    print(evaluation.report(result))
+    if args.plot:
+        evaluation.plot(result, args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    import orjson
+    from sidecar import complexity
+    model = complexity.load(args.model) if args.model else complexity.default_model()
+    out = sys.stdout.buffer
+    for number, line in enumerate(sys.stdin.buffer, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+            prompt = row["prompt"]
+            if not isinstance(prompt, str):
+                raise TypeError("'prompt' must be a string")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            print(f"error: line {number}: expected a JSON object with a 'prompt' string: {exc}",
+                  file=sys.stderr)
+            return 2
+        score, tier = model.assess(prompt, row.get("messages", 1) if isinstance(row.get("messages"), int) else 1)
+        row["tier_pred"], row["score"] = tier, round(score, 6)
+        out.write(orjson.dumps(row) + b"\n")
+    return 0
+
+
 def cmd_stack(args) -> int:
     from sidecar import stack
     return stack.run(args.policy, mode=args.mode, listen=args.listen, run_dir=args.run_dir,
@@ -202,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-scale", type=float, default=1.0, help="0 for benchmarks")
     p.add_argument("--fault", default="", help="fault for every request, e.g. status=503")
     p.set_defaults(func=cmd_mockllm)
+
+    p = sub.add_parser("train", help="train the complexity model on labelled prompts (JSONL)")
+    p.add_argument("--data", required=True, help='JSONL with "prompt", "tier" and "file"')
+    p.add_argument("--out", help="model file to write (JSON)")
+    p.add_argument("--loso", action="store_true", help="report leave-one-source-out accuracy")
+    p.add_argument("--part", choices=("all", "train", "heldout"), default="all",
+                   help="all rows, or the reproducible 80%% / 20%% split")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy per source file, confusion, cost/quality (APGR)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", help="model file (default: the shipped one)")
+    p.add_argument("--part", choices=("all", "train", "heldout"), default="all")
+    p.add_argument("--plot", help="draw the confusion matrix and cost/quality curve to a PNG")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("classify", help='add "tier_pred" and "score" to {"prompt": ...} JSONL lines')
+    p.add_argument("--model", help="model file (default: the shipped one)")
+    p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("stack", help="run the local stack: endpoints + sidecar + nginx")
     p.add_argument("--policy", default="policies/demo.yaml")

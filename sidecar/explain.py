@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from sidecar import constitution, features
+from sidecar import complexity, constitution, features
 from sidecar.denials import Denied
 from sidecar.policy import DenyAction, Policy
 
@@ -27,6 +27,9 @@ def explain(policy: Policy, raw: bytes, *, path: str = "/v1/chat/completions",
         value = getattr(feats, name)
         lines.append(f"  {name:14} {value:.3f}" if isinstance(value, float)
                      else f"  {name:14} {value!r}")
+    model = complexity.default_model()
+    moved = ", ".join(f"{name} {value:+.2f}" for name, value in model.contributions(feats.text, feats.messages))
+    lines.append(f"  complexity moved most by: {moved}")
     lines.append("rules (first match wins):")
     chosen = None
     for rule in (*policy.rules, policy.default):

@@ -7,9 +7,11 @@ OpenAI-compatible endpoint expects is refused here, never forwarded).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import orjson
 
-from sidecar import complexity
+from sidecar import complexity, signals
 from sidecar.denials import Denied
 
 # Paths the router forwards, and the body field that carries the prompt.
@@ -23,9 +25,15 @@ CODE_MARKERS = ("```", "def ", "function ", "#include", "public static", "=> {",
 MATH_MARKERS = ("\\frac", "\\sqrt", "\\int", "\\sum", "$$", "\\(", "\\[", "^{", "_{", "∫", "√", "∑")
 
 
+# What a body determines (and the feature cache keeps), as opposed to the
+# request around it (method, path, headers, peer).
+BODY_FEATURES = ("body", "model", "prompt", "tokens", "messages", "system_prompt", "code", "math",
+                 "tools", "stream", "max_tokens", "complexity", "tier_hint")
+
+
 class Features:
-    __slots__ = ("method", "path", "headers", "body", "model", "text", "tokens", "messages",
-                 "system_prompt", "code", "math", "tools", "stream", "max_tokens",
+    __slots__ = ("method", "path", "headers", "body", "model", "text", "prompt", "tokens",
+                 "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
                  "complexity", "tier_hint", "client_key", "ip")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
@@ -36,6 +44,7 @@ class Features:
         self.body: dict = {}
         self.model = ""
         self.text = ""
+        self.prompt = ""  # what `prompt:` rules match: the text, or its head and tail if long
         self.tokens = 0
         self.messages = 0
         self.system_prompt = False
@@ -53,13 +62,17 @@ def _bad(message: str) -> Denied:
     return Denied("invalid_request", message)
 
 
-def parse_body(raw: bytes, content_type: str) -> dict:
-    """The body as a JSON object, or a Denied saying exactly what is wrong."""
+def check_media_type(content_type: str) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         shown = media_type or "none"
         raise Denied("unsupported_media_type",
                      f"Content-Type must be application/json, got {shown}")
+
+
+def parse_body(raw: bytes, content_type: str) -> dict:
+    """The body as a JSON object, or a Denied saying exactly what is wrong."""
+    check_media_type(content_type)
     if not raw:
         raise Denied("invalid_json", "request body is empty; expected a JSON object")
     try:
@@ -169,8 +182,43 @@ def extract(feats: Features, body: dict) -> Features:
     text = feats.text
     # ~4 characters per token for English; 4 tokens of framing per message.
     feats.tokens = (len(text) + 3) // 4 + 4 * feats.messages
-    head = text if len(text) <= 32768 else text[:16384] + text[-16384:]
+    feats.prompt = head = signals.windows(text)
     feats.code = any(marker in head for marker in CODE_MARKERS)
-    feats.math = any(marker in head for marker in MATH_MARKERS)
+    feats.math = any(marker in head for marker in MATH_MARKERS) or (
+        head.count("$") >= 2 and any(op in head for op in ("^", "=", "\\")))  # $x^2$, not "$5"
     feats.complexity, feats.tier_hint = complexity.assess(text, feats.messages)
     return feats
+
+
+class FeatureCache:
+    """Body-derived features of bodies already seen, keyed by (path, xxh3 of the
+    body): retries and repeated prompts cost a hash and a lookup. Bounded LRU;
+    large bodies are not kept (their parsed form would dominate memory)."""
+
+    __slots__ = ("capacity", "max_body", "entries", "hits", "misses")
+
+    def __init__(self, capacity: int = 4096, max_body: int = 32 * 1024):
+        self.capacity = capacity
+        self.max_body = max_body
+        self.entries: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def fill(self, feats: Features, key) -> bool:
+        """Copy cached features into `feats`; False on a miss."""
+        values = self.entries.get(key)
+        if values is None:
+            self.misses += 1
+            return False
+        self.entries.move_to_end(key)
+        self.hits += 1
+        for name, value in zip(BODY_FEATURES, values):
+            setattr(feats, name, value)
+        return True
+
+    def store(self, feats: Features, key, size: int) -> None:
+        if size > self.max_body:
+            return
+        self.entries[key] = tuple(getattr(feats, name) for name in BODY_FEATURES)
+        if len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)

@@ -4,6 +4,7 @@ to names known when the policy loads (tier, endpoint, rule, reason)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 
@@ -24,6 +25,18 @@ class Metrics:
                                ["result"], registry=registry)
         self._routed_children: dict = {}
         self._denied_children: dict = {}
+
+    def watch_cache(self, cache) -> None:
+        """Export the feature cache's own hit/miss counts at scrape time (no
+        per-request metric work for the cache)."""
+        class CacheCollector:
+            def collect(self):
+                family = CounterMetricFamily("router_feature_cache_lookups",
+                                             "Feature cache lookups, by result", labels=["result"])
+                family.add_metric(["hit"], cache.hits)
+                family.add_metric(["miss"], cache.misses)
+                yield family
+        self.registry.register(CacheCollector())
 
     def count_routed(self, tier: str, endpoint: str, rule: str) -> None:
         key = (tier, endpoint, rule)

@@ -28,7 +28,7 @@ INT_FIELDS = {"tokens": "tokens", "messages": "messages", "max_tokens": "max_tok
 FLOAT_FIELDS = {"complexity": "complexity"}
 BOOL_FIELDS = {"system_prompt": "system_prompt", "code": "code", "math": "math",
                "tools": "tools", "stream": "stream"}
-TEXT_FIELDS = {"path": "path", "method": "method", "model": "model"}
+TEXT_FIELDS = {"path": "path", "method": "method", "model": "model", "prompt": "prompt"}
 WHEN_KEYS = sorted([*INT_FIELDS, *FLOAT_FIELDS, *BOOL_FIELDS, *TEXT_FIELDS,
                     "headers", "all", "any", "not"])
 

@@ -63,6 +63,7 @@ def test_a_decision_and_its_metrics(tmp_path, listener):
         async with session.get("http://s/metrics") as r:
             text = await r.text()
         assert 'router_routed_total{endpoint="nano-qwen3-0-6b",rule="default",tier="nano"} 1.0' in text
+        assert 'router_feature_cache_lookups_total{result="miss"} 1.0' in text
         async with session.get("http://s/healthz") as r:
             health = await r.json()
         assert health["status"] == "ok" and len(health["policy_version"]) == 16

@@ -1,0 +1,182 @@
+"""Training the complexity model (python -m sidecar train). Needs the `train`
+extra (numpy, scipy); never imported by the server.
+
+The model is additive: for every structural signal a linear term plus a
+step function over quantile bins (so "longer is harder, up to a point" needs no
+hand-made transform), plus a regularised bag of words. It is trained with the
+all-threshold ordinal logistic loss (tiers are ordered: one score, four cut
+points). What keeps it from learning which benchmark a prompt came from:
+  - every source file gets the same total weight, whatever its size;
+  - every part is L2-penalised, and the defaults were chosen by
+    leave-one-source-out validation, not by held-out accuracy on seen sources.
+Deterministic: same data and options, same model file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import minimize
+
+from sidecar import signals
+
+TIERS = 5
+
+
+def featurize(rows):
+    dense, vocabs = [], []
+    for row in rows:
+        d, words = signals.extract(row["prompt"], row.get("messages", 1))
+        dense.append(d)
+        vocabs.append(words)
+    return np.asarray(dense, dtype=np.float64), vocabs
+
+
+def choose_vocabulary(vocabs, files, min_sources: int, min_docs: int, max_words: int) -> list[str]:
+    sources, docs = defaultdict(set), defaultdict(int)
+    for words, file in zip(vocabs, files):
+        for w in words:
+            if not w[0].isdigit():
+                sources[w].add(file)
+                docs[w] += 1
+    keep = [w for w in docs if len(sources[w]) >= min_sources and docs[w] >= min_docs]
+    keep.sort(key=lambda w: (-docs[w], w))
+    return sorted(keep[:max_words])
+
+
+def bag(vocabs, index: dict) -> sparse.csr_matrix:
+    rows, cols = [], []
+    for i, words in enumerate(vocabs):
+        for w in words:
+            j = index.get(w)
+            if j is not None:
+                rows.append(i)
+                cols.append(j)
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(vocabs), len(index)))
+
+
+def source_weights(files) -> np.ndarray:
+    counts = defaultdict(int)
+    for f in files:
+        counts[f] += 1
+    w = np.array([1.0 / counts[f] for f in files])
+    return w * len(files) / w.sum()
+
+
+def bin_edges(dense, bins: int) -> list[np.ndarray]:
+    qs = np.linspace(0, 1, bins + 1)[1:-1]
+    return [np.unique(np.quantile(dense[:, j], qs)) for j in range(dense.shape[1])]
+
+
+def one_hot_bins(dense, edges) -> sparse.csr_matrix:
+    blocks = []
+    for j, e in enumerate(edges):
+        b = np.searchsorted(e, dense[:, j], side="right")
+        blocks.append(sparse.csr_matrix((np.ones(len(b)), (np.arange(len(b)), b)),
+                                        shape=(len(b), len(e) + 1)))
+    return sparse.hstack(blocks).tocsr()
+
+
+def fit(X, y, weights, penalty):
+    """All-threshold ordinal logistic regression with a per-column L2 penalty.
+    Returns (w, thresholds)."""
+    n, d = X.shape
+    k = TIERS - 1
+    # Y[i, j] = +1 if tier_i > j+1 (above cut j), else -1.
+    Y = np.where(y[:, None] > np.arange(1, TIERS)[None, :], 1.0, -1.0)
+    wsum = weights.sum()
+
+    def loss(params):
+        w, theta = params[:d], params[d:]
+        s = X @ w
+        margin = Y * (s[:, None] - theta[None, :])
+        l = np.logaddexp(0.0, -margin)
+        g = -Y * (1.0 / (1.0 + np.exp(margin)))          # d loss / d (s - theta)
+        gw = weights[:, None] * g
+        value = (weights[:, None] * l).sum() / wsum + 0.5 * (penalty * w * w).sum()
+        grad_w = X.T @ gw.sum(axis=1) / wsum + penalty * w
+        grad_t = -gw.sum(axis=0) / wsum
+        return value, np.concatenate([np.asarray(grad_w).ravel(), grad_t])
+
+    start = np.concatenate([np.zeros(d), np.linspace(-1.5, 1.5, k)])
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 3000})
+    return result.x[:d], np.sort(result.x[d:])
+
+
+DEFAULTS = {"bins": 8, "min_sources": 1, "min_docs": 5, "max_words": 20000,
+            "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.25, "layouts": 1}
+
+
+def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 20261126) -> list[dict]:
+    """Add copies of a `share` of the rows with a long "document" pasted before
+    or after the prompt, keeping its tier: the question decides, not the paste.
+    None of the labelled sources has that shape, and real traffic does.
+    Deterministic."""
+    rng = np.random.default_rng(seed)
+    texts = [r["prompt"] for r in rows]
+    extra = []
+    for i in np.flatnonzero(rng.random(len(rows)) < share):
+        target = int(rng.integers(2_500, 40_000))
+        parts, size = [], 0
+        while size < target:
+            part = texts[int(rng.integers(len(texts)))]
+            parts.append(part)
+            size += len(part) + 1
+        document = "\n".join(parts)
+        question = rows[i]["prompt"]
+        layout = int(rng.integers(layouts))  # document then question, or the question first
+        if "\n" in question:
+            layout = 0  # the one-line layouts only make sense for one-line questions
+        prompt = (document + "\n\n" + question if layout == 0 else
+                  document + "\n" + question if layout == 1 else question + "\n" + document)
+        extra.append({**rows[i], "prompt": prompt})
+    return rows + extra
+
+
+def train(rows, **options) -> dict:
+    """Rows with "prompt", "tier" and "file" → the model as a JSON-able dict."""
+    opts = {**DEFAULTS, **options}
+    rows = with_pasted_documents([r for r in rows if r.get("tier")], opts["augment"], opts["layouts"])
+    files = [r.get("file", "unknown") for r in rows]
+    y = np.array([int(r["tier"]) for r in rows])
+    dense, vocabs = featurize(rows)
+    mean, std = dense.mean(axis=0), dense.std(axis=0)
+    std[std < 1e-9] = 1.0
+    edges = bin_edges(dense, opts["bins"])
+    vocab = choose_vocabulary(vocabs, files, opts["min_sources"], opts["min_docs"], opts["max_words"])
+    index = {w: i for i, w in enumerate(vocab)}
+    binned = one_hot_bins(dense, edges)
+    X = sparse.hstack([sparse.csr_matrix((dense - mean) / std), binned, bag(vocabs, index)]).tocsr()
+    n_dense, n_bins = dense.shape[1], binned.shape[1]
+    penalty = np.concatenate([np.full(n_dense, opts["l2_dense"]), np.full(n_bins, opts["l2_bins"]),
+                              np.full(len(index), opts["l2_words"])])
+    w, theta = fit(X, y, source_weights(files), penalty)
+    # Fold the standardisation into the weights: the server reads raw signals.
+    w_dense = w[:n_dense] / std
+    bias = -float((w[:n_dense] * mean / std).sum())
+    bins, at = [], n_dense
+    for e in edges:
+        bins.append({"edges": [round(float(x), 8) for x in e],
+                     "weights": [round(float(x), 6) for x in w[at:at + len(e) + 1]]})
+        at += len(e) + 1
+    words = {word: round(float(w[at + i]), 6) for word, i in index.items() if abs(w[at + i]) >= 1e-4}
+    return {
+        "format": 2,
+        "signals": list(signals.NAMES),
+        "dense": [round(float(v), 8) for v in w_dense],
+        # Signals are clamped to what training saw: no extrapolation on odd prompts.
+        "ranges": [[round(float(lo), 8), round(float(hi), 8)]
+                   for lo, hi in zip(dense.min(axis=0), dense.max(axis=0))],
+        "bins": bins,
+        "bias": round(bias, 8),
+        "words": dict(sorted(words.items())),
+        "thresholds": [round(float(t), 6) for t in theta],
+        "trained_on": {"rows": len(rows), "files": sorted(set(files)), "options": opts},
+    }
+
+
+def dump(model: dict) -> str:
+    return json.dumps(model, indent=None, separators=(",", ":"), sort_keys=False) + "\n"
