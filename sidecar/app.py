@@ -35,7 +35,8 @@ class PolicyRef:
 
 
 def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: str = "",
-           lua_mode: bool = False, cache: features.FeatureCache | None = None):
+           lua_mode: bool = False, cache: features.FeatureCache | None = None,
+           now: float | None = None):
     """Everything the router decides about one request → (route, headers, body).
     Raises Denied for any refusal."""
     path = uri.split("?", 1)[0]
@@ -45,7 +46,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: st
     if method != "POST":
         raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use POST",
                      headers=(("Allow", "POST"),))
-    constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash)
+    constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash,
+                       policy.previous_hashes, time.time() if now is None else now)
     feats = features.Features(method, path, headers, ip)
     if cache is None:
         features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))

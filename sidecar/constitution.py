@@ -11,8 +11,10 @@ HEADER = "X-Constitutional-Hash"
 WELL_FORMED = re.compile(r"[0-9a-f]{16}")
 
 
-def check(values: list[str], active: str) -> None:
-    """Raise Denied unless exactly one well-formed header equal to `active` was sent."""
+def check(values: list[str], active: str, previous=(), now: float = 0.0) -> None:
+    """Raise Denied unless exactly one well-formed header was sent that equals
+    `active`, or one of `previous` ((hash, accepted-until epoch seconds)) still
+    within its grace period at `now` (a rotation does not break clients mid-flight)."""
     if not values:
         raise Denied("hash_required", f"the {HEADER} header is required",
                      headers=((HEADER, active),))
@@ -22,6 +24,11 @@ def check(values: list[str], active: str) -> None:
     if WELL_FORMED.fullmatch(value) is None:
         raise Denied("invalid_hash", f"the {HEADER} header must be 16 lowercase hex digits")
     # Constant time: the hash gates access, so do not leak how much of it matched.
-    if not hmac.compare_digest(value.encode(), active.encode()):
+    # Every candidate is compared, so timing does not say which one matched.
+    sent = value.encode()
+    ok = hmac.compare_digest(sent, active.encode())
+    for old, until in previous:
+        ok |= hmac.compare_digest(sent, old.encode()) and now < until
+    if not ok:
         raise Denied("hash_mismatch", f"the {HEADER} header does not match the active hash",
                      headers=((HEADER, active),))

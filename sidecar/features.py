@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import orjson
 
-from sidecar import complexity, signals
+from sidecar import complexity, signals, strictjson
 from sidecar.denials import Denied
 
 # Paths the router forwards, and the body field that carries the prompt.
@@ -75,10 +75,7 @@ def parse_body(raw: bytes, content_type: str) -> dict:
     check_media_type(content_type)
     if not raw:
         raise Denied("invalid_json", "request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
+    body = strictjson.loads(raw)
     if not isinstance(body, dict):
         raise Denied("invalid_json",
                      f"request body must be a JSON object, got {_json_type(body)}")

@@ -86,6 +86,7 @@ def render_upstreams(policy: Policy) -> str:
         out.append(f"    {key} {_q(rule.endpoint)};")
     out.append("}")
     out.append(f"map $scheme $hir_constitutional_hash {{ default {_q(policy.constitutional_hash)}; }}")
+    out.append(f"map $scheme $hir_policy_version {{ default {_q(policy.version)}; }}")
     return "\n".join(out) + "\n"
 
 

@@ -139,12 +139,14 @@ class Policy:
     """A compiled policy. `route(features)` is the whole hot-path decision."""
 
     def __init__(self, *, source: str, version: str, constitutional_hash: str,
+                 previous_hashes: tuple[tuple[str, float], ...] = (),
                  tiers: tuple[Tier, ...], endpoints: tuple[Endpoint, ...],
                  rules: tuple[Rule, ...], default: Rule, failover: tuple[Failover, ...],
                  missing_env: tuple[str, ...] = (), health: Health | None = None):
         self.source = source
         self.version = version
         self.constitutional_hash = constitutional_hash
+        self.previous_hashes = previous_hashes
         self.tiers = tiers
         self.endpoints = endpoints
         self.endpoint_by_name = {e.name: e for e in endpoints}

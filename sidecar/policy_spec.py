@@ -8,6 +8,7 @@ Unknown keys, unknown references, duplicate names and unreachable rules are erro
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -113,21 +114,52 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ctx.error("", f"{where}invalid YAML: {problem}") from None
     doc = _mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
-                   optional=("constitutional_hash", "rules", "failover"))
+                   optional=("constitutional_hash", "previous_hashes", "rules", "failover"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {_show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
     if not isinstance(chash, str) or not HASH.match(chash):
         raise ctx.error("constitutional_hash", f"expected 16 lowercase hex digits, got {_show(chash)}")
+    previous = _previous_hashes(ctx, doc.get("previous_hashes") or [], chash)
     tiers = _tiers(ctx, doc["tiers"])
     endpoints = _endpoints(ctx, doc["endpoints"], tiers)
     rules = _rules(ctx, doc.get("rules") or [], tiers, endpoints)
     default = Rule("default", m.Always(), _action(ctx, doc["default"], "default", tiers, endpoints))
     failover = _failover(ctx, doc.get("failover"), endpoints)
     return Policy(source=file, version=xxhash.xxh3_64_hexdigest(raw), constitutional_hash=chash,
+                  previous_hashes=previous,
                   tiers=tuple(tiers.values()), endpoints=tuple(endpoints.values()),
                   rules=tuple(rules), default=default, failover=failover,
                   missing_env=tuple(ctx.missing_env))
+
+
+def _previous_hashes(ctx, value, active, path="previous_hashes"):
+    """[{hash, until}] → ((hash, epoch seconds), ...): old hashes accepted until then."""
+    if not isinstance(value, list):
+        raise ctx.error(path, f"expected a list of {{hash, until}}, got {_show(value)}")
+    out = []
+    for i, spec in enumerate(value):
+        where = f"{path}[{i}]"
+        spec = _mapping(ctx, spec, where, required=("hash", "until"))
+        old = spec["hash"]
+        if not isinstance(old, str) or not HASH.match(old):
+            raise ctx.error(_join(where, "hash"), f"expected 16 lowercase hex digits, got {_show(old)}")
+        if old == active:
+            raise ctx.error(_join(where, "hash"), "is the active constitutional_hash")
+        until = spec["until"]
+        if isinstance(until, str):
+            try:
+                until = datetime.fromisoformat(until.replace("Z", "+00:00"))
+            except ValueError:
+                until = None
+        if isinstance(until, datetime):
+            if until.tzinfo is None:  # an unquoted YAML timestamp without zone is UTC
+                until = until.replace(tzinfo=timezone.utc)
+            out.append((old, until.timestamp()))
+            continue
+        raise ctx.error(_join(where, "until"),
+                        f'expected a UTC time like "2026-12-31T00:00:00Z", got {_show(spec["until"])}')
+    return tuple(out)
 
 
 def _tiers(ctx, value, path="tiers"):

@@ -16,6 +16,8 @@ from sidecar.stack import Stack
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "policies" / "demo.yaml"
 HASH = "cdd01ef066bc6cf2"
+OLD_HASH = "0123456789abcdef"
+EXPIRED_HASH = "fedcba9876543210"
 
 
 def free_port() -> int:
@@ -40,6 +42,10 @@ def shifted_policy(tmp_path: Path, source: Path = DEMO, extra: str = "") -> tupl
     pins = "".join(f"  - {{name: test-pin-{n}, when: {{headers: {{x-test-pin: {n}}}}}, endpoint: {n}}}\n"
                    for n in ports)
     text = text.replace("\nrules:\n", "\nrules:\n" + pins, 1)
+    # A rotation in progress: one old hash still accepted, one whose grace has ended.
+    text = text.replace(f"constitutional_hash: {HASH}\n", f"constitutional_hash: {HASH}\nprevious_hashes:\n"
+                        f"  - {{hash: {OLD_HASH}, until: \"2099-01-01T00:00:00Z\"}}\n"
+                        f"  - {{hash: {EXPIRED_HASH}, until: \"2001-01-01T00:00:00Z\"}}\n", 1)
     path = tmp_path / source.name
     path.write_text(text + extra)
     return path, ports

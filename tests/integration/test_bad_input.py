@@ -47,9 +47,18 @@ CASES = [
     ("unknown v1 path", "POST", "/v1/secret", JSON, b'{' + MSG.encode() + b'}', 404, "unknown_url"),
     ("unknown path", "GET", "/admin", {}, None, 404, "unknown_url"),
     ("hash missing", "POST", "/v1/chat/completions", {"Content-Type": "application/json"}, b'{' + MSG.encode() + b'}', 428, "hash_required"),
-    ("hash mismatch", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": "0123456789abcdef"}, b'{' + MSG.encode() + b'}', 412, "hash_mismatch"),
+    ("hash mismatch", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": "0000000000000001"}, b'{' + MSG.encode() + b'}', 412, "hash_mismatch"),
     ("hash uppercase", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": HASH.upper()}, b'{' + MSG.encode() + b'}', 400, "invalid_hash"),
     ("hash too short", "POST", "/v1/chat/completions", {**JSON, "X-Constitutional-Hash": HASH[:-1]}, b'{' + MSG.encode() + b'}', 400, "invalid_hash"),
+    # hostile JSON
+    ("duplicate key", "POST", "/v1/chat/completions", JSON, b'{"model":"auto","model":"expert",' + MSG.encode() + b'}', 400, "duplicate_key"),
+    ("duplicate key nested", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","role":"system","content":"x"}]}', 400, "duplicate_key"),
+    ("Infinity", "POST", "/v1/chat/completions", JSON, b'{"temperature":Infinity,' + MSG.encode() + b'}', 400, "invalid_json"),
+    ("integer beyond 64 bits", "POST", "/v1/chat/completions", JSON, b'{"seed":123456789012345678901234567890,' + MSG.encode() + b'}', 400, "integer_out_of_range"),
+    ("nesting deeper than 32", "POST", "/v1/chat/completions", JSON, b'{"x":' + b"[" * 40 + b"]" * 40 + b',' + MSG.encode() + b'}', 400, "nesting_too_deep"),
+    ("lone surrogate", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"\\ud83d"}]}', 400, "invalid_json"),
+    ("too many messages", "POST", "/v1/chat/completions", JSON, b'{"messages":[' + b",".join([b'{"role":"user","content":"x"}'] * 2049) + b']}', 400, "invalid_request"),
+    ("too many keys", "POST", "/v1/chat/completions", JSON, b'{' + b",".join(b'"k%d":1' % i for i in range(10_001)) + b',' + MSG.encode() + b'}', 400, "too_many_keys"),
     ("body too large", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"' + b"a" * (2 * 1024 * 1024) + b'"}]}', 413, "request_too_large"),
 ]
 
@@ -90,3 +99,18 @@ def test_a_mismatched_hash_answer_names_the_active_hash(clean):
                                            headers={"X-Constitutional-Hash": "ffffffffffffffff"})
     assert status == 412
     assert headers.get_all("X-Constitutional-Hash") == [HASH]
+
+
+def test_a_rotation_accepts_the_previous_hash_until_its_deadline(clean):
+    from conftest import EXPIRED_HASH, OLD_HASH
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    status, headers, _ = clean.client.chat(body, headers={"X-Constitutional-Hash": OLD_HASH})
+    assert status == 200 and headers["X-Constitutional-Hash"] == HASH
+    status, _, text = clean.client.chat(body, headers={"X-Constitutional-Hash": EXPIRED_HASH})
+    assert status == 412 and json.loads(text)["error"]["code"] == "hash_mismatch"
+
+
+def test_every_response_names_the_policy_version(clean):
+    for status_headers in (clean.client.chat({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+                           clean.client.request("GET", "/nope")):
+        assert status_headers[1]["X-Policy-Version"] == clean.policy.version

@@ -1,0 +1,88 @@
+"""Strict JSON at the edge: what orjson accepts, minus duplicate keys, integers
+beyond 64 bits, nesting deeper than MAX_DEPTH and absurd key counts.
+
+orjson already refuses NaN/Infinity, invalid UTF-8 and lone surrogates; it keeps
+the last of duplicate keys and turns huge integers into floats, so those are
+checked here. One walk over the parsed value counts keys and depth; duplicates
+are ruled out by comparing that count with the number of `":` in the raw bytes
+(a key is always a string followed by a colon). Only when that cheap proof
+fails (a colon after whitespace, or `":` inside a string) does the slow exact
+check with the standard library run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+
+from sidecar.denials import Denied
+
+MAX_DEPTH = 32
+MAX_KEYS = 10_000
+INT64 = 2 ** 63
+_SPACED_COLONS = (b'" :', b'"\t:', b'"\n:', b'"\r:')
+
+
+def _out_of_range(item) -> bool:
+    # orjson returns integers up to 2**64 - 1 as int and larger ones as float.
+    kind = type(item)
+    if kind is int:
+        return not -INT64 <= item < INT64
+    return kind is float and abs(item) >= INT64
+
+
+def _walk(value, depth: int, stats: list) -> None:
+    # stats: [keys, numbers that may be out-of-range integers]
+    if depth > MAX_DEPTH:
+        raise Denied("nesting_too_deep", f"JSON nesting is deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        stats[0] += len(value)
+        if stats[0] > MAX_KEYS:
+            raise Denied("too_many_keys", f"the body has more than {MAX_KEYS} object keys")
+        items = value.values()
+    else:
+        items = value
+    for item in items:
+        if isinstance(item, (dict, list)):
+            _walk(item, depth + 1, stats)
+        elif _out_of_range(item):
+            stats[1] += 1
+
+
+def _pairs(pairs):
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise Denied("duplicate_key", f"duplicate key {key!r} in a JSON object")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if not -INT64 <= value < INT64:
+        raise Denied("integer_out_of_range", f"integer {text[:24]}{'…' if len(text) > 24 else ''} "
+                     "does not fit in 64 bits")
+    return value
+
+
+def _no_constant(name: str):
+    raise Denied("invalid_json", f"{name} is not valid JSON")
+
+
+def loads(raw: bytes):
+    """Parse `raw` strictly; raise Denied with a specific reason otherwise."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, (dict, list)):
+        return value
+    stats = [0, 0]
+    _walk(value, 1, stats)
+    proven_unique = raw.count(b'":') == stats[0] and not any(s in raw for s in _SPACED_COLONS)
+    if proven_unique and not stats[1]:
+        return value
+    # Exact check: duplicates and integer width, with the standard library's parser.
+    return json.loads(raw, object_pairs_hook=_pairs, parse_int=_int, parse_constant=_no_constant)
