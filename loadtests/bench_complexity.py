@@ -24,7 +24,7 @@ import orjson  # noqa: E402
 from multidict import CIMultiDict  # noqa: E402
 
 from sidecar import complexity  # noqa: E402
-from sidecar.app import decide  # noqa: E402
+from sidecar.app import Runtime, decide  # noqa: E402
 from sidecar.features import FeatureCache  # noqa: E402
 from sidecar.policy_spec import load_policy  # noqa: E402
 
@@ -80,9 +80,10 @@ def main() -> None:
         misses = time_each(lambda b: decide(policy, "POST", "/v1/chat/completions", headers, b), bodies, 5)
         results["decision, cache miss (1 KB)"].append(percentiles(misses))
         cache = FeatureCache()
+        rt = Runtime(cache=cache)
         for b in bodies:
-            decide(policy, "POST", "/v1/chat/completions", headers, b, cache=cache)
-        hits = time_each(lambda b: decide(policy, "POST", "/v1/chat/completions", headers, b, cache=cache),
+            decide(policy, "POST", "/v1/chat/completions", headers, b, runtime=rt)
+        hits = time_each(lambda b: decide(policy, "POST", "/v1/chat/completions", headers, b, runtime=rt),
                          bodies, 5)
         results["decision, cache hit (1 KB)"].append(percentiles(hits))
     print(f"medians of {args.rounds} rounds (µs)")

@@ -47,6 +47,8 @@ function M.route()
             var.route_fallback_auth = h["X-Route-Fallback-Auth"] or ""
             var.route_fallback2 = h["X-Route-Fallback2"] or ""
             var.route_fallback2_auth = h["X-Route-Fallback2-Auth"] or ""
+            var.route_ratelimit = h["X-Route-RateLimit"] or ""
+            var.route_ratelimit_policy = h["X-Route-RateLimit-Policy"] or ""
             local at = h["X-Route-Model-At"]
             if at and res.body ~= "" then
                 var.route_model_at = at

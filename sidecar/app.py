@@ -16,13 +16,26 @@ import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar import constitution, decision, features
+from sidecar import admission, budgets, clients, constitution, decision, features, limits
 from sidecar.denials import Denied
 from sidecar.metrics import Metrics
 from sidecar.policy import Policy
 
 log = logging.getLogger("sidecar")
 JSON = {"Content-Type": "application/json"}
+
+
+class Runtime:
+    """The per-process state decisions read and update: the feature cache, the
+    limit store, the budget ledger, and the clock (injected in tests)."""
+
+    __slots__ = ("cache", "store", "budgets", "clock_ns")
+
+    def __init__(self, cache=None, store=None, book=None, clock_ns=time.time_ns):
+        self.cache = cache
+        self.store = store if store is not None else limits.MemoryStore()
+        self.budgets = book if book is not None else budgets.BudgetBook()
+        self.clock_ns = clock_ns
 
 
 class PolicyRef:
@@ -34,11 +47,12 @@ class PolicyRef:
         self.policy = policy
 
 
-def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: str = "",
-           lua_mode: bool = False, cache: features.FeatureCache | None = None,
-           now: float | None = None):
+def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: str = "",
+           lua_mode: bool = False, runtime: Runtime | None = None):
     """Everything the router decides about one request → (route, headers, body).
     Raises Denied for any refusal."""
+    runtime = runtime if runtime is not None else Runtime()
+    now_ns = runtime.clock_ns()
     path = uri.split("?", 1)[0]
     if path not in features.ROUTED_PATHS:
         raise Denied("unknown_url", f"unknown URL {path!r}; the router serves "
@@ -47,8 +61,10 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: st
         raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use POST",
                      headers=(("Allow", "POST"),))
     constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash,
-                       policy.previous_hashes, time.time() if now is None else now)
-    feats = features.Features(method, path, headers, ip)
+                       policy.previous_hashes, now_ns / 1e9)
+    client = clients.identify(policy.clients, headers, peer)
+    feats = features.Features(method, path, headers, client.ip)
+    cache = runtime.cache
     if cache is None:
         features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
     else:
@@ -57,17 +73,19 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, ip: st
         if not cache.fill(feats, key):
             features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
             cache.store(feats, key, len(raw))
-    route = policy.route(feats)
-    out_headers, out_body = decision.allow(route, feats, lua_mode, path[3:])
-    return route, out_headers, out_body
+    admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store,
+                               runtime.budgets, now_ns)
+    out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
+                                           admitted.admission.headers)
+    return admitted.route, out_headers, out_body
 
 
 class Sidecar:
-    def __init__(self, ref: PolicyRef, metrics: Metrics, cache: features.FeatureCache | None = None):
+    def __init__(self, ref: PolicyRef, metrics: Metrics, runtime: Runtime | None = None):
         self.ref = ref
         self.metrics = metrics
-        self.cache = cache if cache is not None else features.FeatureCache()
-        metrics.watch_cache(self.cache)
+        self.runtime = runtime if runtime is not None else Runtime(cache=features.FeatureCache())
+        metrics.watch_cache(self.runtime.cache)
 
     def handle(self, method: str, target: str, headers, body: bytes):
         """One HTTP request → (status, headers, body)."""
@@ -84,8 +102,8 @@ class Sidecar:
             route, out_headers, out_body = decide(
                 self.ref.policy, headers.get("X-Original-Method", ""),
                 headers.get("X-Original-URI", ""), headers, body,
-                ip=headers.get("X-Real-IP", ""), lua_mode=headers.get("X-Route-Mode") == "lua",
-                cache=self.cache)
+                peer=headers.get("X-Peer-Addr", ""), lua_mode=headers.get("X-Route-Mode") == "lua",
+                runtime=self.runtime)
         except Denied as denied:
             metrics.count_denied(denied.reason)
             return decision.deny(denied)

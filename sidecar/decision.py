@@ -23,7 +23,7 @@ _SENTINEL_JSON = orjson.dumps(_SENTINEL)
 DENY_MARK = ("X-Route-Decision", "deny")
 
 
-def allow(route: Route, features, lua_mode: bool, path_suffix: str):
+def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_headers=()):
     """Headers and body for an allowed request."""
     endpoint = route.endpoint
     headers = {
@@ -33,6 +33,8 @@ def allow(route: Route, features, lua_mode: bool, path_suffix: str):
         "X-Route-Path": path_suffix,
         "X-Route-Rule": route.rule,
     }
+    for name, value in limit_headers:  # RateLimit-Policy / RateLimit for the client
+        headers[f"X-Route-{name}"] = value
     for i, fallback in enumerate(route.fallbacks, start=1):
         suffix = "" if i == 1 else str(i)
         headers[f"X-Route-Fallback{suffix}"] = fallback.name

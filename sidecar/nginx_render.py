@@ -100,7 +100,9 @@ def _hop_location(name: str, hop: int, opts: NginxOptions, streaming: bool, last
                             ("route_path", "path"), ("route_fallback", "fallback"),
                             ("route_fallback_auth", "fallback_auth"),
                             ("route_fallback2", "fallback2"),
-                            ("route_fallback2_auth", "fallback2_auth")):
+                            ("route_fallback2_auth", "fallback2_auth"),
+                            ("route_ratelimit", "ratelimit"),
+                            ("route_ratelimit_policy", "ratelimit_policy")):
             lines.append(f"            set ${var} $upstream_http_x_route_{header};")
     if hop > 0 and opts.mode == "lua":
         lines.append(f"            rewrite_by_lua_block {{ require('hir').splice_fallback({hop}) }}")
@@ -109,6 +111,8 @@ def _hop_location(name: str, hop: int, opts: NginxOptions, streaming: bool, last
               f"            add_header X-Route-Endpoint ${source} always;",
               f"            add_header X-Route-Tier $hop{suffix}_tier always;",
               f"            add_header X-Route-Model $hop{suffix}_model always;",
+              "            add_header RateLimit-Policy $route_ratelimit_policy always;",
+              "            add_header RateLimit $route_ratelimit always;",
               f"            proxy_set_header Host $hop{suffix}_host;",
               f"            proxy_set_header Authorization ${auth};",
               f"            proxy_ssl_name $hop{suffix}_sni;"]
@@ -181,12 +185,15 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        set $route_endpoint \"\";", "        set $route_auth \"\";",
               "        set $route_path \"\";", "        set $route_fallback \"\";",
               "        set $route_fallback_auth \"\";", "        set $route_fallback2 \"\";",
-              "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";"]
+              "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";",
+              "        set $route_ratelimit \"\";", "        set $route_ratelimit_policy \"\";"]
     lines += [f"        error_page {status} = @error_{status};" for status in ERROR_PAGES]
     sidecar_headers = ["proxy_http_version 1.1;", "proxy_set_header Connection \"\";",
                        "proxy_set_header X-Original-URI $request_uri;",
                        "proxy_set_header X-Original-Method $request_method;",
-                       "proxy_set_header X-Real-IP $remote_addr;",
+                       # The peer nginx saw; the client's own X-Real-IP / X-Forwarded-For pass
+                       # through and count only when the peer is a trusted proxy.
+                       "proxy_set_header X-Peer-Addr $remote_addr;",
                        "proxy_set_header X-Request-Id $request_id;",
                        f"proxy_set_header X-Route-Mode {opts.mode};",
                        f"proxy_connect_timeout {timeout};", f"proxy_send_timeout {timeout};",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+from sidecar.clients import NO_CLIENTS
 from sidecar.denials import Denied
 from sidecar.matchers import compile_rules
 
@@ -142,7 +143,8 @@ class Policy:
                  previous_hashes: tuple[tuple[str, float], ...] = (),
                  tiers: tuple[Tier, ...], endpoints: tuple[Endpoint, ...],
                  rules: tuple[Rule, ...], default: Rule, failover: tuple[Failover, ...],
-                 missing_env: tuple[str, ...] = (), health: Health | None = None):
+                 missing_env: tuple[str, ...] = (), health: Health | None = None,
+                 clients=None, limits: tuple = ()):
         self.source = source
         self.version = version
         self.constitutional_hash = constitutional_hash
@@ -154,6 +156,8 @@ class Policy:
         self.default = default
         self._first_match = compile_rules([rule.when for rule in rules])
         self.failover = failover
+        self.clients = clients if clients is not None else NO_CLIENTS
+        self.limits = limits
         self.missing_env = missing_env
         self.health = health or Health()
         self.pools = {t.name: TierPool(tuple(e for e in endpoints if e.tier == t)) for t in tiers}
@@ -193,9 +197,19 @@ class Policy:
                 return e
         return self.pools[tier.name].schedule[0]
 
-    def fallbacks_for(self, endpoint: Endpoint) -> tuple[Endpoint, ...]:
+    def route_to_tier(self, tier: Tier, rule: str, allowed=None) -> Route:
+        """A route to `tier` (a downgrade), with fallbacks kept inside `allowed` tiers."""
+        endpoint = self.pick_in_tier(tier)
+        return Route(rule, endpoint, self.fallbacks_for(endpoint, allowed))
+
+    def tier_by_name(self, name: str) -> Tier:
+        return next(t for t in self.tiers if t.name == name)
+
+    def fallbacks_for(self, endpoint: Endpoint, allowed=None) -> tuple[Endpoint, ...]:
         out = []
         for e in self.chains[endpoint.name]:
+            if allowed is not None and e.tier.name not in allowed:
+                continue
             if self.health.is_up(e):
                 out.append(e)
                 if len(out) == MAX_FALLBACKS:

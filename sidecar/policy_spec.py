@@ -7,6 +7,7 @@ Unknown keys, unknown references, duplicate names and unreachable rules are erro
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,9 @@ import xxhash
 import yaml
 
 from sidecar import matchers as m
+from sidecar.clients import NO_CLIENTS, Clients, Tenant
+from sidecar.gcra import Rate
+from sidecar.limits import KEY_PARTS, Limit
 from sidecar.policy import DenyAction, Endpoint, Failover, Policy, RouteAction, Rule, Tier
 
 DEFAULT_HASH = "cdd01ef066bc6cf2"
@@ -114,7 +118,8 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ctx.error("", f"{where}invalid YAML: {problem}") from None
     doc = _mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
-                   optional=("constitutional_hash", "previous_hashes", "rules", "failover"))
+                   optional=("constitutional_hash", "previous_hashes", "rules", "failover",
+                             "clients", "limits"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {_show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -126,10 +131,13 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
     rules = _rules(ctx, doc.get("rules") or [], tiers, endpoints)
     default = Rule("default", m.Always(), _action(ctx, doc["default"], "default", tiers, endpoints))
     failover = _failover(ctx, doc.get("failover"), endpoints)
+    clients = _clients(ctx, doc.get("clients"), tiers)
+    limits = _limits(ctx, doc.get("limits") or [], tiers)
     return Policy(source=file, version=xxhash.xxh3_64_hexdigest(raw), constitutional_hash=chash,
                   previous_hashes=previous,
                   tiers=tuple(tiers.values()), endpoints=tuple(endpoints.values()),
                   rules=tuple(rules), default=default, failover=failover,
+                  clients=clients, limits=limits,
                   missing_env=tuple(ctx.missing_env))
 
 
@@ -425,4 +433,111 @@ def _failover(ctx, value, endpoints, path="failover"):
         if not isinstance(route_path, str) or not route_path.startswith("/") or '"' in route_path:
             raise ctx.error(_join(path, "paths"), f"expected an absolute path, got {_show(route_path)}")
         out.append(one(v, f"{path}.paths.{route_path}", route_path))
+    return tuple(out)
+
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _tier_list(ctx, value, tiers, path):
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise ctx.error(path, f"expected a non-empty list of tier names, got {_show(value)}")
+    for t in value:
+        if t not in tiers:
+            raise ctx.error(path, f"unknown tier {_show(t)}; defined tiers: {', '.join(tiers)}")
+    return frozenset(value)
+
+
+def _choice(ctx, value, options, path):
+    if value not in options:
+        raise ctx.error(path, f"expected one of {', '.join(options)}, got {_show(value)}")
+    return value
+
+
+def _clients(ctx, value, tiers, path="clients"):
+    if value is None:
+        return NO_CLIENTS
+    spec = _mapping(ctx, value, path, optional=("require_key", "trusted_proxies", "tenants"))
+    require = _typed(ctx, spec.get("require_key", False), bool, "true or false", _join(path, "require_key"))
+    trusted = []
+    for i, net in enumerate(spec.get("trusted_proxies") or []):
+        try:
+            trusted.append(ipaddress.ip_network(str(net), strict=False))
+        except ValueError:
+            raise ctx.error(f"{path}.trusted_proxies[{i}]",
+                            f"expected an address or CIDR range, got {_show(net)}") from None
+    by_digest = {}
+    tenants = spec.get("tenants") or {}
+    if not isinstance(tenants, dict):
+        raise ctx.error(_join(path, "tenants"), f"expected a mapping of tenant name to tenant, got {_show(tenants)}")
+    for name, t in tenants.items():
+        where = f"{path}.tenants.{name}"
+        t = _mapping(ctx, t, where, required=("keys",), optional=(
+            "tiers", "above_allowed", "budget_usd_per_day", "when_budget_spent"))
+        allowed = _tier_list(ctx, t["tiers"], tiers, _join(where, "tiers")) if "tiers" in t else None
+        budget = t.get("budget_usd_per_day", 0)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
+            raise ctx.error(_join(where, "budget_usd_per_day"), f"expected USD as a number, got {_show(budget)}")
+        tenant = Tenant(str(name), allowed,
+                        _choice(ctx, t.get("above_allowed", "deny"), ("deny", "downgrade"), _join(where, "above_allowed")),
+                        float(budget),
+                        _choice(ctx, t.get("when_budget_spent", "deny"), ("deny", "downgrade"),
+                                _join(where, "when_budget_spent")))
+        keys = t["keys"]
+        if not isinstance(keys, list) or not keys:
+            raise ctx.error(_join(where, "keys"), "expected a non-empty list of key digests")
+        for i, d in enumerate(keys):
+            if not isinstance(d, str) or not DIGEST.match(d):
+                raise ctx.error(f"{where}.keys[{i}]", "expected a key digest like sha256:<64 hex digits> "
+                                "(make one with `python -m sidecar key-digest`), never a key")
+            if d in by_digest:
+                raise ctx.error(f"{where}.keys[{i}]", f"this key digest already belongs to tenant "
+                                f"'{by_digest[d][1].name}'")
+            by_digest[d] = (d, tenant)
+    return Clients(require, tuple(trusted), by_digest)
+
+
+def _duration(ctx, value, path):
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = DURATION.match(str(value).strip()) if isinstance(value, str) else None
+    if match and int(match.group(1)) > 0:
+        return int(match.group(1)) * UNITS[match.group(2)]
+    raise ctx.error(path, f'expected a duration like 60, "30s", "1m", "1h" or "1d", got {_show(value)}')
+
+
+def _limits(ctx, value, tiers, path="limits"):
+    if not isinstance(value, list):
+        raise ctx.error(path, f"expected a list of limits, got {_show(value)}")
+    out, names = [], set()
+    for i, spec in enumerate(value):
+        where = f"{path}[{i}]"
+        spec = _mapping(ctx, spec, where, required=("name", "per"),
+                        optional=("requests", "tokens", "shadow", "tiers"))
+        name = _typed(ctx, spec["name"], str, "a string", _join(where, "name"))
+        if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", name):
+            raise ctx.error(_join(where, "name"), f"limit names are lowercase letters, digits, '-' and '_', got {_show(name)}")
+        if name in names:
+            raise ctx.error(_join(where, "name"), f"duplicate limit name '{name}'")
+        names.add(name)
+        parts = spec["per"]
+        if isinstance(parts, str):
+            parts = [parts]
+        if not isinstance(parts, list) or not parts or any(p not in KEY_PARTS for p in parts):
+            raise ctx.error(_join(where, "per"), f"expected a list of: {', '.join(KEY_PARTS)}; got {_show(spec['per'])}")
+        kinds = [k for k in ("requests", "tokens") if k in spec]
+        if len(kinds) != 1:
+            raise ctx.error(where, "expected exactly one of: requests, tokens")
+        kind = kinds[0]
+        r = _mapping(ctx, spec[kind], _join(where, kind), required=("rate", "per"), optional=("burst",))
+        rate = _typed(ctx, r["rate"], int, "a whole number of units", _join(where, f"{kind}.rate"))
+        burst = _typed(ctx, r.get("burst", rate), int, "a whole number of units", _join(where, f"{kind}.burst"))
+        if rate < 1 or burst < 1:
+            raise ctx.error(_join(where, kind), "rate and burst must be at least 1")
+        period = _duration(ctx, r["per"], _join(where, f"{kind}.per"))
+        shadow = _typed(ctx, spec.get("shadow", False), bool, "true or false", _join(where, "shadow"))
+        scope = _tier_list(ctx, spec["tiers"], tiers, _join(where, "tiers")) if "tiers" in spec else None
+        out.append(Limit(name, tuple(parts), kind, Rate(rate, period, burst), shadow, scope))
     return tuple(out)

@@ -83,23 +83,24 @@ def test_a_plain_question_has_no_code_or_math():
 def test_the_feature_cache_reuses_body_features_and_counts_hits():
     from multidict import CIMultiDict
 
-    from sidecar.app import decide
+    from sidecar.app import Runtime, decide
     from sidecar.features import BODY_FEATURES, FeatureCache
     from sidecar.policy_spec import load_policy
     from conftest import DEMO, HASH
 
     policy = load_policy(DEMO, {})
     cache = FeatureCache(capacity=2)
+    rt = Runtime(cache=cache)
     headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
     bodies = [orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": f"q{i}"}]})
               for i in range(3)]
-    first = decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], cache=cache)
-    again = decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], cache=cache)
+    first = decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], runtime=rt)
+    again = decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], runtime=rt)
     assert (cache.hits, cache.misses) == (1, 1)
     assert first[0].endpoint.tier == again[0].endpoint.tier and first[2] == again[2]
-    decide(policy, "POST", "/v1/chat/completions", headers, bodies[1], cache=cache)
-    decide(policy, "POST", "/v1/chat/completions", headers, bodies[2], cache=cache)  # evicts bodies[0]
-    decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], cache=cache)
+    decide(policy, "POST", "/v1/chat/completions", headers, bodies[1], runtime=rt)
+    decide(policy, "POST", "/v1/chat/completions", headers, bodies[2], runtime=rt)  # evicts bodies[0]
+    decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], runtime=rt)
     assert (cache.hits, cache.misses) == (1, 4) and len(cache.entries) == 2
     # The same body on another path is another entry: paths read bodies differently.
     key = ("/v1/chat/completions", xxhash.xxh3_64_intdigest(bodies[0]))
@@ -109,20 +110,21 @@ def test_the_feature_cache_reuses_body_features_and_counts_hits():
 def test_large_bodies_are_not_cached_and_media_type_is_still_checked():
     from multidict import CIMultiDict
 
-    from sidecar.app import decide
+    from sidecar.app import Runtime, decide
     from sidecar.features import FeatureCache
     from sidecar.policy_spec import load_policy
     from conftest import DEMO, HASH
 
     policy = load_policy(DEMO, {})
     cache = FeatureCache(max_body=100)
+    rt = Runtime(cache=cache)
     body = orjson.dumps({"messages": [{"role": "user", "content": "x" * 200}]})
     headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
-    decide(policy, "POST", "/v1/chat/completions", headers, body, cache=cache)
+    decide(policy, "POST", "/v1/chat/completions", headers, body, runtime=rt)
     assert not cache.entries
     small = orjson.dumps({"messages": [{"role": "user", "content": "x"}]})
-    decide(policy, "POST", "/v1/chat/completions", headers, small, cache=cache)
+    decide(policy, "POST", "/v1/chat/completions", headers, small, runtime=rt)
     headers["Content-Type"] = "text/plain"
     with pytest.raises(Denied) as info:
-        decide(policy, "POST", "/v1/chat/completions", headers, small, cache=cache)
+        decide(policy, "POST", "/v1/chat/completions", headers, small, runtime=rt)
     assert info.value.status == 415

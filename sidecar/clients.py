@@ -1,0 +1,104 @@
+"""Who is asking: API keys mapped to tenants (by digest only), or the peer
+address, honouring X-Forwarded-For / X-Real-IP only from trusted proxies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import NamedTuple
+
+from sidecar.denials import Denied
+
+DIGEST_PREFIX = "sha256:"
+
+
+def digest(key: str) -> str:
+    """What a policy stores for a key. Keys are long random tokens, so a plain
+    SHA-256 is enough (no dictionary to guess from)."""
+    return DIGEST_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+class Tenant(NamedTuple):
+    name: str
+    tiers: frozenset | None          # allowed tier names; None: all
+    above_allowed: str               # deny | downgrade
+    budget_usd_per_day: float        # 0: no budget
+    when_budget_spent: str           # deny | downgrade
+
+
+class Clients(NamedTuple):
+    require_key: bool
+    trusted: tuple                   # ip networks
+    by_digest: dict                  # digest -> (digest, Tenant)
+
+
+class Client(NamedTuple):
+    tenant: Tenant | None
+    key_id: str                      # short, non-secret id of the key ("" without one)
+    ip: str
+
+    @property
+    def id(self) -> str:
+        """What per-client limits are keyed on: the tenant, else the address."""
+        return f"tenant:{self.tenant.name}" if self.tenant else f"ip:{self.ip}"
+
+
+NO_CLIENTS = Clients(False, (), {})
+
+
+def _trusted(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_ip(peer: str, headers, trusted) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy, in
+    which case the nearest untrusted hop of X-Forwarded-For (or X-Real-IP)."""
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    forwarded = ",".join(headers.getall("X-Forwarded-For", []))
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _trusted(hop, trusted):
+            return hop if _valid(hop) else peer
+    real = headers.get("X-Real-IP", "").strip()
+    return real if real and _valid(real) else peer
+
+
+def _valid(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+        return True
+    except ValueError:
+        return False
+
+
+def identify(clients: Clients, headers, peer: str) -> Client:
+    """The client behind a request; Denied 401 for a missing (when required) or
+    unknown key, before any per-key state exists."""
+    ip = client_ip(peer, headers, clients.trusted)
+    auth = headers.get("Authorization", "")
+    if not auth:
+        if clients.require_key:
+            raise Denied("missing_api_key", "an API key is required: Authorization: Bearer <key>",
+                         headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
+        return Client(None, "", ip)
+    scheme, _, key = auth.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Denied("invalid_api_key", "the Authorization header must be 'Bearer <key>'",
+                     headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
+    if not clients.by_digest:
+        return Client(None, "", ip)  # no keys configured: the header is the upstream's business
+    wanted = digest(key)
+    # The dict is keyed by SHA-256 of the key, so lookup timing can at most reveal
+    # digest prefixes, which do not help forge a key; the final equality check on
+    # the stored digest is constant time.
+    found = clients.by_digest.get(wanted)
+    if found is None or not hmac.compare_digest(found[0], wanted):
+        raise Denied("invalid_api_key", "the API key is not valid",
+                     headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
+    return Client(found[1], wanted[len(DIGEST_PREFIX):][:12], ip)

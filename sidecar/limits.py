@@ -1,0 +1,152 @@
+"""Rate limits and budgets: which limits apply to a request, one check-all /
+commit-if-all-pass step against a store, and the headers that tell a client
+where it stands.
+
+The algorithm is sidecar.gcra; the state lives in a store with one method,
+`admit(checks, now_ns)`, so the in-process store here and the Redis store
+(sidecar.redis_store) are interchangeable and share one conformance suite.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from sidecar import gcra
+from sidecar.denials import Denied
+
+KEY_PARTS = ("client", "tenant", "key", "ip", "tier", "endpoint")
+
+
+class Limit(NamedTuple):
+    name: str
+    parts: tuple[str, ...]         # from KEY_PARTS
+    kind: str                      # requests | tokens
+    rate: gcra.Rate
+    shadow: bool                   # counted, never enforced
+    tiers: frozenset | None        # only for these tiers; None: all
+
+    @property
+    def window(self) -> int:
+        """Seconds for an empty bucket to refill: the w of RateLimit-Policy."""
+        return math.ceil(self.rate.burst * self.rate.period / self.rate.rate)
+
+
+class Check(NamedTuple):
+    key: str
+    rate: gcra.Rate
+    cost: int
+    enforced: bool
+
+
+class MemoryStore:
+    """In-process GCRA state. Synchronous and lock-free: the event loop runs one
+    decision at a time, and nginx sends a given client to a given process."""
+
+    name = "memory"
+
+    def __init__(self, sweep_every: int = 10_000):
+        self.tat: dict[str, int] = {}
+        self.sweep_every = sweep_every
+        self.writes = 0
+
+    def admit(self, checks: list[Check], now_ns: int) -> tuple[bool, list[gcra.Outcome]]:
+        outcomes = [gcra.check(c.rate, self.tat.get(c.key), c.cost, now_ns) for c in checks]
+        ok = all(o.allowed for o, c in zip(outcomes, checks) if c.enforced)
+        if ok:
+            for o, c in zip(outcomes, checks):
+                if o.allowed:
+                    self.tat[c.key] = o.new_tat
+            self.writes += 1
+            if self.writes % self.sweep_every == 0:
+                self.sweep(now_ns)
+        return ok, outcomes
+
+    def refund(self, key: str, rate: gcra.Rate, units: int, now_ns: int) -> None:
+        tat = self.tat.get(key)
+        if tat is not None:
+            self.tat[key] = gcra.refund(rate, tat, units, now_ns)
+
+    def sweep(self, now_ns: int) -> None:
+        """Forget buckets that are full again (their TAT is in the past)."""
+        for key in [k for k, tat in self.tat.items() if tat <= now_ns * _rate_of(k)]:
+            del self.tat[key]
+
+
+def _rate_of(key: str) -> int:
+    # Keys carry their rate so a sweep can compare scaled times: "name|rate|...".
+    return int(key.split("|", 2)[1])
+
+
+class Reservation(NamedTuple):
+    """What a request reserved; settle it with the actual token usage later."""
+    token_checks: tuple[Check, ...]
+    reserved_tokens: int
+
+
+class Admission(NamedTuple):
+    headers: tuple[tuple[str, str], ...]
+    reservation: Reservation
+    shadow_denied: tuple[str, ...]   # shadow limits that would have refused
+
+
+def state_key(limit: Limit, values: dict) -> str:
+    return "|".join((limit.name, str(limit.rate.rate), *(values[p] for p in limit.parts)))
+
+
+def admit(store, limits: tuple[Limit, ...], values: dict, tier: str, tokens: int,
+          now_ns: int) -> Admission:
+    """Check every applicable limit, commit only if all enforced ones pass.
+    Raises Denied(429) otherwise."""
+    applicable = [lim for lim in limits if lim.tiers is None or tier in lim.tiers]
+    if not applicable:
+        return Admission((), Reservation((), 0), ())
+    checks = [Check(state_key(lim, values), lim.rate, 1 if lim.kind == "requests" else tokens,
+                    not lim.shadow) for lim in applicable]
+    ok, outcomes = store.admit(checks, now_ns)
+    shadow_denied = tuple(lim.name for lim, o in zip(applicable, outcomes)
+                          if lim.shadow and not o.allowed)
+    if not ok:
+        failed = [(lim, o) for lim, o in zip(applicable, outcomes) if not lim.shadow and not o.allowed]
+        raise _too_many(failed, applicable, outcomes)
+    token_checks = tuple(c for lim, c in zip(applicable, checks) if lim.kind == "tokens" and not lim.shadow)
+    return Admission(_headers(applicable, outcomes), Reservation(token_checks, tokens), shadow_denied)
+
+
+def settle(store, reservation: Reservation, used_tokens: int, now_ns: int) -> None:
+    """Give back reserved tokens that were not used (prompt estimate + max_tokens
+    reserved at admission vs. the usage the endpoint reported)."""
+    unused = reservation.reserved_tokens - used_tokens
+    if unused > 0:
+        for check in reservation.token_checks:
+            store.refund(check.key, check.rate, unused, now_ns)
+
+
+def _policy_header(lim: Limit) -> str:
+    return f'"{lim.name}";q={lim.rate.burst};w={lim.window}'
+
+
+def _headers(limits, outcomes) -> tuple[tuple[str, str], ...]:
+    """RateLimit-Policy / RateLimit (IETF httpapi draft) for the tightest enforced limit."""
+    enforced = [(lim, o) for lim, o in zip(limits, outcomes) if not lim.shadow]
+    if not enforced:
+        return ()
+    lim, o = min(enforced, key=lambda pair: pair[1].remaining / pair[0].rate.burst)
+    return (("RateLimit-Policy", _policy_header(lim)),
+            ("RateLimit", f'"{lim.name}";r={max(0, o.remaining)};t={o.reset}'))
+
+
+def _too_many(failed, limits, outcomes) -> Denied:
+    never = [lim for lim, o in failed if o.retry_after < 0]
+    lim, o = max(failed, key=lambda pair: pair[1].retry_after)
+    headers = [("RateLimit-Policy", _policy_header(lim)),
+               ("RateLimit", f'"{lim.name}";r={max(0, o.remaining)};t={o.reset}')]
+    if never:
+        return Denied("rate_limit_exceeded",
+                      f"this request costs more than limit '{never[0].name}' allows at once "
+                      f"({never[0].rate.burst} {never[0].kind}); retrying will not help",
+                      status=429, headers=tuple(headers))
+    headers.append(("Retry-After", str(o.retry_after)))
+    return Denied("rate_limit_exceeded",
+                  f"rate limit '{lim.name}' exceeded; retry after {o.retry_after} s",
+                  status=429, headers=tuple(headers))
