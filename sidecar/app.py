@@ -29,10 +29,11 @@ class Runtime:
     """The per-process state decisions read and update: the feature cache, the
     limit store, the budget ledger, and the clock (injected in tests)."""
 
-    __slots__ = ("cache", "store", "budgets", "clock_ns")
+    __slots__ = ("cache", "store", "budgets", "clock_ns", "shadow_denied")
 
     def __init__(self, cache=None, store=None, book=None, clock_ns=time.time_ns):
         self.cache = cache
+        self.shadow_denied: list[str] = []  # drained into metrics after each decision
         self.store = store if store is not None else limits.MemoryStore()
         self.budgets = book if book is not None else budgets.BudgetBook()
         self.clock_ns = clock_ns
@@ -75,6 +76,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
             cache.store(feats, key, len(raw))
     admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store,
                                runtime.budgets, now_ns)
+    runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
                                            admitted.admission.headers)
     return admitted.route, out_headers, out_body
@@ -113,6 +115,10 @@ class Sidecar:
             return 500, JSON, decision.error_body("internal router error", "server_error",
                                                   "internal_error")
         metrics.count_routed(route.endpoint.tier.name, route.endpoint.name, route.rule)
+        if self.runtime.shadow_denied:
+            for name in self.runtime.shadow_denied:
+                metrics.shadow_denied.labels(name).inc()
+            self.runtime.shadow_denied.clear()
         metrics.decision_seconds.observe(time.perf_counter() - started)
         return 200, out_headers, out_body
 

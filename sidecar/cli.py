@@ -85,7 +85,8 @@ def cmd_serve(args) -> int:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from sidecar.app import PolicyRef, Sidecar, create_admin_app
+    from sidecar.app import PolicyRef, Runtime, Sidecar, create_admin_app
+    from sidecar.features import FeatureCache
     from sidecar.metrics import Metrics
     from sidecar.policy_spec import PolicyError, load_policy
     from sidecar.wire import HttpProtocol
@@ -93,10 +94,28 @@ def cmd_serve(args) -> int:
     policy = _load(args.policy)
     if policy.missing_env:
         log.warning("unset credentials: %s", ", ".join(policy.missing_env))
+    socket_path, children = args.socket, []
+    if args.workers > 1:
+        # One process per socket; nginx hashes each client to one of them, so
+        # per-client limits stay exact without shared state.
+        index, children = _fork_workers(args.workers)
+        socket_path = _worker_socket(args.socket, index)
+
+    def tell_children(sig) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
     _install_uvloop()
     ref = PolicyRef(policy)
     metrics = Metrics(CollectorRegistry())
-    sidecar = Sidecar(ref, metrics)
+    store = None
+    if args.redis:
+        from sidecar.redis_store import RedisStore
+        store = RedisStore.from_url(args.redis, deadline_ms=args.redis_deadline_ms,
+                                    on_degraded=lambda reason: metrics.store_degraded.labels(reason).inc())
+    sidecar = Sidecar(ref, metrics, Runtime(cache=FeatureCache(), store=store))
 
     def reload() -> None:
         try:
@@ -113,23 +132,23 @@ def cmd_serve(args) -> int:
     async def run() -> None:
         loop = asyncio.get_running_loop()
         servers, runner = [], None
-        if args.socket:
-            Path(args.socket).unlink(missing_ok=True)
+        if socket_path:
+            Path(socket_path).unlink(missing_ok=True)
             servers.append(await loop.create_unix_server(
-                lambda: HttpProtocol(sidecar.handle, MAX_BODY), args.socket))
-            os.chmod(args.socket, 0o666)
-        if args.tcp:
+                lambda: HttpProtocol(sidecar.handle, MAX_BODY), socket_path))
+            os.chmod(socket_path, 0o666)
+        if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
                                    handle_signals=False, shutdown_timeout=1)
             await runner.setup()
             host, _, port = args.tcp.rpartition(":")
             await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
         stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: (reload(), tell_children(signal.SIGHUP)))
+        loop.add_signal_handler(signal.SIGTERM, lambda: (stop.set(), tell_children(signal.SIGTERM)))
+        loop.add_signal_handler(signal.SIGINT, lambda: (stop.set(), tell_children(signal.SIGTERM)))
         log.info("sidecar ready: policy %s version %s on %s", policy.source, policy.version,
-                 " and ".join(filter(None, (args.socket, args.tcp))))
+                 " and ".join(filter(None, (socket_path, args.tcp))))
         await stop.wait()
         for server in servers:
             server.close()
@@ -138,6 +157,23 @@ def cmd_serve(args) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _worker_socket(path: str, index: int) -> str:
+    base, dot, ext = path.rpartition(".")
+    return f"{base}-{index}.{ext}" if dot else f"{path}-{index}"
+
+
+def _fork_workers(n: int) -> tuple[int, list[int]]:
+    """Fork n-1 children (before any event loop exists). Returns (this process's
+    worker index, child pids); the parent, index 0, passes signals on to them."""
+    children = []
+    for index in range(1, n):
+        pid = os.fork()
+        if pid == 0:
+            return index, []
+        children.append(pid)
+    return 0, children
 
 
 def cmd_mockllm(args) -> int:
@@ -240,10 +276,30 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_key_digest(args) -> int:
+    """Print the digest a policy stores for an API key. The key is read from
+    stdin (not argv, so it stays out of shell history and `ps`)."""
+    import secrets
+
+    from sidecar.clients import digest
+    if args.generate:
+        key = "hir-" + secrets.token_urlsafe(32)
+        print(f"key:    {key}\ndigest: {digest(key)}")
+        return 0
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("error: give the key on stdin, e.g. `printf %s \"$KEY\" | python -m sidecar key-digest`",
+              file=sys.stderr)
+        return 2
+    print(digest(key))
+    return 0
+
+
 def cmd_stack(args) -> int:
     from sidecar import stack
     return stack.run(args.policy, mode=args.mode, listen=args.listen, run_dir=args.run_dir,
-                     latency_scale=args.latency_scale)
+                     latency_scale=args.latency_scale, tls_listen=args.https_listen,
+                     redirect_http=args.redirect_http)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True)
     p.add_argument("--socket", help="unix socket path (what nginx talks to)")
     p.add_argument("--tcp", help="admin listener HOST:PORT (healthz, metrics, debugging)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="N processes, sockets PATH-0 .. PATH-(N-1) (render nginx with each)")
+    p.add_argument("--redis", help="redis://... or unix://...: limits shared across hosts")
+    p.add_argument("--redis-deadline-ms", type=int, default=25,
+                   help="past this, a decision uses the in-process store instead")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="load, compile and run the golden suites of policies")
@@ -302,12 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: the shipped one)")
     p.set_defaults(func=cmd_classify)
 
+    p = sub.add_parser("key-digest", help="the digest to put in a policy for an API key (key on stdin)")
+    p.add_argument("--generate", action="store_true", help="make a new random key and print both")
+    p.set_defaults(func=cmd_key_digest)
+
     p = sub.add_parser("stack", help="run the local stack: endpoints + sidecar + nginx")
     p.add_argument("--policy", default="policies/demo.yaml")
     p.add_argument("--mode", choices=("lua", "stock"), default="lua")
     p.add_argument("--listen", default="127.0.0.1:8080")
     p.add_argument("--run-dir", default=".run")
     p.add_argument("--latency-scale", type=float, default=1.0)
+    p.add_argument("--https-listen", default="127.0.0.1:8443",
+                   help="HTTPS listener (certificate generated on first run); '' for none")
+    p.add_argument("--redirect-http", action="store_true",
+                   help="the plain listener answers 308 to https (as a public port should)")
     p.set_defaults(func=cmd_stack)
     return parser
 

@@ -29,6 +29,11 @@ DENIALS: dict[str, Denial] = {
     "unsupported_media_type": Denial(415, "invalid_request_error"),
     "hash_required": Denial(428, "invalid_request_error"),
     "policy_denied": Denial(403, "permission_error"),
+    "missing_api_key": Denial(401, "authentication_error"),
+    "invalid_api_key": Denial(401, "authentication_error"),
+    "tier_not_allowed": Denial(403, "permission_error"),
+    "rate_limit_exceeded": Denial(429, "rate_limit_error"),
+    "budget_exceeded": Denial(429, "rate_limit_error"),
 }
 
 

@@ -23,6 +23,12 @@ class Metrics:
                                           buckets=BUCKETS, registry=registry)
         self.reloads = Counter("router_policy_reloads_total", "Policy reloads, by result",
                                ["result"], registry=registry)
+        self.shadow_denied = Counter("router_shadow_limit_denied_total",
+                                     "Requests a shadow limit would have refused", ["limit"],
+                                     registry=registry)
+        self.store_degraded = Counter("router_limit_store_degraded_total",
+                                      "Decisions made by the in-process store because Redis was "
+                                      "slow, down or circuit-broken", ["reason"], registry=registry)
         self._routed_children: dict = {}
         self._denied_children: dict = {}
 

@@ -23,6 +23,11 @@ import orjson
 from aiohttp import web
 
 TIER_LATENCY_MS = {1: 42, 2: 78, 3: 156, 4: 485, 5: 742}
+# What real providers send about themselves; the router must not pass these on.
+PROVIDER_HEADERS = {"X-Powered-By": "Express", "Via": "1.1 provider-edge", "CF-Ray": "8c1f-AMS",
+                    "Openai-Organization": "org-secret", "X-Groq-Region": "us-east",
+                    "X-Ratelimit-Remaining-Requests": "4999", "Server": "uvicorn",
+                    "X-Mock-Internal": "internal"}
 CHUNKS = 8
 
 
@@ -66,7 +71,7 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         if "drop" in fault:
             request.transport.close()
             raise asyncio.CancelledError
-        echo = {"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model}
+        echo = {"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model, **PROVIDER_HEADERS}
         if "status" in fault:
             status = int(fault["status"])
             body = {"error": {"message": f"injected fault on {ep.name}", "type": "server_error",

@@ -47,6 +47,10 @@ class NginxOptions:
     worker_processes: str = "auto"
     daemon: bool = False
     user: str = ""                       # worker user; "" keeps nginx's default
+    tls_listen: str = ""                 # e.g. 0.0.0.0:443; needs tls_cert and tls_key
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_http: bool = False          # the plain listener answers 308 to https
 
 
 def _q(value: str) -> str:
@@ -180,7 +184,27 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
         lines += [f"    lua_package_path \"{NGINX_DIR}/?.lua;;\";",
                   "    # Stock nginx always names itself in Server; with Lua we can drop it.",
                   "    header_filter_by_lua_block { ngx.header[\"Server\"] = nil }"]
-    lines += ["", "    server {", f"        listen {opts.listen};",
+    if opts.tls_listen and opts.redirect_http:
+        tls_port = opts.tls_listen.rpartition(":")[2]
+        lines += ["    server {", f"        listen {opts.listen};",
+                  "        include " + str(NGINX_DIR / "security_headers.conf") + ";",
+                  f"        location / {{ return 308 https://$host:{tls_port}$request_uri; }}", "    }"]
+    lines += ["", "    server {"]
+    if not (opts.tls_listen and opts.redirect_http):
+        lines.append(f"        listen {opts.listen};")
+    if opts.tls_listen:
+        lines += [f"        listen {opts.tls_listen} ssl http2;",
+                  f"        ssl_certificate {opts.tls_cert};",
+                  f"        ssl_certificate_key {opts.tls_key};",
+                  "        ssl_protocols TLSv1.2 TLSv1.3;",
+                  "        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;",
+                  "        ssl_prefer_server_ciphers off;",
+                  "        ssl_session_cache shared:hir_tls:10m;",
+                  "        ssl_session_timeout 1d;",
+                  "        ssl_session_tickets off;"]
+    lines += [
               "        include " + str(NGINX_DIR / "security_headers.conf") + ";",
               "        set $route_endpoint \"\";", "        set $route_auth \"\";",
               "        set $route_path \"\";", "        set $route_fallback \"\";",

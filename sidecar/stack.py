@@ -52,11 +52,14 @@ def _unix(path: str):
 class Stack:
     def __init__(self, policy_path: str | Path, run_dir: str | Path, *, mode: str = "lua",
                  listen: str = "127.0.0.1:8080", latency_scale: float = 1.0,
-                 workers: int = 1, env: dict | None = None, quiet: bool = True):
+                 workers: int = 1, env: dict | None = None, quiet: bool = True,
+                 redis: str = "", tls_listen: str = "", redirect_http: bool = False):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
         self.workers = workers
+        self.redis = redis
+        self.tls_listen, self.redirect_http = tls_listen, redirect_http
         self.env = {**os.environ, **(env or {})}
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen] = {}
@@ -91,14 +94,29 @@ class Stack:
 
     def start_sidecar(self, index: int = 0) -> None:
         path = self.sockets[index]
-        proc = self._spawn(f"sidecar-{index}", [sys.executable, "-m", "sidecar", "serve", "--policy",
-                                                str(self.policy_path), "--socket", path])
+        argv = [sys.executable, "-m", "sidecar", "serve", "--policy", str(self.policy_path),
+                "--socket", path]
+        if self.redis:
+            argv += ["--redis", self.redis]
+        proc = self._spawn(f"sidecar-{index}", argv)
         deadline = time.monotonic() + 15
         while not os.path.exists(path):  # the old socket file was unlinked at start
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sidecar {index} did not start; see {self.run_dir}/sidecar-{index}.log")
             time.sleep(0.02)
         wait_for(_unix(path), f"sidecar {index}", proc=proc)
+
+    def certificate(self) -> tuple[str, str]:
+        """A self-signed certificate for localhost, made on first run."""
+        tls = self.run_dir / "tls"
+        cert, key = tls / "localhost.crt", tls / "localhost.key"
+        if not cert.exists():
+            tls.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+            key.chmod(0o600)
+        return str(cert), str(key)
 
     def stop_sidecar(self, index: int = 0, sig=signal.SIGKILL) -> None:
         proc = self.procs.pop(f"sidecar-{index}", None)
@@ -107,7 +125,10 @@ class Stack:
             proc.wait(10)
 
     def start_nginx(self, reload: bool = False) -> None:
+        cert, key = self.certificate() if self.tls_listen else ("", "")
         opts = nginx_render.NginxOptions(mode=self.mode, listen=self.listen,
+                                         tls_listen=self.tls_listen, tls_cert=cert, tls_key=key,
+                                         redirect_http=self.redirect_http,
                                          sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
                                          worker_processes="2",
                                          # Workers must reach the run dir's sockets and temp files.
@@ -190,12 +211,15 @@ class Stack:
         self.stop()
 
 
-def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float) -> int:
-    stack = Stack(policy, run_dir, mode=mode, listen=listen, latency_scale=latency_scale, quiet=True)
+def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float,
+        tls_listen: str = "", redirect_http: bool = False) -> int:
+    stack = Stack(policy, run_dir, mode=mode, listen=listen, latency_scale=latency_scale, quiet=True,
+                  tls_listen=tls_listen, redirect_http=redirect_http)
     # SIGTERM (kill, timeout, systemd) must tear the children down like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     stack.start()
-    print(f"local stack up ({mode} mode): http://{listen}  (logs in {stack.run_dir}; Ctrl-C stops)")
+    print(f"local stack up ({mode} mode): http://{listen}" + (f" and https://{tls_listen} (self-signed: "
+          f"{stack.run_dir}/tls/localhost.crt)" if tls_listen else "") + f"  (logs in {stack.run_dir}; Ctrl-C stops)")
     print(f"  curl -s {listen}/v1/chat/completions -H 'Content-Type: application/json' "
           f"-H 'X-Constitutional-Hash: {stack.policy.constitutional_hash}' "
           "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'")

@@ -127,3 +127,25 @@ def wait_until(predicate, timeout=5.0):
             return False
         time.sleep(0.02)
     return True
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server (Debian's) on a private unix socket for the session."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (scripts/setup installs it)")
+    tmp = tmp_path_factory.mktemp("redis")
+    sock = tmp / "redis.sock"
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
+                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                             "--enable-debug-command", "yes", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_until(sock.exists, 10):
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"unix://{sock}"
+    proc.terminate()
+    proc.wait(10)

@@ -153,3 +153,13 @@ def test_an_upstream_4xx_is_passed_through_not_retried(clean):
     assert status == 400
     assert "injected fault" in json.loads(body)["error"]["message"]
     assert clean.mocks.received("fast-deepseek-r1-8b") == []
+
+
+def test_provider_internals_in_upstream_headers_are_removed(clean):
+    from sidecar.mockllm import PROVIDER_HEADERS
+    status, headers, _ = clean.client.chat(user("hi"))
+    assert status == 200
+    leaked = {name for name in PROVIDER_HEADERS if name in headers and name != "Server"}
+    assert not leaked
+    assert headers.get("Server") in (None, "nginx")  # lua mode removes it; stock says only "nginx"
+    assert headers["Cache-Control"] == "no-store" and len(headers.get_all("Cache-Control")) == 1

@@ -1,0 +1,77 @@
+"""TLS at nginx: the local stack's generated certificate, modern protocols only,
+HSTS on TLS responses, and a plain listener that redirects."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import HASH, free_port, shifted_policy
+from sidecar.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def tls_stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tls")
+    policy, _ = shifted_policy(tmp)
+    plain, secure = free_port(), free_port()
+    st = Stack(policy, tmp / "run", mode="lua", listen=f"127.0.0.1:{plain}", latency_scale=0,
+               tls_listen=f"127.0.0.1:{secure}", redirect_http=True)
+    st.start()
+    st.ports = (plain, secure)
+    yield st
+    st.stop()
+
+
+def https(stack, context=None):
+    ctx = context or ssl.create_default_context(cafile=str(stack.run_dir / "tls" / "localhost.crt"))
+    return http.client.HTTPSConnection("localhost", stack.ports[1], context=ctx, timeout=10)
+
+
+def test_chat_over_https_with_hsts(tls_stack):
+    conn = https(tls_stack)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+        headers={"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.headers["X-Route-Tier"] == "nano"
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+    conn.close()
+
+
+def test_errors_over_https_carry_the_headers_too(tls_stack):
+    conn = https(tls_stack)
+    conn.request("GET", "/nowhere")
+    resp = conn.getresponse()
+    assert resp.status == 404 and resp.headers["Strict-Transport-Security"]
+    assert resp.headers["X-Constitutional-Hash"] == HASH
+
+
+def _handshake(port: int, flag: str) -> str:
+    # openssl's client at security level 0 is willing to speak TLS 1.0/1.1, so a
+    # failure there is the server's refusal, not the client's.
+    result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", flag,
+                             "-cipher", "ALL:@SECLEVEL=0"], input="", capture_output=True,
+                            text=True, timeout=10)
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_old_protocols_are_refused(tls_stack, flag):
+    assert "Protocol  : TLSv1.2" in _handshake(tls_stack.ports[1], "-tls1_2")  # control
+    out = _handshake(tls_stack.ports[1], flag)
+    assert "Cipher is (NONE)" in out or "alert protocol version" in out or "no protocols available" in out
+
+
+def test_plain_http_redirects_to_https(tls_stack):
+    conn = http.client.HTTPConnection("127.0.0.1", tls_stack.ports[0], timeout=10)
+    conn.request("POST", "/v1/chat/completions?x=1", body="{}")
+    resp = conn.getresponse()
+    assert resp.status == 308
+    assert resp.headers["Location"] == f"https://127.0.0.1:{tls_stack.ports[1]}/v1/chat/completions?x=1"
+    assert "Strict-Transport-Security" not in resp.headers or not resp.headers["Strict-Transport-Security"]
