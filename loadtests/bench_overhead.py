@@ -5,8 +5,9 @@
 Starts, on loopback: a zero-latency endpoint (nginx answering a fixed chat
 completion), nginx proxying straight to it ("direct"), and the router in lua
 and stock mode (nginx + one sidecar process) with every policy endpoint pointed
-at that same zero-latency endpoint. Then runs wrk (Debian package) against the
-three, interleaved round by round, and prints medians of p50/p99 latency at 1
+at that same zero-latency endpoint, each once plain and once with an API key
+and three limits enforced. Then runs wrk (Debian package) against the
+targets, interleaved round by round, and prints medians of p50/p99 latency at 1
 and 8 connections and of max requests/s, with the router's numbers as added
 latency and ratios against direct. Needs nothing but the repo's setup.
 """
@@ -78,10 +79,26 @@ def direct_nginx(run: Path, echo_port: int, direct_port: int) -> subprocess.Pope
     return proc
 
 
-def bench_policy(tmp: Path, echo_port: int) -> Path:
-    text = (ROOT / "policies" / "demo.yaml").read_text()
+KEY = "bench-key-not-a-secret"
+
+
+def bench_policy(tmp: Path, echo_port: int, enforcement: bool) -> Path:
+    """demo.yaml pointed at the zero-latency endpoint; with `enforcement`, an API
+    key mapped to a tenant and three limits (none of which the load exhausts)."""
+    from sidecar.clients import digest
+    text = (ROOT / "policies" / "demo.yaml").read_text().split("\n# Who may call")[0]
     text = re.sub(r"http://127\.0\.0\.1:\d+/v1", f"http://127.0.0.1:{echo_port}/v1", text)
-    path = tmp / "bench.yaml"
+    if enforcement:
+        text += textwrap.dedent(f"""
+            clients:
+              tenants:
+                bench: {{keys: ["{digest(KEY)}"]}}
+            limits:
+              - {{name: requests, per: [tenant], requests: {{rate: 100000000, per: 1s}}}}
+              - {{name: tokens, per: [tenant], tokens: {{rate: 1000000000000, per: 1s}}}}
+              - {{name: per-tier, per: [tenant, tier], requests: {{rate: 100000000, per: 1s}}}}
+            """)
+    path = tmp / f"bench-{'limits' if enforcement else 'plain'}.yaml"
     path.write_text(text)
     return path
 
@@ -114,21 +131,23 @@ def main() -> int:
     script = tmp / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
                       f'wrk.headers["Content-Type"] = "application/json"\n'
-                      f'wrk.headers["X-Constitutional-Hash"] = "{HASH}"\n')
+                      f'wrk.headers["X-Constitutional-Hash"] = "{HASH}"\n'
+                      f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
     echo_port, direct_port = free_port(), free_port()
     procs, stacks = [], []
     try:
         procs.append(direct_nginx(tmp / "direct", echo_port, direct_port))
-        policy = bench_policy(tmp, echo_port)
         targets = {"direct": direct_port}
-        for mode in ("lua", "stock"):
+        for mode, enforcement in (("lua", False), ("stock", False), ("lua", True), ("stock", True)):
+            name = mode + ("+limits" if enforcement else "")
+            policy = bench_policy(tmp, echo_port, enforcement)
             port = free_port()
-            stack = Stack(policy, tmp / mode, mode=mode, listen=f"127.0.0.1:{port}")
+            stack = Stack(policy, tmp / name, mode=mode, listen=f"127.0.0.1:{port}")
             stack.run_dir.mkdir(parents=True)
             stacks.append(stack)
             stack.start_sidecar(0)
             stack.start_nginx()
-            targets[mode] = port
+            targets[name] = port
 
         loads = {"c1": 1, "c8": 8, "max": args.max_connections}
         results = {t: {load: [] for load in loads} for t in targets}
@@ -156,19 +175,23 @@ def median(runs: list[dict], key: str) -> float:
 def report(results: dict, args) -> None:
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.duration:g}s each "
           f"(latency in ms; added = mode - direct)")
-    print(f"{'target':8} {'c1 p50':>8} {'c1 p99':>8} {'c8 p50':>8} {'c8 p99':>8} "
+    print(f"{'target':13} {'c1 p50':>8} {'c1 p99':>8} {'c8 p50':>8} {'c8 p99':>8} "
           f"{'max rps':>9} {'rps/direct':>10}")
     direct = results["direct"]
     for name, runs in results.items():
-        print(f"{name:8} {median(runs['c1'], 'p50'):8.3f} {median(runs['c1'], 'p99'):8.3f} "
+        print(f"{name:13} {median(runs['c1'], 'p50'):8.3f} {median(runs['c1'], 'p99'):8.3f} "
               f"{median(runs['c8'], 'p50'):8.3f} {median(runs['c8'], 'p99'):8.3f} "
               f"{median(runs['max'], 'rps'):9.0f} "
               f"{median(runs['max'], 'rps') / median(direct['max'], 'rps'):10.2f}")
-    for name in ("lua", "stock"):
+    for name in ("lua", "stock", "lua+limits", "stock+limits"):
         runs = results[name]
-        print(f"added by {name:5}: c1 p50 +{median(runs['c1'], 'p50') - median(direct['c1'], 'p50'):.3f} ms, "
+        print(f"added by {name:12}: c1 p50 +{median(runs['c1'], 'p50') - median(direct['c1'], 'p50'):.3f} ms, "
               f"c1 p99 +{median(runs['c1'], 'p99') - median(direct['c1'], 'p99'):.3f} ms, "
               f"c8 p50 +{median(runs['c8'], 'p50') - median(direct['c8'], 'p50'):.3f} ms")
+    for mode in ("lua", "stock"):
+        base = median(results[mode]["c1"], "p50") - median(direct["c1"], "p50")
+        full = median(results[mode + "+limits"]["c1"], "p50") - median(direct["c1"], "p50")
+        print(f"{mode}: hash + key + 3 limits change the added p50 by {100 * (full / base - 1):+.0f}%")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class NginxOptions:
     tls_cert: str = ""
     tls_key: str = ""
     redirect_http: bool = False          # the plain listener answers 308 to https
+    client_timeout: str = "10s"          # slow clients are shed before the sidecar sees them
 
 
 def _q(value: str) -> str:
@@ -167,7 +168,8 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               f"    client_max_body_size {opts.max_body};",
               "    # Keep bodies in memory: the sidecar reads them and fallbacks re-send them.",
               f"    client_body_buffer_size {opts.max_body};",
-              "    client_header_timeout 10s;", "    client_body_timeout 10s;",
+              f"    client_header_timeout {opts.client_timeout};",
+              f"    client_body_timeout {opts.client_timeout};",
               "    send_timeout 60s;", "    keepalive_timeout 65s;",
               "    large_client_header_buffers 4 16k;",
               "    map $https $hir_hsts { on \"max-age=63072000; includeSubDomains\"; default \"\"; }",

@@ -53,13 +53,15 @@ class Stack:
     def __init__(self, policy_path: str | Path, run_dir: str | Path, *, mode: str = "lua",
                  listen: str = "127.0.0.1:8080", latency_scale: float = 1.0,
                  workers: int = 1, env: dict | None = None, quiet: bool = True,
-                 redis: str = "", tls_listen: str = "", redirect_http: bool = False):
+                 redis: str = "", tls_listen: str = "", redirect_http: bool = False,
+                 client_timeout: str = "10s"):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
         self.workers = workers
         self.redis = redis
         self.tls_listen, self.redirect_http = tls_listen, redirect_http
+        self.client_timeout = client_timeout
         self.env = {**os.environ, **(env or {})}
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen] = {}
@@ -129,6 +131,7 @@ class Stack:
         opts = nginx_render.NginxOptions(mode=self.mode, listen=self.listen,
                                          tls_listen=self.tls_listen, tls_cert=cert, tls_key=key,
                                          redirect_http=self.redirect_http,
+                                         client_timeout=self.client_timeout,
                                          sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
                                          worker_processes="2",
                                          # Workers must reach the run dir's sockets and temp files.

@@ -138,3 +138,20 @@ def test_production_time_comes_from_redis(redis_url):
     store = RedisStore.from_url(redis_url, prefix="time:")  # no injected clock
     ok, (o,) = store.admit([check("t", gcra.Rate(1, 60, 2))], 0)
     assert ok and o.remaining == 1
+
+
+def test_one_redis_round_trip_per_decision(redis_url):
+    admin = redis.Redis.from_url(redis_url)
+    store = RedisStore.from_url(redis_url, prefix="rtt:", use_client_clock=True)
+    checks = [check("a", gcra.Rate(100, 60, 100)), check("b", gcra.Rate(1000, 60, 1000), cost=50),
+              check("c", gcra.Rate(10, 1, 10), enforced=False)]
+    store.admit(checks, 0)  # loads the script once
+    admin.config_resetstat()
+    for i in range(10):
+        store.admit(checks, (i + 1) * MS)
+    stats = admin.info("commandstats")
+    calls = {name: v["calls"] for name, v in stats.items()}
+    assert calls.pop("cmdstat_evalsha") == 10
+    # Everything else is either this test's own admin calls or ran inside the script.
+    inside_script = {"cmdstat_hmget", "cmdstat_hset", "cmdstat_pexpire"}
+    assert {c for c in calls if not c.startswith(("cmdstat_config", "cmdstat_info"))} <= inside_script
