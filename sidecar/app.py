@@ -125,7 +125,7 @@ class Sidecar:
     def healthz(self):
         policy = self.ref.policy
         body = {"status": "ok", "policy": policy.source, "policy_version": policy.version,
-                "endpoints_down": sorted(policy.health.down_until)}
+                "endpoints_down": policy.health.down_now()}
         return 200, JSON, orjson.dumps(body)
 
 

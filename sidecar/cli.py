@@ -65,9 +65,16 @@ def cmd_render(args) -> int:
     if not args.out:
         sys.stdout.write(nginx_render.render_upstreams(policy))
         return 0
+    if args.tls_listen and not (args.tls_cert and args.tls_key):
+        print("error: --tls-listen needs --tls-cert and --tls-key", file=sys.stderr)
+        return 2
     opts = nginx_render.NginxOptions(mode=args.mode, listen=args.listen,
                                      sidecar_sockets=args.sidecar_socket or ["/tmp/hir-sidecar.sock"],
-                                     run_dir=str(Path(args.out).resolve()), max_body=args.max_body)
+                                     run_dir=str(Path(args.out).resolve()), max_body=args.max_body,
+                                     tls_listen=args.tls_listen, tls_cert=args.tls_cert,
+                                     tls_key=args.tls_key, redirect_http=args.redirect_http,
+                                     client_timeout=args.client_timeout, user=args.user,
+                                     feedback_sockets=args.feedback_socket)
     print(nginx_render.write_config(policy, opts))
     return 0
 
@@ -100,6 +107,8 @@ def cmd_serve(args) -> int:
         # per-client limits stay exact without shared state.
         index, children = _fork_workers(args.workers)
         socket_path = _worker_socket(args.socket, index)
+        if args.feedback_socket:
+            args.feedback_socket = _worker_socket(args.feedback_socket, index)
 
     def tell_children(sig) -> None:
         for pid in children:
@@ -137,6 +146,11 @@ def cmd_serve(args) -> int:
             servers.append(await loop.create_unix_server(
                 lambda: HttpProtocol(sidecar.handle, MAX_BODY), socket_path))
             os.chmod(socket_path, 0o666)
+        if args.feedback_socket:
+            from sidecar import feedback
+            listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
+                                         args.health_down_seconds)
+            servers.append(await feedback.listen(args.feedback_socket, listener))
         if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
                                    handle_signals=False, shutdown_timeout=1)
@@ -312,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", help="admin listener HOST:PORT (healthz, metrics, debugging)")
     p.add_argument("--workers", type=int, default=1,
                    help="N processes, sockets PATH-0 .. PATH-(N-1) (render nginx with each)")
+    p.add_argument("--feedback-socket", help="unix datagram socket for nginx's access log "
+                   "(endpoint health); render nginx with the same path")
+    p.add_argument("--health-threshold", type=int, default=3,
+                   help="consecutive endpoint failures that mark it down")
+    p.add_argument("--health-down-seconds", type=float, default=10.0)
     p.add_argument("--redis", help="redis://... or unix://...: limits shared across hosts")
     p.add_argument("--redis-deadline-ms", type=int, default=25,
                    help="past this, a decision uses the in-process store instead")
@@ -335,7 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("lua", "stock"), default="lua")
     p.add_argument("--listen", default="127.0.0.1:8080")
     p.add_argument("--sidecar-socket", action="append")
+    p.add_argument("--feedback-socket", action="append", default=[],
+                   help="sidecar feedback socket(s) to send the access log to")
     p.add_argument("--max-body", default="1m")
+    p.add_argument("--tls-listen", default="", help="HTTPS listener, e.g. 0.0.0.0:443")
+    p.add_argument("--tls-cert", default="")
+    p.add_argument("--tls-key", default="")
+    p.add_argument("--redirect-http", action="store_true", help="plain listener answers 308 to https")
+    p.add_argument("--client-timeout", default="10s", help="shed clients slower than this")
+    p.add_argument("--user", default="", help="nginx worker user")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("mockllm", help="serve the policy's loopback endpoints (simulated models)")

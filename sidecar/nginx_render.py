@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar import feedback
 from sidecar.policy import Policy
 
 NGINX_DIR = Path(__file__).resolve().parent.parent / "nginx"
@@ -46,6 +47,7 @@ class NginxOptions:
     sidecar_timeout_ms: int = 250
     worker_processes: str = "auto"
     daemon: bool = False
+    feedback_sockets: list[str] = field(default_factory=list)  # sidecars' feedback sockets
     user: str = ""                       # worker user; "" keeps nginx's default
     tls_listen: str = ""                 # e.g. 0.0.0.0:443; needs tls_cert and tls_key
     tls_cert: str = ""
@@ -158,7 +160,14 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
     if opts.mode == "lua":
         lines += [f"load_module {m};" for m in LUA_MODULES]
     lines += ["events { worker_connections 4096; }", "", "http {",
-              "    access_log off;",
+              "    " + feedback.LOG_FORMAT % opts.mode]
+    if opts.feedback_sockets:
+        # Every sidecar process hears every outcome, so health is the same in all.
+        lines += [f"    access_log syslog:server=unix:{path},nohostname,tag=hir hir_feedback;"
+                  for path in opts.feedback_sockets]
+    else:
+        lines.append("    access_log off;")
+    lines += [
               "    server_tokens off;",
               "    default_type application/json;",
               f"    client_body_temp_path {run}/client_body;",

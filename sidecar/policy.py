@@ -87,6 +87,10 @@ class Health:
     def mark_down(self, name: str, seconds: float) -> None:
         self.down_until[name] = self.clock() + seconds
 
+    def down_now(self) -> list[str]:
+        now = self.clock()
+        return sorted(name for name, until in self.down_until.items() if until > now)
+
     def is_up(self, endpoint: Endpoint) -> bool:
         if endpoint.down:
             return False

@@ -54,7 +54,7 @@ class Stack:
                  listen: str = "127.0.0.1:8080", latency_scale: float = 1.0,
                  workers: int = 1, env: dict | None = None, quiet: bool = True,
                  redis: str = "", tls_listen: str = "", redirect_http: bool = False,
-                 client_timeout: str = "10s"):
+                 client_timeout: str = "10s", health_down_seconds: float = 10.0):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
@@ -62,11 +62,13 @@ class Stack:
         self.redis = redis
         self.tls_listen, self.redirect_http = tls_listen, redirect_http
         self.client_timeout = client_timeout
+        self.health_down_seconds = health_down_seconds
         self.env = {**os.environ, **(env or {})}
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen] = {}
         self.policy = load_policy(self.policy_path, self.env)
         self.sockets = [str(self.run_dir / f"sidecar-{i}.sock") for i in range(workers)]
+        self.feedback_sockets = [str(self.run_dir / f"feedback-{i}.sock") for i in range(workers)]
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         out = open(self.run_dir / f"{name}.log", "ab") if self.quiet else None
@@ -97,7 +99,8 @@ class Stack:
     def start_sidecar(self, index: int = 0) -> None:
         path = self.sockets[index]
         argv = [sys.executable, "-m", "sidecar", "serve", "--policy", str(self.policy_path),
-                "--socket", path]
+                "--socket", path, "--feedback-socket", self.feedback_sockets[index],
+                "--health-down-seconds", str(self.health_down_seconds)]
         if self.redis:
             argv += ["--redis", self.redis]
         proc = self._spawn(f"sidecar-{index}", argv)
@@ -132,6 +135,7 @@ class Stack:
                                          tls_listen=self.tls_listen, tls_cert=cert, tls_key=key,
                                          redirect_http=self.redirect_http,
                                          client_timeout=self.client_timeout,
+                                         feedback_sockets=self.feedback_sockets,
                                          sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
                                          worker_processes="2",
                                          # Workers must reach the run dir's sockets and temp files.
