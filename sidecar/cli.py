@@ -1,7 +1,8 @@
-"""Command line: serve, check, explain, render-nginx, mockllm, stack.
+"""Command line: serve, check, explain, render-nginx, key-digest, train, eval,
+classify, mockllm, stack.
 
-The only module that reads the environment, installs uvloop, configures logging
-and runs servers (STYLE 10).
+With sidecar.server, the only code that reads the environment, installs uvloop,
+configures logging and runs servers (STYLE 10).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("sidecar")
-MAX_BODY = 16 * 1024 * 1024  # above any client_max_body_size nginx is configured with
 
 
 def _load(path: str):
@@ -79,121 +79,31 @@ def cmd_render(args) -> int:
     return 0
 
 
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; this is a safety net
-        log.warning("uvloop is not installed; using asyncio's default loop")
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def cmd_serve(args) -> int:
-    from aiohttp import web
-    from prometheus_client import CollectorRegistry
-
-    from sidecar.app import PolicyRef, Runtime, Sidecar, create_admin_app
-    from sidecar.features import FeatureCache
-    from sidecar.metrics import Metrics
-    from sidecar.policy_spec import PolicyError, load_policy
-    from sidecar.wire import HttpProtocol
-
-    policy = _load(args.policy)
-    if policy.missing_env:
-        log.warning("unset credentials: %s", ", ".join(policy.missing_env))
-    socket_path, children = args.socket, []
-    if args.workers > 1:
-        # One process per socket; nginx hashes each client to one of them, so
-        # per-client limits stay exact without shared state.
-        index, children = _fork_workers(args.workers)
-        socket_path = _worker_socket(args.socket, index)
-        if args.feedback_socket:
-            args.feedback_socket = _worker_socket(args.feedback_socket, index)
-
-    def tell_children(sig) -> None:
-        for pid in children:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-    _install_uvloop()
-    ref = PolicyRef(policy)
-    metrics = Metrics(CollectorRegistry())
-    store = None
-    if args.redis:
-        from sidecar.redis_store import RedisStore
-        store = RedisStore.from_url(args.redis, deadline_ms=args.redis_deadline_ms,
-                                    on_degraded=lambda reason: metrics.store_degraded.labels(reason).inc())
-    sidecar = Sidecar(ref, metrics, Runtime(cache=FeatureCache(), store=store))
-
-    def reload() -> None:
-        try:
-            new = load_policy(args.policy, os.environ)
-        except PolicyError as exc:
-            metrics.reloads.labels("error").inc()
-            log.error("reload failed, keeping policy %s: %s", ref.policy.version, exc)
-            return
-        new.health = ref.policy.health  # endpoint health outlives a policy edit
-        ref.policy = new
-        metrics.reloads.labels("ok").inc()
-        log.info("policy reloaded: version %s", new.version)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        servers, runner = [], None
-        if socket_path:
-            Path(socket_path).unlink(missing_ok=True)
-            servers.append(await loop.create_unix_server(
-                lambda: HttpProtocol(sidecar.handle, MAX_BODY), socket_path))
-            os.chmod(socket_path, 0o666)
-        if args.feedback_socket:
-            from sidecar import feedback
-            listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
-                                         args.health_down_seconds)
-            servers.append(await feedback.listen(args.feedback_socket, listener))
-        if args.tcp and args.workers <= 1:
-            runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
-                                   handle_signals=False, shutdown_timeout=1)
-            await runner.setup()
-            host, _, port = args.tcp.rpartition(":")
-            await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGHUP, lambda: (reload(), tell_children(signal.SIGHUP)))
-        loop.add_signal_handler(signal.SIGTERM, lambda: (stop.set(), tell_children(signal.SIGTERM)))
-        loop.add_signal_handler(signal.SIGINT, lambda: (stop.set(), tell_children(signal.SIGTERM)))
-        log.info("sidecar ready: policy %s version %s on %s", policy.source, policy.version,
-                 " and ".join(filter(None, (socket_path, args.tcp))))
-        await stop.wait()
-        for server in servers:
-            server.close()
-        if runner is not None:
-            await runner.cleanup()
-
-    asyncio.run(run())
-    return 0
+    from sidecar import server
+    return server.run(args, _load(args.policy))
 
 
-def _worker_socket(path: str, index: int) -> str:
-    base, dot, ext = path.rpartition(".")
-    return f"{base}-{index}.{ext}" if dot else f"{path}-{index}"
+def cmd_train(args) -> int:
+    from sidecar import model_commands
+    return model_commands.train(args)
 
 
-def _fork_workers(n: int) -> tuple[int, list[int]]:
-    """Fork n-1 children (before any event loop exists). Returns (this process's
-    worker index, child pids); the parent, index 0, passes signals on to them."""
-    children = []
-    for index in range(1, n):
-        pid = os.fork()
-        if pid == 0:
-            return index, []
-        children.append(pid)
-    return 0, children
+def cmd_eval(args) -> int:
+    from sidecar import model_commands
+    return model_commands.evaluate(args)
+
+
+def cmd_classify(args) -> int:
+    from sidecar import model_commands
+    return model_commands.classify(args)
 
 
 def cmd_mockllm(args) -> int:
     from sidecar import mockllm
+    from sidecar.server import install_uvloop
     policy = _load(args.policy)
-    _install_uvloop()
+    install_uvloop()
 
     async def run() -> None:
         runners = await mockllm.serve(policy, args.latency_scale, args.fault)
@@ -207,86 +117,6 @@ def cmd_mockllm(args) -> int:
             await runner.cleanup()
 
     asyncio.run(run())
-    return 0
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    import orjson
-    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-    with stream:
-        return [orjson.loads(line) for line in stream if line.strip()]
-
-
-def _part(rows: list[dict], part: str) -> list[dict]:
-    """A reproducible 80/20 split by row identity (xxh3 of file and id)."""
-    if part == "all":
-        return rows
-    import xxhash
-    held = [xxhash.xxh3_64_intdigest(f"{r.get('file')}/{r.get('id')}".encode()) % 5 == 0 for r in rows]
-    return [r for r, h in zip(rows, held) if h == (part == "heldout")]
-
-
-def cmd_train(args) -> int:
-    try:
-        from sidecar import training
-    except ImportError as exc:
-        print(f"error: training needs the train extra (pip install -e '.[train]'): {exc}",
-              file=sys.stderr)
-        return 2
-    from sidecar.complexity import ComplexityModel
-    from sidecar.evaluation import evaluate
-    rows = _part(_read_jsonl(args.data), args.part)
-    if args.loso:
-        files = sorted({r.get("file", "unknown") for r in rows})
-        print(f"leave-one-source-out over {len(files)} files")
-        print(f"{'held-out file':28} {'n':>6} {'exact':>7} {'within1':>8} {'mae':>6}")
-        totals = []
-        for held in files:
-            model = ComplexityModel(training.train([r for r in rows if r.get("file") != held]))
-            m = evaluate(model, [r for r in rows if r.get("file") == held])["files"][held]
-            totals.append(m)
-            print(f"{held:28} {m['n']:6d} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}",
-                  flush=True)
-        print(f"{'macro':28} {'':6} " + " ".join(
-            f"{sum(t[k] for t in totals) / len(totals):{w}.3f}"
-            for k, w in (("exact", 7), ("within_one", 8), ("mae", 6))))
-    if args.out:
-        Path(args.out).write_text(training.dump(training.train(rows)))
-        print(f"wrote {args.out} (trained on {len(rows)} rows)")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from sidecar import complexity, evaluation
-    model = complexity.load(args.model) if args.model else complexity.default_model()
-    result = evaluation.evaluate(model, _part(_read_jsonl(args.data), args.part))
-    print(evaluation.report(result))
-    if args.plot:
-        evaluation.plot(result, args.plot)
-        print(f"\nwrote {args.plot}")
-    return 0
-
-
-def cmd_classify(args) -> int:
-    import orjson
-    from sidecar import complexity
-    model = complexity.load(args.model) if args.model else complexity.default_model()
-    out = sys.stdout.buffer
-    for number, line in enumerate(sys.stdin.buffer, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-            prompt = row["prompt"]
-            if not isinstance(prompt, str):
-                raise TypeError("'prompt' must be a string")
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            print(f"error: line {number}: expected a JSON object with a 'prompt' string: {exc}",
-                  file=sys.stderr)
-            return 2
-        score, tier = model.assess(prompt, row.get("messages", 1) if isinstance(row.get("messages"), int) else 1)
-        row["tier_pred"], row["score"] = tier, round(score, 6)
-        out.write(orjson.dumps(row) + b"\n")
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import orjson
 
 from sidecar import complexity, signals, strictjson
 from sidecar.denials import Denied
