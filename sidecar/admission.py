@@ -25,8 +25,7 @@ def _allowed_below(policy: Policy, allowed, rank: int):
     return below[-1] if below else tiers[0]
 
 
-def admit(policy: Policy, client: Client, route: Route, feats, store, book: budgets.BudgetBook,
-          now_ns: int) -> Admitted:
+def admit(policy: Policy, client: Client, route: Route, feats, store, now_ns: int) -> Admitted:
     tenant = client.tenant
     allowed = tenant.tiers if tenant is not None else None
     if allowed is not None and route.endpoint.tier.name not in allowed:
@@ -38,35 +37,36 @@ def admit(policy: Policy, client: Client, route: Route, feats, store, book: budg
     elif allowed is not None:
         route = route._replace(fallbacks=tuple(e for e in route.fallbacks if e.tier.name in allowed))
 
+    admitted = _checked(policy, client, route, feats, store, now_ns)
+    if admitted is not None:
+        return admitted
+    # Only the budget refused.
+    if tenant.when_budget_spent == "downgrade":
+        cheapest = min((t for t in policy.tiers if allowed is None or t.name in allowed),
+                       key=lambda t: t.rank)
+        route = policy.route_to_tier(cheapest, f"{route.rule}+budget-downgrade", allowed)
+        admitted = _checked(policy, client, route, feats, store, now_ns)
+        if admitted is not None:
+            return admitted
+    raise Denied("budget_exceeded", f"tenant '{tenant.name}' has spent its daily budget of "
+                 f"${tenant.budget_usd_per_day:g}; it renews at 00:00 UTC", status=429,
+                 headers=(("Retry-After", str(budgets.seconds_to_midnight(now_ns))),))
+
+
+def _checked(policy, client, route, feats, store, now_ns) -> Admitted | None:
+    """Limits and budget for `route` in one store call; None if only the budget refused."""
     completion = feats.max_tokens or budgets.RESERVE_COMPLETION_TOKENS
-    micros = 0
+    tenant = client.tenant
+    spend = None
     if tenant is not None and tenant.budget_usd_per_day > 0:
-        cap = round(tenant.budget_usd_per_day * 1_000_000)
-        micros = budgets.estimate_micros(route.endpoint, feats.tokens, completion)
-        if not book.reserve(tenant.name, now_ns, micros, cap):
-            if tenant.when_budget_spent == "downgrade":
-                cheapest = min((t for t in policy.tiers if allowed is None or t.name in allowed),
-                               key=lambda t: t.rank)
-                route = policy.route_to_tier(cheapest, f"{route.rule}+budget-downgrade", allowed)
-                micros = budgets.estimate_micros(route.endpoint, feats.tokens, completion)
-                if book.reserve(tenant.name, now_ns, micros, cap):
-                    return _limited(policy, client, route, feats, store, book, now_ns, micros, completion)
-            wait = budgets.seconds_to_midnight(now_ns)
-            raise Denied("budget_exceeded", f"tenant '{tenant.name}' has spent its daily budget of "
-                         f"${tenant.budget_usd_per_day:g}; it renews at 00:00 UTC", status=429,
-                         headers=(("Retry-After", str(wait)),))
-    return _limited(policy, client, route, feats, store, book, now_ns, micros, completion)
-
-
-def _limited(policy, client, route, feats, store, book, now_ns, micros, completion) -> Admitted:
-    values = {"client": client.id, "tenant": client.tenant.name if client.tenant else "-",
+        spend = limits.Spend(budgets.spend_key(tenant.name, now_ns),
+                             budgets.estimate_micros(route.endpoint, feats.tokens, completion),
+                             round(tenant.budget_usd_per_day * 1_000_000), 2 * budgets.DAY)
+    values = {"client": client.id, "tenant": tenant.name if tenant else "-",
               "key": client.key_id or "-", "ip": client.ip or "-",
               "tier": route.endpoint.tier.name, "endpoint": route.endpoint.name}
-    try:
-        admission = limits.admit(store, policy.limits, values, route.endpoint.tier.name,
-                                 feats.tokens + completion, now_ns)
-    except Denied:
-        if micros:
-            book.refund(client.tenant.name, now_ns, micros)  # nothing was sent: nothing spent
-        raise
-    return Admitted(route, admission, micros)
+    admission = limits.admit(store, policy.limits, values, route.endpoint.tier.name,
+                             feats.tokens + completion, now_ns, spend)
+    if admission is None:
+        return None
+    return Admitted(route, admission, spend.micros if spend else 0)

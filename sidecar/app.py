@@ -16,7 +16,7 @@ import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar import admission, budgets, clients, constitution, decision, features, limits
+from sidecar import admission, clients, constitution, decision, features, limits
 from sidecar.denials import Denied
 from sidecar.metrics import Metrics
 from sidecar.policy import Policy
@@ -27,15 +27,14 @@ JSON = {"Content-Type": "application/json"}
 
 class Runtime:
     """The per-process state decisions read and update: the feature cache, the
-    limit store, the budget ledger, and the clock (injected in tests)."""
+    limit and budget store, and the clock (injected in tests)."""
 
-    __slots__ = ("cache", "store", "budgets", "clock_ns", "shadow_denied")
+    __slots__ = ("cache", "store", "clock_ns", "shadow_denied")
 
-    def __init__(self, cache=None, store=None, book=None, clock_ns=time.time_ns):
+    def __init__(self, cache=None, store=None, clock_ns=time.time_ns):
         self.cache = cache
         self.shadow_denied: list[str] = []  # drained into metrics after each decision
         self.store = store if store is not None else limits.MemoryStore()
-        self.budgets = book if book is not None else budgets.BudgetBook()
         self.clock_ns = clock_ns
 
 
@@ -74,8 +73,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         if not cache.fill(feats, key):
             features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
             cache.store(feats, key, len(raw))
-    admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store,
-                               runtime.budgets, now_ns)
+    admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store, now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
                                            admitted.admission.headers)

@@ -39,6 +39,14 @@ class Check(NamedTuple):
     enforced: bool
 
 
+class Spend(NamedTuple):
+    """A budget reservation: add `micros` to `key` unless that passes `cap`."""
+    key: str          # tenant and UTC day
+    micros: int
+    cap: int
+    ttl: int          # seconds the day's total must be kept
+
+
 class MemoryStore:
     """In-process GCRA state. Synchronous and lock-free: the event loop runs one
     decision at a time, and nginx sends a given client to a given process."""
@@ -47,20 +55,30 @@ class MemoryStore:
 
     def __init__(self, sweep_every: int = 10_000):
         self.tat: dict[str, int] = {}
+        self.spent: dict[str, int] = {}
         self.sweep_every = sweep_every
         self.writes = 0
 
-    def admit(self, checks: list[Check], now_ns: int) -> tuple[bool, list[gcra.Outcome]]:
+    def admit(self, checks: list[Check], now_ns: int, spend: Spend | None = None):
+        """(all enforced limits pass and the budget holds, outcomes, budget holds);
+        nothing is committed unless the first is true."""
         outcomes = [gcra.check(c.rate, self.tat.get(c.key), c.cost, now_ns) for c in checks]
         ok = all(o.allowed for o, c in zip(outcomes, checks) if c.enforced)
-        if ok:
+        budget_ok = spend is None or self.spent.get(spend.key, 0) + spend.micros <= spend.cap
+        if ok and budget_ok:
             for o, c in zip(outcomes, checks):
                 if o.allowed:
                     self.tat[c.key] = o.new_tat
+            if spend is not None:
+                self.spent[spend.key] = self.spent.get(spend.key, 0) + spend.micros
             self.writes += 1
             if self.writes % self.sweep_every == 0:
                 self.sweep(now_ns)
-        return ok, outcomes
+        return ok and budget_ok, outcomes, budget_ok
+
+    def refund_spend(self, key: str, micros: int) -> None:
+        if key in self.spent:
+            self.spent[key] = max(0, self.spent[key] - micros)
 
     def refund(self, key: str, rate: gcra.Rate, units: int, now_ns: int) -> None:
         tat = self.tat.get(key)
@@ -68,9 +86,13 @@ class MemoryStore:
             self.tat[key] = gcra.refund(rate, tat, units, now_ns)
 
     def sweep(self, now_ns: int) -> None:
-        """Forget buckets that are full again (their TAT is in the past)."""
+        """Forget buckets that are full again (their TAT is in the past) and
+        budgets of days that are over."""
         for key in [k for k, tat in self.tat.items() if tat <= now_ns * _rate_of(k)]:
             del self.tat[key]
+        today = now_ns // 1_000_000_000 // 86_400
+        for key in [k for k in self.spent if int(k.rsplit("|", 1)[1]) < today]:
+            del self.spent[key]
 
 
 def _rate_of(key: str) -> int:
@@ -96,20 +118,24 @@ def state_key(limit: Limit, values: dict) -> str:
 
 
 def admit(store, limits: tuple[Limit, ...], values: dict, tier: str, tokens: int,
-          now_ns: int) -> Admission:
-    """Check every applicable limit, commit only if all enforced ones pass.
-    Raises Denied(429) otherwise."""
+          now_ns: int, spend: Spend | None = None) -> Admission | None:
+    """Check every applicable limit and the budget in one store call; commit only
+    if all enforced limits pass and the budget holds. Raises Denied(429) for a
+    limit; returns None when only the budget refused (the caller decides)."""
     applicable = [lim for lim in limits if lim.tiers is None or tier in lim.tiers]
-    if not applicable:
+    if not applicable and spend is None:
         return Admission((), Reservation((), 0), ())
     checks = [Check(state_key(lim, values), lim.rate, 1 if lim.kind == "requests" else tokens,
                     not lim.shadow) for lim in applicable]
-    ok, outcomes = store.admit(checks, now_ns)
+    ok, outcomes, budget_ok = store.admit(checks, now_ns, spend)
+    limits_ok = all(o.allowed for o, c in zip(outcomes, checks) if c.enforced)
     shadow_denied = tuple(lim.name for lim, o in zip(applicable, outcomes)
                           if lim.shadow and not o.allowed)
-    if not ok:
+    if not limits_ok:
         failed = [(lim, o) for lim, o in zip(applicable, outcomes) if not lim.shadow and not o.allowed]
         raise _too_many(failed, applicable, outcomes)
+    if not budget_ok:
+        return None
     token_checks = tuple(c for lim, c in zip(applicable, checks) if lim.kind == "tokens" and not lim.shadow)
     return Admission(_headers(applicable, outcomes), Reservation(token_checks, tokens), shadow_denied)
 

@@ -1,6 +1,6 @@
 """The limit store in Redis, for several hosts: one atomic Lua script per
-decision (check every limit, commit only if all enforced ones pass), time from
-Redis TIME. When Redis is slow or down, decisions fall back to the in-process
+decision (check every limit and the tenant's daily budget, commit only if all
+enforced limits pass and the budget holds), time from Redis TIME. When Redis is slow or down, decisions fall back to the in-process
 store within a short deadline, a circuit breaker stops hammering Redis, and
 every degraded decision is counted and logged.
 
@@ -18,7 +18,7 @@ import time
 import redis
 
 from sidecar import gcra
-from sidecar.limits import Check, MemoryStore
+from sidecar.limits import Check, MemoryStore, Spend
 
 log = logging.getLogger("sidecar.redis_store")
 
@@ -30,12 +30,18 @@ else
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local n = #KEYS
+local n = tonumber(ARGV[2])
 local results = {}
 local all_ok = true
 local debts = {}
+local budget_ok = true
+local spend = tonumber(ARGV[3])
+if spend then
+  local spent = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
+  budget_ok = spent + spend <= tonumber(ARGV[4])
+end
 for i = 1, n do
-  local base = 1 + (i - 1) * 5
+  local base = 5 + (i - 1) * 5
   local rate, period, burst, cost, enforced =
     tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
     tonumber(ARGV[base + 4]), ARGV[base + 5] == '1'
@@ -58,12 +64,16 @@ for i = 1, n do
   local d = debts[i]
   local debt, new_debt, ok, unit, capacity, rate = d[1], d[2], d[3], d[4], d[5], d[6]
   local stored = debt
-  if all_ok and ok then stored = new_debt end
+  if all_ok and budget_ok and ok then stored = new_debt end
   redis.call('HSET', KEYS[i], 'd', stored, 't', now_ms)
   redis.call('PEXPIRE', KEYS[i], math.ceil(stored / rate) + 1000)
   results[i] = {ok and 1 or 0, debt, new_debt}
 end
-return {all_ok and 1 or 0, now_ms, results}
+if spend and all_ok and budget_ok then
+  redis.call('INCRBY', KEYS[n + 1], spend)
+  redis.call('EXPIRE', KEYS[n + 1], tonumber(ARGV[5]))
+end
+return {(all_ok and budget_ok) and 1 or 0, budget_ok and 1 or 0, results}
 """
 
 
@@ -124,28 +134,39 @@ class RedisStore:
                                       socket_connect_timeout=deadline_ms / 1000, retry_on_timeout=False)
         return cls(client, **kw)
 
-    def admit(self, checks: list[Check], now_ns: int):
+    def admit(self, checks: list[Check], now_ns: int, spend: Spend | None = None):
         if not self.breaker.allow():
-            return self._degrade("circuit open", checks, now_ns)
+            return self._degrade("circuit open", checks, now_ns, spend)
         keys = [self.prefix + c.key for c in checks]
-        args = [str(now_ns // 1_000_000) if self.use_client_clock else ""]
+        args = [str(now_ns // 1_000_000) if self.use_client_clock else "", len(checks)]
+        if spend is not None:
+            keys.append(self.prefix + spend.key)
+            args += [spend.micros, spend.cap, spend.ttl]
+        else:
+            args += ["", "", ""]
         for c in checks:
             args += [c.rate.rate, c.rate.period, c.rate.burst, c.cost, 1 if c.enforced else 0]
         try:
-            all_ok, _, results = self.script(keys=keys, args=args)
+            all_ok, budget_ok, results = self.script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             self.breaker.failure()
-            return self._degrade(type(exc).__name__, checks, now_ns)
+            return self._degrade(type(exc).__name__, checks, now_ns, spend)
         self.breaker.success()
         outcomes = [_outcome(c.rate, c.cost, bool(ok), int(debt), int(new_debt))
                     for c, (ok, debt, new_debt) in zip(checks, results)]
-        return bool(all_ok), outcomes
+        return bool(all_ok), outcomes, bool(budget_ok)
 
-    def _degrade(self, reason: str, checks, now_ns):
+    def _degrade(self, reason: str, checks, now_ns, spend):
         self.degraded += 1
         self.on_degraded(reason)
         log.warning("limit store degraded to in-process (%s)", reason)
-        return self.fallback.admit(checks, now_ns)
+        return self.fallback.admit(checks, now_ns, spend)
+
+    def refund_spend(self, key: str, micros: int) -> None:
+        try:
+            self.client.decrby(self.prefix + key, micros)
+        except (redis.RedisError, OSError):
+            self.fallback.refund_spend(key, micros)
 
     def refund(self, key: str, rate: gcra.Rate, units: int, now_ns: int) -> None:
         try:

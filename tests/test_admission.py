@@ -94,9 +94,9 @@ def test_a_refused_request_spends_no_budget():
     runtime = Runtime(clock_ns=clock)
     for _ in range(2):
         call(runtime, "saver", model="nano")
-    spent = dict(runtime.budgets.spent)
+    spent = dict(runtime.store.spent)
     assert list(spent.values())[0] > 0
     with pytest.raises(Denied) as info:
         call(runtime, "saver", model="nano")
     assert info.value.reason == "rate_limit_exceeded"
-    assert runtime.budgets.spent == spent
+    assert runtime.store.spent == spent

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar import gcra
-from sidecar.limits import Check, Limit, MemoryStore, admit, settle
+from sidecar.limits import Check, Limit, MemoryStore, Spend, admit, settle
 from sidecar.redis_store import CircuitBreaker, RedisStore
 
 MS = 1_000_000
@@ -44,7 +44,7 @@ def test_decisions_match_the_reference_algorithm(store, rate, arrivals):
     for gap_ms, cost in arrivals:
         now += gap_ms * MS
         expected = gcra.check(rate, tat, cost, now)
-        ok, (got,) = store.admit([check(key, rate, cost)], now)
+        ok, (got,), _ = store.admit([check(key, rate, cost)], now)
         assert (ok, got.allowed, got.remaining, got.retry_after) == (
             expected.allowed, expected.allowed, expected.remaining, expected.retry_after)
         if expected.allowed:
@@ -54,18 +54,34 @@ def test_decisions_match_the_reference_algorithm(store, rate, arrivals):
 def test_nothing_is_committed_unless_every_enforced_limit_passes(store):
     tight, loose = gcra.Rate(1, 60, 1), gcra.Rate(100, 60, 100)
     assert store.admit([check("a", tight), check("b", loose)], 0)[0]
-    ok, outcomes = store.admit([check("a", tight), check("b", loose)], MS)
+    ok, outcomes, _ = store.admit([check("a", tight), check("b", loose)], MS)
     assert not ok and not outcomes[0].allowed and outcomes[1].allowed
     # "b" was not charged for the refused request: 99 more fit, not 98.
-    ok, (b,) = store.admit([check("b", loose, cost=99)], 2 * MS)
+    ok, (b,), _ = store.admit([check("b", loose, cost=99)], 2 * MS)
     assert ok and b.remaining == 0
 
 
 def test_shadow_limits_count_but_never_refuse(store):
     shadow = gcra.Rate(1, 60, 1)
     assert store.admit([check("s", shadow, enforced=False)], 0)[0]
-    ok, (o,) = store.admit([check("s", shadow, enforced=False)], MS)
+    ok, (o,), _ = store.admit([check("s", shadow, enforced=False)], MS)
     assert ok and not o.allowed
+
+
+def test_a_budget_is_checked_and_spent_with_the_limits(store):
+    rate = gcra.Rate(100, 60, 100)
+    ok, _, budget_ok = store.admit([check("l", rate)], 0, Spend("budget|t|1", 600, 1000, 60))
+    assert (ok, budget_ok) == (True, True)
+    ok, _, budget_ok = store.admit([check("l", rate)], MS, Spend("budget|t|1", 600, 1000, 60))
+    assert (ok, budget_ok) == (False, False)                       # 600 + 600 > 1000
+    ok, (lim,), budget_ok = store.admit([check("l", rate)], 2 * MS, Spend("budget|t|1", 400, 1000, 60))
+    assert (ok, budget_ok, lim.remaining) == (True, True, 98)     # the refused call charged nothing
+    tight = gcra.Rate(1, 3600, 1)
+    assert store.admit([check("m", tight)], 0)[0]
+    ok, _, budget_ok = store.admit([check("m", tight)], MS, Spend("budget|u|1", 10, 1000, 60))
+    assert not ok and budget_ok                                    # a refused limit spends no budget
+    ok, _, _ = store.admit([], 2 * MS, Spend("budget|u|1", 1000, 1000, 60))
+    assert ok
 
 
 def test_unused_tokens_are_given_back(store):
@@ -115,7 +131,7 @@ def test_slow_redis_degrades_within_the_deadline_then_recovers(redis_url):
     blocker.start()
     time.sleep(0.05)  # let DEBUG SLEEP take the server (a real wait on a real server)
     started = time.monotonic()
-    ok, _ = store.admit([check("y", gcra.Rate(10, 1, 10))], 0)
+    ok = store.admit([check("y", gcra.Rate(10, 1, 10))], 0)[0]
     assert ok and time.monotonic() - started < 0.15 and store.degraded == 1
     blocker.join()
     assert store.admit([check("y", gcra.Rate(10, 1, 10))], MS)[0] and store.degraded == 2  # still open
@@ -136,7 +152,7 @@ def test_flushed_redis_keeps_deciding(redis_url):
 
 def test_production_time_comes_from_redis(redis_url):
     store = RedisStore.from_url(redis_url, prefix="time:")  # no injected clock
-    ok, (o,) = store.admit([check("t", gcra.Rate(1, 60, 2))], 0)
+    ok, (o,), _ = store.admit([check("t", gcra.Rate(1, 60, 2))], 0)
     assert ok and o.remaining == 1
 
 
