@@ -117,7 +117,7 @@ class Sidecar:
             for name in self.runtime.shadow_denied:
                 metrics.shadow_denied.labels(name).inc()
             self.runtime.shadow_denied.clear()
-        metrics.decision_seconds.observe(time.perf_counter() - started)
+        metrics.observe_decision(time.perf_counter() - started)
         return 200, out_headers, out_body
 
     def healthz(self):

@@ -1,10 +1,19 @@
 """Prometheus metrics, declared once on an injected registry. Labels are bounded
-to names known when the policy loads (tier, endpoint, rule, reason)."""
+to names known when the policy loads (tier, endpoint, rule, reason, limit).
+
+The per-request ones (routed, denied, decision time, feature cache) are plain
+integers the hot path bumps and a collector reads at scrape time:
+prometheus_client's Counter.inc and Histogram.observe take a lock each and cost
+several microseconds per request (py-spy: 8% of a decision). The event loop is
+single-threaded, so plain integers are exact here.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 
@@ -12,15 +21,8 @@ BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 class Metrics:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
-        self.routed = Counter("router_routed_total", "Requests routed, by tier, endpoint and rule",
-                              ["tier", "endpoint", "rule"], registry=registry)
-        self.denied = Counter("router_denied_total", "Requests refused by the sidecar, by reason",
-                              ["reason"], registry=registry)
         self.errors = Counter("router_errors_total", "Unexpected errors in the sidecar (bugs)",
                               registry=registry)
-        self.decision_seconds = Histogram("router_decision_seconds",
-                                          "Time the sidecar spends deciding one request",
-                                          buckets=BUCKETS, registry=registry)
         self.reloads = Counter("router_policy_reloads_total", "Policy reloads, by result",
                                ["result"], registry=registry)
         self.shadow_denied = Counter("router_shadow_limit_denied_total",
@@ -29,30 +31,54 @@ class Metrics:
         self.store_degraded = Counter("router_limit_store_degraded_total",
                                       "Decisions made by the in-process store because Redis was "
                                       "slow, down or circuit-broken", ["reason"], registry=registry)
-        self._routed_children: dict = {}
-        self._denied_children: dict = {}
+        self.routed: dict[tuple[str, str, str], int] = {}
+        self.denied: dict[str, int] = {}
+        self.decision_buckets = [0] * (len(BUCKETS) + 1)
+        self.decision_sum = 0.0
+        self.cache = None
+        registry.register(_HotCollector(self))
 
     def watch_cache(self, cache) -> None:
-        """Export the feature cache's own hit/miss counts at scrape time (no
-        per-request metric work for the cache)."""
-        class CacheCollector:
-            def collect(self):
-                family = CounterMetricFamily("router_feature_cache_lookups",
-                                             "Feature cache lookups, by result", labels=["result"])
-                family.add_metric(["hit"], cache.hits)
-                family.add_metric(["miss"], cache.misses)
-                yield family
-        self.registry.register(CacheCollector())
+        self.cache = cache
 
     def count_routed(self, tier: str, endpoint: str, rule: str) -> None:
         key = (tier, endpoint, rule)
-        child = self._routed_children.get(key)
-        if child is None:
-            child = self._routed_children[key] = self.routed.labels(*key)
-        child.inc()
+        self.routed[key] = self.routed.get(key, 0) + 1
 
     def count_denied(self, reason: str) -> None:
-        child = self._denied_children.get(reason)
-        if child is None:
-            child = self._denied_children[reason] = self.denied.labels(reason)
-        child.inc()
+        self.denied[reason] = self.denied.get(reason, 0) + 1
+
+    def observe_decision(self, seconds: float) -> None:
+        self.decision_buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.decision_sum += seconds
+
+
+class _HotCollector:
+    def __init__(self, metrics: Metrics):
+        self.m = metrics
+
+    def collect(self):
+        m = self.m
+        routed = CounterMetricFamily("router_routed", "Requests routed, by tier, endpoint and rule",
+                                     labels=["tier", "endpoint", "rule"])
+        for key, value in sorted(m.routed.items()):
+            routed.add_metric(list(key), value)
+        yield routed
+        denied = CounterMetricFamily("router_denied", "Requests refused by the sidecar, by reason",
+                                     labels=["reason"])
+        for reason, value in sorted(m.denied.items()):
+            denied.add_metric([reason], value)
+        yield denied
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, BUCKETS), "+Inf"), m.decision_buckets):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily("router_decision_seconds",
+                                    "Time the sidecar spends deciding one request",
+                                    buckets=buckets, sum_value=m.decision_sum)
+        if m.cache is not None:
+            lookups = CounterMetricFamily("router_feature_cache_lookups",
+                                          "Feature cache lookups, by result", labels=["result"])
+            lookups.add_metric(["hit"], m.cache.hits)
+            lookups.add_metric(["miss"], m.cache.misses)
+            yield lookups

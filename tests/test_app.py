@@ -64,6 +64,7 @@ def test_a_decision_and_its_metrics(tmp_path, listener):
             text = await r.text()
         assert 'router_routed_total{endpoint="nano-qwen3-0-6b",rule="default",tier="nano"} 1.0' in text
         assert 'router_feature_cache_lookups_total{result="miss"} 1.0' in text
+        assert 'router_decision_seconds_count 1.0' in text
         async with session.get("http://s/healthz") as r:
             health = await r.json()
         assert health["status"] == "ok" and len(health["policy_version"]) == 16
@@ -76,7 +77,9 @@ def test_a_denial_is_counted_by_reason(tmp_path, listener):
             assert r.status == 400
             assert r.headers["X-Route-Decision"] == "deny"
             assert (await r.json())["error"]["code"] == "invalid_json"
-        assert metrics.denied.labels("invalid_json")._value.get() == 1
+        assert metrics.denied == {"invalid_json": 1}
+        async with session.get("http://s/metrics") as r:
+            assert 'router_denied_total{reason="invalid_json"} 1.0' in await r.text()
     asyncio.run(_with_sidecar(tmp_path, fn, listener=listener))
 
 
