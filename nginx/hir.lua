@@ -22,7 +22,7 @@ local DECIDE = { method = ngx.HTTP_POST, always_forward_body = true }
 
 local function drop_internal_request_headers()
     -- A client may not send headers named like the router's own decision headers.
-    local headers = req.get_headers(100, true)
+    local headers = req.get_headers(0, true)  -- 0: every header, not the first 100
     for name in pairs(headers) do
         if lower(sub(name, 1, 8)) == "x-route-" then
             req.clear_header(name)
