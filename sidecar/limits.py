@@ -10,6 +10,7 @@ The algorithm is sidecar.gcra; the state lives in a store with one method,
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import NamedTuple
 
 from sidecar import gcra
@@ -122,22 +123,31 @@ def admit(store, limits: tuple[Limit, ...], values: dict, tier: str, tokens: int
     """Check every applicable limit and the budget in one store call; commit only
     if all enforced limits pass and the budget holds. Raises Denied(429) for a
     limit; returns None when only the budget refused (the caller decides)."""
-    applicable = [lim for lim in limits if lim.tiers is None or tier in lim.tiers]
-    if not applicable and spend is None:
+    applicable, checks = [], []
+    for lim in limits:
+        if lim.tiers is None or tier in lim.tiers:
+            applicable.append(lim)
+            checks.append(Check(state_key(lim, values), lim.rate,
+                                tokens if lim.kind == "tokens" else 1, not lim.shadow))
+    if not checks and spend is None:
         return Admission((), Reservation((), 0), ())
-    checks = [Check(state_key(lim, values), lim.rate, 1 if lim.kind == "requests" else tokens,
-                    not lim.shadow) for lim in applicable]
-    ok, outcomes, budget_ok = store.admit(checks, now_ns, spend)
-    limits_ok = all(o.allowed for o, c in zip(outcomes, checks) if c.enforced)
-    shadow_denied = tuple(lim.name for lim, o in zip(applicable, outcomes)
-                          if lim.shadow and not o.allowed)
-    if not limits_ok:
-        failed = [(lim, o) for lim, o in zip(applicable, outcomes) if not lim.shadow and not o.allowed]
-        raise _too_many(failed, applicable, outcomes)
+    _, outcomes, budget_ok = store.admit(checks, now_ns, spend)
+    tightest, failed, shadow_denied = None, [], ()
+    for lim, o in zip(applicable, outcomes):
+        if lim.shadow:
+            if not o.allowed:
+                shadow_denied += (lim.name,)
+        elif not o.allowed:
+            failed.append((lim, o))
+        elif tightest is None or o.remaining * tightest[0].rate.burst < tightest[1].remaining * lim.rate.burst:
+            tightest = (lim, o)  # least remaining relative to its burst
+    if failed:
+        raise _too_many(failed)
     if not budget_ok:
         return None
+    headers = _headers(*tightest) if tightest else ()
     token_checks = tuple(c for lim, c in zip(applicable, checks) if lim.kind == "tokens" and not lim.shadow)
-    return Admission(_headers(applicable, outcomes), Reservation(token_checks, tokens), shadow_denied)
+    return Admission(headers, Reservation(token_checks, tokens), shadow_denied)
 
 
 def settle(store, reservation: Reservation, used_tokens: int, now_ns: int) -> None:
@@ -149,25 +159,21 @@ def settle(store, reservation: Reservation, used_tokens: int, now_ns: int) -> No
             store.refund(check.key, check.rate, unused, now_ns)
 
 
+@lru_cache(maxsize=1024)
 def _policy_header(lim: Limit) -> str:
     return f'"{lim.name}";q={lim.rate.burst};w={lim.window}'
 
 
-def _headers(limits, outcomes) -> tuple[tuple[str, str], ...]:
-    """RateLimit-Policy / RateLimit (IETF httpapi draft) for the tightest enforced limit."""
-    enforced = [(lim, o) for lim, o in zip(limits, outcomes) if not lim.shadow]
-    if not enforced:
-        return ()
-    lim, o = min(enforced, key=lambda pair: pair[1].remaining / pair[0].rate.burst)
+def _headers(lim: Limit, o) -> tuple[tuple[str, str], ...]:
+    """RateLimit-Policy / RateLimit (IETF httpapi draft) for one limit."""
     return (("RateLimit-Policy", _policy_header(lim)),
             ("RateLimit", f'"{lim.name}";r={max(0, o.remaining)};t={o.reset}'))
 
 
-def _too_many(failed, limits, outcomes) -> Denied:
+def _too_many(failed) -> Denied:
     never = [lim for lim, o in failed if o.retry_after < 0]
     lim, o = max(failed, key=lambda pair: pair[1].retry_after)
-    headers = [("RateLimit-Policy", _policy_header(lim)),
-               ("RateLimit", f'"{lim.name}";r={max(0, o.remaining)};t={o.reset}')]
+    headers = list(_headers(lim, o))
     if never:
         return Denied("rate_limit_exceeded",
                       f"this request costs more than limit '{never[0].name}' allows at once "
