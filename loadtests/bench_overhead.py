@@ -156,9 +156,11 @@ def main() -> int:
         results = {t: {load: [] for load in loads} for t in targets}
         for name, port in targets.items():  # warm-up: keepalive pools, Lua code cache
             wrk(port, 8, 1, script)
+        order = list(targets.items())
         for r in range(args.rounds):
             for load, conns in loads.items():
-                for name, port in targets.items():
+                # Rotate the order every round so no target always runs first or last.
+                for name, port in order[r % len(order):] + order[:r % len(order)]:
                     results[name][load].append(wrk(port, conns, args.duration, script))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
         report(results, args)
