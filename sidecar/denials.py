@@ -28,7 +28,6 @@ DENIALS: dict[str, Denial] = {
     "hash_mismatch": Denial(412, "invalid_request_error"),
     "unsupported_media_type": Denial(415, "invalid_request_error"),
     "hash_required": Denial(428, "invalid_request_error"),
-    "policy_denied": Denial(403, "permission_error"),
     "missing_api_key": Denial(401, "authentication_error"),
     "invalid_api_key": Denial(401, "authentication_error"),
     "tier_not_allowed": Denial(403, "permission_error"),

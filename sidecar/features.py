@@ -33,7 +33,7 @@ BODY_FEATURES = ("body", "model", "prompt", "tokens", "messages", "system_prompt
 class Features:
     __slots__ = ("method", "path", "headers", "body", "model", "text", "prompt", "tokens",
                  "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
-                 "complexity", "tier_hint", "client_key", "ip")
+                 "complexity", "tier_hint", "ip")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
         self.method = method
@@ -54,7 +54,6 @@ class Features:
         self.max_tokens = 0
         self.complexity = 0.0
         self.tier_hint = 1
-        self.client_key = ""
 
 
 def _bad(message: str) -> Denied:
