@@ -113,26 +113,32 @@ def _hop_location(name: str, hop: int, opts: NginxOptions, streaming: bool, last
             lines.append(f"            set ${var} $upstream_http_x_route_{header};")
     if hop > 0 and opts.mode == "lua":
         lines.append(f"            rewrite_by_lua_block {{ require('hir').splice_fallback({hop}) }}")
-    lines += ["            include " + str(NGINX_DIR / "endpoint_proxy.conf") + ";",
-              "            include " + str(NGINX_DIR / "security_headers.conf") + ";",
-              f"            add_header X-Route-Endpoint ${source} always;",
-              f"            add_header X-Route-Tier $hop{suffix}_tier always;",
-              f"            add_header X-Route-Model $hop{suffix}_model always;",
-              "            add_header RateLimit-Policy $route_ratelimit_policy always;",
-              "            add_header RateLimit $route_ratelimit always;",
-              f"            proxy_set_header Host $hop{suffix}_host;",
-              f"            proxy_set_header Authorization ${auth};",
-              f"            proxy_ssl_name $hop{suffix}_sni;"]
+    nxt = None if last else f"{name.split('_fb')[0]}_fb{hop + 1}"
+    return lines + _forward(hop, streaming, nxt) + ["        }"]
+
+
+def _forward(hop: int, streaming: bool, next_hop: str | None) -> list[str]:
+    """The body of a location that forwards to hop `hop` of the decision and, on
+    502/503/504, goes to `next_hop` (None: the chain is over, answer in JSON)."""
+    suffix, source, auth = HOPS[hop]
+    lines = ["            include " + str(NGINX_DIR / "endpoint_proxy.conf") + ";",
+             "            include " + str(NGINX_DIR / "security_headers.conf") + ";",
+             f"            add_header X-Route-Endpoint ${source} always;",
+             f"            add_header X-Route-Tier $hop{suffix}_tier always;",
+             f"            add_header X-Route-Model $hop{suffix}_model always;",
+             "            add_header RateLimit-Policy $route_ratelimit_policy always;",
+             "            add_header RateLimit $route_ratelimit always;",
+             f"            proxy_set_header Host $hop{suffix}_host;",
+             f"            proxy_set_header Authorization ${auth};",
+             f"            proxy_ssl_name $hop{suffix}_sni;"]
     if streaming:
         lines += ["            proxy_buffering off;", "            proxy_cache off;"]
-    if last:
+    if next_hop is None:
         lines += ["            error_page 502 503 = @upstream_failed;",
                   "            error_page 504 = @upstream_timeout;"]
     else:
-        nxt = f"{name.split('_fb')[0]}_fb{hop + 1}"
-        lines.append(f"            error_page 502 503 504 = {nxt};")
-    lines += [f"            proxy_pass $hop{suffix}_target$route_path;", "        }"]
-    return lines
+        lines.append(f"            error_page 502 503 504 = {next_hop};")
+    return lines + [f"            proxy_pass $hop{suffix}_target$route_path;"]
 
 
 def _error_locations() -> list[str]:
@@ -264,24 +270,15 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
         for hop in range(len(HOPS)):
             name = base if hop == 0 else f"{base}_fb{hop}"
             lines += _hop_location(name, hop, opts, streaming, last=hop == len(HOPS) - 1)
+    # No decision: forward to the path's failover endpoint as hop 0 would (no
+    # credentials are known, so $route_auth is empty), or refuse with 503.
     lines += ["        location @sidecar_failed {",
               "            set $route_endpoint $hir_failover_endpoint;",
               "            set $route_path $hir_failover_path;",
               "            error_page 418 = @sidecar_unavailable;",
               "            if ($route_endpoint = \"\") { return 418; }",
-              "            include " + str(NGINX_DIR / "endpoint_proxy.conf") + ";",
-              "            include " + str(NGINX_DIR / "security_headers.conf") + ";",
-              "            add_header X-Route-Endpoint $route_endpoint always;",
-              "            add_header X-Route-Tier $hop_tier always;",
-              "            add_header X-Route-Model $hop_model always;",
               "            add_header X-Route-Failover \"sidecar-unavailable\" always;",
-              "            proxy_set_header Host $hop_host;",
-              "            proxy_set_header Authorization \"\";",
-              "            proxy_ssl_name $hop_sni;",
-              "            proxy_buffering off;",
-              "            error_page 502 503 = @upstream_failed;",
-              "            error_page 504 = @upstream_timeout;",
-              "            proxy_pass $hop_target$route_path;",
+              *_forward(0, True, None),
               "        }",
               "        location @sidecar_unavailable {",
               "            include " + str(NGINX_DIR / "security_headers.conf") + ";",
