@@ -167,6 +167,11 @@ class Stack:
             s.close()
         return json.loads(data.split(b"\r\n\r\n", 1)[1])
 
+    def _nginx_workers(self) -> set[int]:
+        master = self.procs["nginx"].pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return {int(pid) for pid in children}
+
     def nginx_health(self) -> dict:
         host, _, port = self.listen.rpartition(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=2)
@@ -185,9 +190,12 @@ class Stack:
         self.policy = new
         deadline = time.monotonic() + timeout
         if nginx_render.render_upstreams(new) != upstreams.read_text():
+            old_workers = self._nginx_workers()
             self.start_nginx(reload=True)
-            # Old workers finish their requests while new ones start; wait for the new.
-            while self.nginx_health().get("policy_version") != new.version:
+            # Old workers finish their requests while new ones start, and until they
+            # exit they may still accept a connection: wait until they are gone.
+            while (self.nginx_health().get("policy_version") != new.version
+                   or old_workers & self._nginx_workers()):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"nginx did not take policy {new.version}")
                 time.sleep(0.02)
