@@ -107,7 +107,9 @@ class Stack:
         deadline = time.monotonic() + 15
         while not os.path.exists(path):  # the old socket file was unlinked at start
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sidecar {index} did not start; see {self.run_dir}/sidecar-{index}.log")
+                log = self.run_dir / f"sidecar-{index}.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"sidecar {index} did not start (exit {proc.poll()}); {log}:\n{tail}")
             time.sleep(0.02)
         wait_for(_unix(path), f"sidecar {index}", proc=proc)
 
