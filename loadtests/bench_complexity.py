@@ -11,6 +11,7 @@ size and its load time; medians over several rounds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -80,7 +81,9 @@ def main() -> None:
         misses = time_each(lambda b: decide(policy, "POST", "/v1/chat/completions", headers, b), bodies, 5)
         results["decision, cache miss (1 KB)"].append(percentiles(misses))
         cache = FeatureCache()
-        rt = Runtime(cache=cache)
+        # One request a second on the runtime's clock: the demo policy's limits
+        # are checked on every decision (their cost is measured) but never deny.
+        rt = Runtime(cache=cache, clock_ns=itertools.count(time.time_ns(), 10**9).__next__)
         for b in bodies:
             decide(policy, "POST", "/v1/chat/completions", headers, b, runtime=rt)
         hits = time_each(lambda b: decide(policy, "POST", "/v1/chat/completions", headers, b, runtime=rt),
