@@ -32,13 +32,15 @@ def train(args) -> int:
     from sidecar.complexity import ComplexityModel
     from sidecar.evaluation import evaluate
     rows = _part(_read_jsonl(args.data), args.part)
+    options = {"known_sources": args.known_sources}
     if args.loso:
         files = sorted({r.get("file", "unknown") for r in rows})
         print(f"leave-one-source-out over {len(files)} files")
         print(f"{'held-out file':28} {'n':>6} {'exact':>7} {'within1':>8} {'mae':>6}")
         totals = []
         for held in files:
-            model = ComplexityModel(training.train([r for r in rows if r.get("file") != held]))
+            model = ComplexityModel(training.train([r for r in rows if r.get("file") != held],
+                                                   **options))
             m = evaluate(model, [r for r in rows if r.get("file") == held])["files"][held]
             totals.append(m)
             print(f"{held:28} {m['n']:6d} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}",
@@ -47,7 +49,7 @@ def train(args) -> int:
             f"{sum(t[k] for t in totals) / len(totals):{w}.3f}"
             for k, w in (("exact", 7), ("within_one", 8), ("mae", 6))))
     if args.out:
-        Path(args.out).write_text(training.dump(training.train(rows)))
+        Path(args.out).write_text(training.dump(training.train(rows, **options)))
         print(f"wrote {args.out} (trained on {len(rows)} rows)")
     return 0
 

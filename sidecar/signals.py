@@ -17,12 +17,13 @@ much as a 3 KB one.
 from __future__ import annotations
 
 import math
-import re
 
 WINDOW = 1536
-# One regex pass tokenises words and numbers; everything else is str.count or
-# str.translate (C speed): a 1 KB prompt costs well under 100 µs in all.
-TOKEN = re.compile(r"[a-z][a-z']{1,14}|\d+")
+# Words are ASCII letters, digits and apostrophes, lowercased; everything else
+# separates them. One bytes.translate and a split (C speed, about a third of a
+# regex findall); everything else is str.count or bytes.translate too.
+_WORD_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789'"
+_TO_WORDS = bytes(c if c in _WORD_BYTES else c + 32 if 65 <= c <= 90 else 32 for c in range(256))
 # Character classes are counted with bytes.translate (str.translate is slow on
 # non-ASCII text): len(raw) - len(raw.translate(None, CLASS)) = members in raw.
 _DIGITS = b"0123456789"
@@ -51,7 +52,7 @@ REASONING_WORDS = frozenset((
     "product", "remainder", "prime", "polynomial", "matrix", "vector", "derivative", "integral",
     "expected", "distinct", "positive", "negative", "roots", "satisfy", "satisfies"))
 REASONING_PHRASES = ("show that", "step by step", "find all", "how many", "if and only if",
-                     "trade-off", "what is the value", "greatest", "least possible")
+                     "trade off", "what is the value", "greatest", "least possible")
 IMPERATIVES = frozenset(("write", "create", "implement", "generate", "design", "build", "develop",
                          "compose", "draft", "rewrite", "summarize", "summarise", "translate",
                          "list", "given", "return", "complete", "fix", "refactor", "explain",
@@ -107,7 +108,7 @@ def windows(text: str) -> str:
 
 
 def _count(text: str, marks) -> int:
-    return sum(text.count(m) for m in marks)
+    return sum(map(text.count, marks))
 
 
 def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
@@ -115,22 +116,23 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
     text, context = split_question(text)
     n_total = len(text)
     sample = windows(text)
-    lower = sample.lower()
     n = max(1, len(sample))
-    tokens = TOKEN.findall(lower)
+    raw = sample.encode("utf-8", "surrogatepass")
+    # Lowercase words separated by spaces: phrases are counted here too.
+    plain = raw.translate(_TO_WORDS).decode("ascii")
+    tokens = plain.split()
     numbers = sum(map(str.isdigit, tokens))
     vocab = set(tokens)
     n_words = max(1, len(tokens) - numbers)
     latex = _count(sample, LATEX_MARKS)
-    raw = sample.encode("utf-8", "surrogatepass")
     n_raw = max(1, len(raw))
     math_ops = n_raw - len(raw.translate(None, _MATH))
     code = _count(sample, CODE_MARKS)
     questions = sample.count("?")
     lines = sample.count("\n") + 1
     sentences = max(1, _count(sample, SENTENCE_MARKS) + (sample.rstrip()[-1:] in ".?!"))
-    constraints = len(vocab & CONSTRAINT_WORDS) + _count(lower, CONSTRAINT_PHRASES)
-    reasoning = len(vocab & REASONING_WORDS) + _count(lower, REASONING_PHRASES)
+    constraints = len(vocab & CONSTRAINT_WORDS) + _count(plain, CONSTRAINT_PHRASES)
+    reasoning = len(vocab & REASONING_WORDS) + _count(plain, REASONING_PHRASES)
     first = tokens[0] if tokens else ""
     stripped = sample.rstrip()
     tail = stripped[stripped.rfind("\n") + 1:]
@@ -140,7 +142,7 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
         _log(n_total),
         _log(n_words * n_total / n),
         _log(lines),
-        (n - lower.count(" ")) / n_words,
+        (n - sample.count(" ")) / n_words,
         # Ratios use a floor on the denominator so a two-letter prompt is not extreme.
         digits / max(n_raw, 40),
         _log(numbers),

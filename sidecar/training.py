@@ -9,12 +9,15 @@ points). What keeps it from learning which benchmark a prompt came from:
   - every source file gets the same total weight, whatever its size;
   - every part is L2-penalised, and the defaults were chosen by
     leave-one-source-out validation, not by held-out accuracy on seen sources.
-Deterministic: same data and options, same model file.
+Next to it, known-source corrections (sidecar.training_sources) use what the
+general model leaves out, only for prompts that plainly come from a training
+file. Deterministic: same data and options, same model file.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -39,7 +42,7 @@ def choose_vocabulary(vocabs, files, min_sources: int, min_docs: int, max_words:
     sources, docs = defaultdict(set), defaultdict(int)
     for words, file in zip(vocabs, files):
         for w in words:
-            if not w[0].isdigit():
+            if len(w) > 1 and not w[0].isdigit():  # numbers and one-letter names are not words
                 sources[w].add(file)
                 docs[w] += 1
     keep = [w for w in docs if len(sources[w]) >= min_sources and docs[w] >= min_docs]
@@ -107,7 +110,8 @@ def fit(X, y, weights, penalty):
 
 
 DEFAULTS = {"bins": 8, "min_sources": 1, "min_docs": 5, "max_words": 20000,
-            "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.25, "layouts": 1}
+            "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.25, "layouts": 1,
+            "known_sources": False}
 
 
 def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 20261126) -> list[dict]:
@@ -136,44 +140,131 @@ def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 2026
     return rows + extra
 
 
+FOLDS = 5
+
+
+def _fold(row) -> int:
+    """A fixed fold per labelled prompt (pasted-document copies keep their original's)."""
+    key = f"{row.get('file')}/{row.get('id', row['prompt'])}"
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % FOLDS
+
+
+class General:
+    """The general model fitted on some rows; scores any rows' design matrix."""
+
+    def __init__(self, dense, vocabs, files, y, opts):
+        self.mean, self.std = dense.mean(axis=0), dense.std(axis=0)
+        self.std[self.std < 1e-9] = 1.0
+        self.edges = bin_edges(dense, opts["bins"])
+        vocab = choose_vocabulary(vocabs, files, opts["min_sources"], opts["min_docs"],
+                                  opts["max_words"])
+        self.index = {w: i for i, w in enumerate(vocab)}
+        dense_std, binned, words = self.design(dense, vocabs)
+        n_dense, n_bins = dense.shape[1], binned.shape[1]
+        penalty = np.concatenate([np.full(n_dense, opts["l2_dense"]), np.full(n_bins, opts["l2_bins"]),
+                                  np.full(len(self.index), opts["l2_words"])])
+        self.w, self.theta = fit(self.matrix(dense_std, binned, words), y, source_weights(files), penalty)
+
+    def design(self, dense, vocabs):
+        return (dense - self.mean) / self.std, one_hot_bins(dense, self.edges), bag(vocabs, self.index)
+
+    @staticmethod
+    def matrix(dense_std, binned, words):
+        return sparse.hstack([sparse.csr_matrix(dense_std), binned, words]).tocsr()
+
+    def scores(self, dense, vocabs) -> np.ndarray:
+        return self.matrix(*self.design(dense, vocabs)) @ self.w
+
+
+def out_of_fold_scores(rows, dense, vocabs, files, y, opts) -> np.ndarray:
+    """General scores each row would get from a model that never saw it: the
+    known-source corrections must learn from honest errors, not memorised ones."""
+    folds = np.array([_fold(r) for r in rows])
+    scores = np.zeros(len(rows))
+    for k in range(FOLDS):
+        train_rows, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        if len(held) == 0 or len(set(y[train_rows])) < 2:
+            continue
+        model = General(dense[train_rows], [vocabs[i] for i in train_rows],
+                        [files[i] for i in train_rows], y[train_rows], opts)
+        scores[held] = model.scores(dense[held], [vocabs[i] for i in held])
+    return scores
+
+
+def _additive(w, mean, std, edges, digits: int = 6) -> dict:
+    """Standardised weights [dense, bins, words...] → raw-signal weights, bias and bins."""
+    n_dense = len(mean)
+    bins, at = [], n_dense
+    for e in edges:
+        bins.append([round(float(x), digits) for x in w[at:at + len(e) + 1]])
+        at += len(e) + 1
+    return {"dense": [round(float(v), 8) for v in w[:n_dense] / std],
+            "bias": -float((w[:n_dense] * mean / std).sum()), "bins": bins, "words_at": at}
+
+
+def _known_sources(general, rows, dense, vocabs, files, y, opts, original) -> dict | None:
+    from sidecar import training_sources as ts
+    if len(set(files)) < 2:
+        return None
+    dense_std, binned, words = general.design(dense, vocabs)
+    gate_vocabulary = choose_vocabulary(vocabs, files, 1, opts["min_docs"], ts.GATE_WORDS)
+    fitted = ts.fit_known_sources(dense_std, binned, words, vocabs, files, y,
+                                  out_of_fold_scores(rows, dense, vocabs, files, y, opts),
+                                  general.theta, original, gate_vocabulary)
+    gate_w, gate_b, gate_index = fitted["gate"]
+    gate_bins, gate_at = [], 0
+    for e in general.edges:
+        gate_bins.append([[round(float(v), 4) for v in gate_w[gate_at + b]] for b in range(len(e) + 1)])
+        gate_at += len(e) + 1
+    corrections = []
+    for w, b in fitted["corrections"]:
+        part = _additive(w, general.mean, general.std, general.edges)
+        at = part.pop("words_at")
+        part["bias"] = round(part["bias"] + b, 8)
+        part["words"] = {word: round(float(w[at + i]), 6) for word, i in sorted(general.index.items())
+                         if abs(w[at + i]) >= 1e-4}
+        corrections.append(part)
+    gap = (general.theta[-1] - general.theta[0]) / 3
+    return {
+        "names": fitted["names"],
+        "min_confidence": ts.MIN_CONFIDENCE,
+        "max_shift": round(float(ts.MAX_SHIFT_TIERS * gap), 6),
+        "gate": {"bias": [round(float(v), 4) for v in gate_b], "bins": gate_bins,
+                 "words": {word: [round(float(v), 4) for v in gate_w[gate_at + i]]
+                           for word, i in sorted(gate_index.items())}},
+        "corrections": corrections,
+        "coverage": {"floors": [round(f, 6) for f in fitted["floors"]], "words": fitted["masks"]},
+    }
+
+
 def train(rows, **options) -> dict:
     """Rows with "prompt", "tier" and "file" → the model as a JSON-able dict."""
     opts = {**DEFAULTS, **options}
-    rows = with_pasted_documents([r for r in rows if r.get("tier")], opts["augment"], opts["layouts"])
+    labelled = [r for r in rows if r.get("tier")]
+    rows = with_pasted_documents(labelled, opts["augment"], opts["layouts"])
+    original = np.arange(len(rows)) < len(labelled)
     files = [r.get("file", "unknown") for r in rows]
     y = np.array([int(r["tier"]) for r in rows])
     dense, vocabs = featurize(rows)
-    mean, std = dense.mean(axis=0), dense.std(axis=0)
-    std[std < 1e-9] = 1.0
-    edges = bin_edges(dense, opts["bins"])
-    vocab = choose_vocabulary(vocabs, files, opts["min_sources"], opts["min_docs"], opts["max_words"])
-    index = {w: i for i, w in enumerate(vocab)}
-    binned = one_hot_bins(dense, edges)
-    X = sparse.hstack([sparse.csr_matrix((dense - mean) / std), binned, bag(vocabs, index)]).tocsr()
-    n_dense, n_bins = dense.shape[1], binned.shape[1]
-    penalty = np.concatenate([np.full(n_dense, opts["l2_dense"]), np.full(n_bins, opts["l2_bins"]),
-                              np.full(len(index), opts["l2_words"])])
-    w, theta = fit(X, y, source_weights(files), penalty)
-    # Fold the standardisation into the weights: the server reads raw signals.
-    w_dense = w[:n_dense] / std
-    bias = -float((w[:n_dense] * mean / std).sum())
-    bins, at = [], n_dense
-    for e in edges:
-        bins.append({"edges": [round(float(x), 8) for x in e],
-                     "weights": [round(float(x), 6) for x in w[at:at + len(e) + 1]]})
-        at += len(e) + 1
-    words = {word: round(float(w[at + i]), 6) for word, i in index.items() if abs(w[at + i]) >= 1e-4}
+    general = General(dense, vocabs, files, y, opts)
+    model = _additive(general.w, general.mean, general.std, general.edges)
+    at = model.pop("words_at")
+    words = {word: round(float(general.w[at + i]), 6) for word, i in general.index.items()
+             if abs(general.w[at + i]) >= 1e-4}
     return {
-        "format": 2,
+        "format": 3,
         "signals": list(signals.NAMES),
-        "dense": [round(float(v), 8) for v in w_dense],
+        "dense": model["dense"],
         # Signals are clamped to what training saw: no extrapolation on odd prompts.
         "ranges": [[round(float(lo), 8), round(float(hi), 8)]
                    for lo, hi in zip(dense.min(axis=0), dense.max(axis=0))],
-        "bins": bins,
-        "bias": round(bias, 8),
+        "bins": [{"edges": [round(float(x), 8) for x in e], "weights": w}
+                 for e, w in zip(general.edges, model["bins"])],
+        "bias": round(model["bias"], 8),
         "words": dict(sorted(words.items())),
-        "thresholds": [round(float(t), 6) for t in theta],
+        "thresholds": [round(float(t), 6) for t in general.theta],
+        "known_sources": (_known_sources(general, rows, dense, vocabs, files, y, opts, original)
+                          if opts["known_sources"] else None),
         "trained_on": {"rows": len(rows), "files": sorted(set(files)), "options": opts},
     }
 
