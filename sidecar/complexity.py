@@ -118,6 +118,13 @@ class ComplexityModel:
         self.gap = max(1e-6, (self.thresholds[-1] - self.thresholds[0]) / 3)
         try:
             self.known = KnownSources(spec["known_sources"], n) if spec.get("known_sources") else None
+            # Every table indexed by a bin must have a row for each of its bins.
+            widths = [len(e) + 1 for e in self.edges]
+            if self.known and (
+                    [len(rows) for rows in self.known.gate_bins] != widths
+                    or any(len(c.dense) != n or [len(st) for st in c.steps] != widths
+                           for c in self.known.corrections)):
+                raise ValueError("tables do not match the signal bins")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where}: malformed known_sources ({exc})") from None
         self.path = path
@@ -126,8 +133,8 @@ class ComplexityModel:
     def _merge_tables(self):
         """One row per bias, bin and word: (general weight, gate logit per known
         source). A single zip-and-sum then yields the general score's
-        step-and-word part and the gate's logits (the hot path, ~2x faster than
-        two passes)."""
+        step-and-word part and the gate's logits: one pass over the prompt's
+        words on the hot path, not two."""
         general, known = self.general, self.known
         k = len(known.names) if known else 0
         none = (0.0,) * k

@@ -155,6 +155,9 @@ def test_a_model_without_known_sources_scores_with_the_general_part_alone(known_
     lambda ks: ks["gate"]["bins"].pop(),
     lambda ks: ks.pop("coverage"),
     lambda ks: ks["gate"]["words"].__setitem__("the", [1.0]),
+    lambda ks: ks["gate"]["bins"][0].pop(),
+    lambda ks: ks["corrections"][1]["bins"][2].pop(),
+    lambda ks: ks["corrections"][0]["dense"].pop(),
 ])
 def test_malformed_known_sources_are_refused_with_the_file_named(tmp_path, known_spec, damage):
     spec = json.loads(json.dumps(known_spec))

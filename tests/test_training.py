@@ -61,10 +61,12 @@ def test_train_eval_classify_commands(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows()))
     model = tmp_path / "model.json"
     run = [sys.executable, "-m", "sidecar"]
-    trained = subprocess.run(run + ["train", "--data", str(data), "--out", str(model), "--loso"],
+    trained = subprocess.run(run + ["train", "--data", str(data), "--out", str(model), "--loso",
+                                    "--known-sources"],
                              capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr
     assert "leave-one-source-out over 3 files" in trained.stdout
+    assert json.loads(model.read_text())["known_sources"]["names"] == ["chat", "code", "math"]
     evaluated = subprocess.run(run + ["eval", "--data", str(data), "--model", str(model)],
                                capture_output=True, text=True)
     assert evaluated.returncode == 0 and "macro" in evaluated.stdout
