@@ -20,10 +20,21 @@ OLD_HASH = "0123456789abcdef"
 EXPIRED_HASH = "fedcba9876543210"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, and one this session has not
+    handed out before: the kernel may give back a port just closed, and two
+    callers in one fixture (a policy's endpoints, nginx's listens) would then
+    collide when their servers start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def shifted_policy(tmp_path: Path, source: Path = DEMO, extra: str = "") -> tuple[Path, dict]:
