@@ -58,7 +58,9 @@ class KnownSources:
     __slots__ = ("names", "min_confidence", "max_shift", "gate_bias", "gate_bins", "gate_words",
                  "corrections", "floors", "masks")
 
-    def __init__(self, spec: dict, n_signals: int):
+    def __init__(self, spec: dict, widths: list[int]):
+        """widths: the number of bins of each signal, which every table indexed
+        by a bin must match."""
         self.names = tuple(str(n) for n in spec["names"])
         k = len(self.names)
         self.min_confidence = float(spec["min_confidence"])
@@ -73,10 +75,12 @@ class KnownSources:
         self.floors = tuple(float(f) for f in spec["coverage"]["floors"])
         self.masks = {str(w): int(m) for w, m in spec["coverage"]["words"].items()}
         if (len(self.gate_bias) != k or len(self.corrections) != k or len(self.floors) != k
-                or len(self.gate_bins) != n_signals
+                or [len(rows) for rows in self.gate_bins] != widths
+                or any(len(c.dense) != len(widths) or [len(st) for st in c.steps] != widths
+                       for c in self.corrections)
                 or any(len(row) != k for rows in self.gate_bins for row in rows)
                 or any(len(row) != k for row in self.gate_words.values())):
-            raise ValueError("malformed known_sources")
+            raise ValueError("tables do not match the sources or the signal bins")
 
     def correction(self, logits, clamped, bins, words) -> tuple[str, float] | None:
         """(source, score shift) when the gate's logits are sure of one source and
@@ -117,14 +121,8 @@ class ComplexityModel:
             raise ValueError(f"{where}: expected four ordered thresholds")
         self.gap = max(1e-6, (self.thresholds[-1] - self.thresholds[0]) / 3)
         try:
-            self.known = KnownSources(spec["known_sources"], n) if spec.get("known_sources") else None
-            # Every table indexed by a bin must have a row for each of its bins.
-            widths = [len(e) + 1 for e in self.edges]
-            if self.known and (
-                    [len(rows) for rows in self.known.gate_bins] != widths
-                    or any(len(c.dense) != n or [len(st) for st in c.steps] != widths
-                           for c in self.known.corrections)):
-                raise ValueError("tables do not match the signal bins")
+            self.known = (KnownSources(spec["known_sources"], [len(e) + 1 for e in self.edges])
+                          if spec.get("known_sources") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where}: malformed known_sources ({exc})") from None
         self.path = path

@@ -159,11 +159,12 @@ class General:
         vocab = choose_vocabulary(vocabs, files, opts["min_sources"], opts["min_docs"],
                                   opts["max_words"])
         self.index = {w: i for i, w in enumerate(vocab)}
-        dense_std, binned, words = self.design(dense, vocabs)
-        n_dense, n_bins = dense.shape[1], binned.shape[1]
+        self.binned = one_hot_bins(dense, self.edges)  # kept: the known-source gate reads it too
+        self.X = self.matrix((dense - self.mean) / self.std, self.binned, bag(vocabs, self.index))
+        n_dense, n_bins = dense.shape[1], self.binned.shape[1]
         penalty = np.concatenate([np.full(n_dense, opts["l2_dense"]), np.full(n_bins, opts["l2_bins"]),
                                   np.full(len(self.index), opts["l2_words"])])
-        self.w, self.theta = fit(self.matrix(dense_std, binned, words), y, source_weights(files), penalty)
+        self.w, self.theta = fit(self.X, y, source_weights(files), penalty)
 
     def design(self, dense, vocabs):
         return (dense - self.mean) / self.std, one_hot_bins(dense, self.edges), bag(vocabs, self.index)
@@ -206,12 +207,13 @@ def _known_sources(general, rows, dense, vocabs, files, y, opts, original) -> di
     from sidecar import training_sources as ts
     if len(set(files)) < 2:
         return None
-    dense_std, binned, words = general.design(dense, vocabs)
-    gate_vocabulary = choose_vocabulary(vocabs, files, 1, opts["min_docs"], ts.GATE_WORDS)
-    fitted = ts.fit_known_sources(dense_std, binned, words, vocabs, files, y,
+    gate_index = {w: i for i, w in enumerate(
+        choose_vocabulary(vocabs, files, 1, opts["min_docs"], ts.GATE_WORDS))}
+    gate_X = sparse.hstack([general.binned, bag(vocabs, gate_index)]).tocsr()
+    fitted = ts.fit_known_sources(gate_X, general.X, vocabs, files, y,
                                   out_of_fold_scores(rows, dense, vocabs, files, y, opts),
-                                  general.theta, original, gate_vocabulary)
-    gate_w, gate_b, gate_index = fitted["gate"]
+                                  general.theta, original)
+    gate_w, gate_b = fitted["gate"]
     gate_bins, gate_at = [], 0
     for e in general.edges:
         gate_bins.append([[round(float(v), 4) for v in gate_w[gate_at + b]] for b in range(len(e) + 1)])

@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import numpy as np
-from scipy import sparse
 from scipy.optimize import minimize
 
 MIN_CONFIDENCE = 0.97    # gate probability of the most likely source
@@ -105,23 +104,17 @@ def coverage_floors(vocabs, files, names, original: np.ndarray):
     return dict(sorted(masks.items())), floors
 
 
-def fit_known_sources(dense_std, binned, words_matrix, vocabs, files, y, oof_scores, thresholds,
-                      original, gate_vocabulary):
-    """Everything the serving side needs, as plain arrays (see complexity.KnownSources)."""
+def fit_known_sources(gate_X, X, vocabs, files, y, oof_scores, thresholds, original):
+    """gate_X: bins + gate words; X: the general model's design matrix. Returns
+    everything the serving side needs, as arrays (see complexity.KnownSources)."""
     names = sorted(set(files))
-    if len(names) < 2:
-        return None
     label = np.array([names.index(f) for f in files])
-    gate_index = {w: i for i, w in enumerate(gate_vocabulary)}
-    from sidecar.training import bag  # the same bag of words the general model uses
-    gate_X = sparse.hstack([binned, bag(vocabs, gate_index)]).tocsr()
     gate_w, gate_b = fit_softmax(gate_X, label, len(names), GATE_L2)
-    X = sparse.hstack([sparse.csr_matrix(dense_std), binned, words_matrix]).tocsr()
     corrections = []
     for k in range(len(names)):
         rows = np.flatnonzero(label == k)
         corrections.append(fit_correction(X[rows], y[rows], oof_scores[rows], thresholds,
                                           CORRECTION_L2))
     masks, floors = coverage_floors(vocabs, files, names, original)
-    return {"names": names, "gate": (gate_w, gate_b, gate_index), "corrections": corrections,
+    return {"names": names, "gate": (gate_w, gate_b), "corrections": corrections,
             "masks": masks, "floors": floors}
