@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from multidict import CIMultiDict  # noqa: E402
 
-from sidecar import complexity  # noqa: E402
-from sidecar.app import Runtime, decide  # noqa: E402
-from sidecar.features import FeatureCache  # noqa: E402
-from sidecar.policy_spec import load_policy  # noqa: E402
+from sidecar.complexity import complexity  # noqa: E402
+from sidecar.edge.app import Runtime, decide  # noqa: E402
+from sidecar.edge.features import FeatureCache  # noqa: E402
+from sidecar.policy.policy_spec import load_policy  # noqa: E402
 
 FALLBACK = ("Compare the two approaches described above and explain which one scales better "
             "when the number of users doubles every month; justify your answer. ")
@@ -98,7 +98,7 @@ def main() -> None:
     cache = FeatureCache()
     lookups = []
     key = ("/v1/chat/completions", 1)
-    from sidecar.features import Features
+    from sidecar.edge.features import Features
     f = Features("POST", "/v1/chat/completions", headers)
     cache.entries[key] = tuple(range(13))
     for _ in range(20000):

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sidecar.stack import Stack, _tcp, wait_for  # noqa: E402
+from sidecar.tools.stack import Stack, _tcp, wait_for  # noqa: E402
 
 HASH = "cdd01ef066bc6cf2"
 BODY = ('{"model":"auto","messages":[{"role":"system","content":"You are terse."},'
@@ -85,7 +85,7 @@ KEY = "bench-key-not-a-secret"
 def bench_policy(tmp: Path, echo_port: int, enforcement: bool) -> Path:
     """demo.yaml pointed at the zero-latency endpoint; with `enforcement`, an API
     key mapped to a tenant and three limits (none of which the load exhausts)."""
-    from sidecar.clients import digest
+    from sidecar.access.clients import digest
     text = (ROOT / "policies" / "demo.yaml").read_text().split("\n# Who may call")[0]
     text = re.sub(r"http://127\.0\.0\.1:\d+/v1", f"http://127.0.0.1:{echo_port}/v1", text)
     if enforcement:

@@ -1,7 +1,7 @@
 """Command line: serve, check, explain, render-nginx, key-digest, train, eval,
 classify, mockllm, stack.
 
-With sidecar.server, the only code that reads the environment, installs uvloop,
+With sidecar.edge.server, the only code that reads the environment, installs uvloop,
 configures logging and runs servers (STYLE 10).
 """
 
@@ -19,7 +19,7 @@ log = logging.getLogger("sidecar")
 
 
 def _load(path: str):
-    from sidecar.policy_spec import PolicyError, load_policy
+    from sidecar.policy.policy_spec import PolicyError, load_policy
     try:
         return load_policy(path, os.environ)
     except PolicyError as exc:
@@ -28,7 +28,7 @@ def _load(path: str):
 
 
 def cmd_check(args) -> int:
-    from sidecar import golden
+    from sidecar.tools import golden
     failures = 0
     for path in args.policy:
         policy = _load(path)
@@ -50,7 +50,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from sidecar import explain
+    from sidecar.tools import explain
     policy = _load(args.policy)
     raw = Path(args.request).read_bytes() if args.request != "-" else sys.stdin.buffer.read()
     headers = dict(h.split(":", 1) for h in args.header)
@@ -60,7 +60,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from sidecar import nginx_render
+    from sidecar.tools import nginx_render
     policy = _load(args.policy)
     if not args.out:
         sys.stdout.write(nginx_render.render_upstreams(policy))
@@ -80,28 +80,28 @@ def cmd_render(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from sidecar import server
+    from sidecar.edge import server
     return server.run(args, _load(args.policy))
 
 
 def cmd_train(args) -> int:
-    from sidecar import model_commands
+    from sidecar.complexity import model_commands
     return model_commands.train(args)
 
 
 def cmd_eval(args) -> int:
-    from sidecar import model_commands
+    from sidecar.complexity import model_commands
     return model_commands.evaluate(args)
 
 
 def cmd_classify(args) -> int:
-    from sidecar import model_commands
+    from sidecar.complexity import model_commands
     return model_commands.classify(args)
 
 
 def cmd_mockllm(args) -> int:
-    from sidecar import mockllm
-    from sidecar.server import install_uvloop
+    from sidecar.tools import mockllm
+    from sidecar.edge.server import install_uvloop
     policy = _load(args.policy)
     install_uvloop()
 
@@ -125,7 +125,7 @@ def cmd_key_digest(args) -> int:
     stdin (not argv, so it stays out of shell history and `ps`)."""
     import secrets
 
-    from sidecar.clients import digest
+    from sidecar.access.clients import digest
     if args.generate:
         key = "hir-" + secrets.token_urlsafe(32)
         print(f"key:    {key}\ndigest: {digest(key)}")
@@ -140,7 +140,7 @@ def cmd_key_digest(args) -> int:
 
 
 def cmd_stack(args) -> int:
-    from sidecar import stack
+    from sidecar.tools import stack
     return stack.run(args.policy, mode=args.mode, listen=args.listen, run_dir=args.run_dir,
                      latency_scale=args.latency_scale, tls_listen=args.https_listen,
                      redirect_http=args.redirect_http)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.stack import Stack
+from sidecar.tools.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "policies" / "demo.yaml"

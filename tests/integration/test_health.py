@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import Client, Mocks, free_port, shifted_policy, wait_until
-from sidecar.stack import Stack
+from sidecar.tools.stack import Stack
 
 NANO = {"model": "nano", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from conftest import Client, Mocks, free_port, shifted_policy
-from sidecar.clients import digest
-from sidecar.stack import Stack
+from sidecar.access.clients import digest
+from sidecar.tools.stack import Stack
 
 EXTRA = f"""
 clients:

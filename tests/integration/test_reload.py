@@ -7,8 +7,8 @@ import signal
 import pytest
 
 from conftest import Client, Mocks, free_port, shifted_policy, user
-from sidecar.policy_spec import PolicyError
-from sidecar.stack import Stack
+from sidecar.policy.policy_spec import PolicyError
+from sidecar.tools.stack import Stack
 
 
 @pytest.fixture

@@ -156,7 +156,7 @@ def test_an_upstream_4xx_is_passed_through_not_retried(clean):
 
 
 def test_provider_internals_in_upstream_headers_are_removed(clean):
-    from sidecar.mockllm import PROVIDER_HEADERS
+    from sidecar.tools.mockllm import PROVIDER_HEADERS
     status, headers, _ = clean.client.chat(user("hi"))
     assert status == 200
     leaked = {name for name in PROVIDER_HEADERS if name in headers and name != "Server"}

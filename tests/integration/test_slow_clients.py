@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import DEMO, HASH, Client, Mocks, free_port, shifted_policy, user, wait_until
-from sidecar.stack import Stack
+from sidecar.tools.stack import Stack
 
 
 @pytest.fixture(scope="module")

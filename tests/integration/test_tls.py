@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import HASH, free_port, shifted_policy
-from sidecar.stack import Stack
+from sidecar.tools.stack import Stack
 
 
 @pytest.fixture(scope="module")

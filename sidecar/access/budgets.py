@@ -1,0 +1,29 @@
+"""Per-tenant spend per UTC day, in USD estimated from endpoint prices.
+
+A request reserves prompt tokens × input price + completion tokens reserved ×
+output price of the endpoint it goes to, in the same store call as its rate
+limits (sidecar.access.limits.Spend), so Redis keeps budgets across hosts too. Amounts
+are integer micro-dollars.
+"""
+
+from __future__ import annotations
+
+RESERVE_COMPLETION_TOKENS = 256  # when a request sets no max_tokens
+DAY = 86_400
+
+
+def day_of(now_ns: int) -> int:
+    return now_ns // 1_000_000_000 // DAY
+
+
+def seconds_to_midnight(now_ns: int) -> int:
+    return DAY - (now_ns // 1_000_000_000) % DAY
+
+
+def estimate_micros(endpoint, prompt_tokens: int, completion_tokens: int) -> int:
+    usd = prompt_tokens * endpoint.price_in + completion_tokens * endpoint.price_out
+    return max(1, round(usd * 1_000_000)) if usd > 0 else 0
+
+
+def spend_key(tenant: str, now_ns: int) -> str:
+    return f"budget|{tenant}|{day_of(now_ns)}"

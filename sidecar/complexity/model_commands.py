@@ -1,0 +1,88 @@
+"""Commands for the complexity model: train, eval, classify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    import orjson
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    with stream:
+        return [orjson.loads(line) for line in stream if line.strip()]
+
+
+def _part(rows: list[dict], part: str) -> list[dict]:
+    """A reproducible 80/20 split by row identity (xxh3 of file and id)."""
+    if part == "all":
+        return rows
+    import xxhash
+    held = [xxhash.xxh3_64_intdigest(f"{r.get('file')}/{r.get('id')}".encode()) % 5 == 0 for r in rows]
+    return [r for r, h in zip(rows, held) if h == (part == "heldout")]
+
+
+def train(args) -> int:
+    try:
+        from sidecar.complexity import training
+    except ImportError as exc:
+        print(f"error: training needs the train extra (pip install -e '.[train]'): {exc}",
+              file=sys.stderr)
+        return 2
+    from sidecar.complexity.complexity import ComplexityModel
+    from sidecar.complexity.evaluation import evaluate
+    rows = _part(_read_jsonl(args.data), args.part)
+    options = {"known_sources": args.known_sources}
+    if args.loso:
+        files = sorted({r.get("file", "unknown") for r in rows})
+        print(f"leave-one-source-out over {len(files)} files")
+        print(f"{'held-out file':28} {'n':>6} {'exact':>7} {'within1':>8} {'mae':>6}")
+        totals = []
+        for held in files:
+            model = ComplexityModel(training.train([r for r in rows if r.get("file") != held],
+                                                   **options))
+            m = evaluate(model, [r for r in rows if r.get("file") == held])["files"][held]
+            totals.append(m)
+            print(f"{held:28} {m['n']:6d} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}",
+                  flush=True)
+        print(f"{'macro':28} {'':6} " + " ".join(
+            f"{sum(t[k] for t in totals) / len(totals):{w}.3f}"
+            for k, w in (("exact", 7), ("within_one", 8), ("mae", 6))))
+    if args.out:
+        Path(args.out).write_text(training.dump(training.train(rows, **options)))
+        print(f"wrote {args.out} (trained on {len(rows)} rows)")
+    return 0
+
+
+def evaluate(args) -> int:
+    from sidecar.complexity import complexity, evaluation
+    model = complexity.load(args.model) if args.model else complexity.default_model()
+    result = evaluation.evaluate(model, _part(_read_jsonl(args.data), args.part))
+    print(evaluation.report(result))
+    if args.plot:
+        evaluation.plot(result, args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+def classify(args) -> int:
+    import orjson
+    from sidecar.complexity import complexity
+    model = complexity.load(args.model) if args.model else complexity.default_model()
+    out = sys.stdout.buffer
+    for number, line in enumerate(sys.stdin.buffer, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+            prompt = row["prompt"]
+            if not isinstance(prompt, str):
+                raise TypeError("'prompt' must be a string")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            print(f"error: line {number}: expected a JSON object with a 'prompt' string: {exc}",
+                  file=sys.stderr)
+            return 2
+        score, tier = model.assess(prompt, row.get("messages", 1) if isinstance(row.get("messages"), int) else 1)
+        row["tier_pred"], row["score"] = tier, round(score, 6)
+        out.write(orjson.dumps(row) + b"\n")
+    return 0

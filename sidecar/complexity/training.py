@@ -1,0 +1,275 @@
+"""Training the complexity model (python -m sidecar train). Needs the `train`
+extra (numpy, scipy); never imported by the server.
+
+The model is additive: for every structural signal a linear term plus a
+step function over quantile bins (so "longer is harder, up to a point" needs no
+hand-made transform), plus a regularised bag of words. It is trained with the
+all-threshold ordinal logistic loss (tiers are ordered: one score, four cut
+points). What keeps it from learning which benchmark a prompt came from:
+  - every source file gets the same total weight, whatever its size;
+  - every part is L2-penalised, and the defaults were chosen by
+    leave-one-source-out validation, not by held-out accuracy on seen sources.
+Next to it, known-source corrections (sidecar.complexity.training_sources) use what the
+general model leaves out, only for prompts that plainly come from a training
+file. Deterministic: same data and options, same model file.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import defaultdict
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import minimize
+
+from sidecar.complexity import signals
+
+TIERS = 5
+
+
+def featurize(rows):
+    dense, vocabs = [], []
+    for row in rows:
+        d, words = signals.extract(row["prompt"], row.get("messages", 1))
+        dense.append(d)
+        vocabs.append(words)
+    return np.asarray(dense, dtype=np.float64), vocabs
+
+
+def choose_vocabulary(vocabs, files, min_sources: int, min_docs: int, max_words: int) -> list[str]:
+    sources, docs = defaultdict(set), defaultdict(int)
+    for words, file in zip(vocabs, files):
+        for w in words:
+            if len(w) > 1 and not w[0].isdigit():  # numbers and one-letter names are not words
+                sources[w].add(file)
+                docs[w] += 1
+    keep = [w for w in docs if len(sources[w]) >= min_sources and docs[w] >= min_docs]
+    keep.sort(key=lambda w: (-docs[w], w))
+    return sorted(keep[:max_words])
+
+
+def bag(vocabs, index: dict) -> sparse.csr_matrix:
+    rows, cols = [], []
+    for i, words in enumerate(vocabs):
+        for w in words:
+            j = index.get(w)
+            if j is not None:
+                rows.append(i)
+                cols.append(j)
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(vocabs), len(index)))
+
+
+def source_weights(files) -> np.ndarray:
+    counts = defaultdict(int)
+    for f in files:
+        counts[f] += 1
+    w = np.array([1.0 / counts[f] for f in files])
+    return w * len(files) / w.sum()
+
+
+def bin_edges(dense, bins: int) -> list[np.ndarray]:
+    qs = np.linspace(0, 1, bins + 1)[1:-1]
+    return [np.unique(np.quantile(dense[:, j], qs)) for j in range(dense.shape[1])]
+
+
+def one_hot_bins(dense, edges) -> sparse.csr_matrix:
+    blocks = []
+    for j, e in enumerate(edges):
+        b = np.searchsorted(e, dense[:, j], side="right")
+        blocks.append(sparse.csr_matrix((np.ones(len(b)), (np.arange(len(b)), b)),
+                                        shape=(len(b), len(e) + 1)))
+    return sparse.hstack(blocks).tocsr()
+
+
+def fit(X, y, weights, penalty):
+    """All-threshold ordinal logistic regression with a per-column L2 penalty.
+    Returns (w, thresholds)."""
+    n, d = X.shape
+    k = TIERS - 1
+    # Y[i, j] = +1 if tier_i > j+1 (above cut j), else -1.
+    Y = np.where(y[:, None] > np.arange(1, TIERS)[None, :], 1.0, -1.0)
+    wsum = weights.sum()
+
+    def loss(params):
+        w, theta = params[:d], params[d:]
+        s = X @ w
+        margin = Y * (s[:, None] - theta[None, :])
+        l = np.logaddexp(0.0, -margin)
+        g = -Y * (1.0 / (1.0 + np.exp(margin)))          # d loss / d (s - theta)
+        gw = weights[:, None] * g
+        value = (weights[:, None] * l).sum() / wsum + 0.5 * (penalty * w * w).sum()
+        grad_w = X.T @ gw.sum(axis=1) / wsum + penalty * w
+        grad_t = -gw.sum(axis=0) / wsum
+        return value, np.concatenate([np.asarray(grad_w).ravel(), grad_t])
+
+    start = np.concatenate([np.zeros(d), np.linspace(-1.5, 1.5, k)])
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 3000})
+    return result.x[:d], np.sort(result.x[d:])
+
+
+DEFAULTS = {"bins": 8, "min_sources": 1, "min_docs": 5, "max_words": 20000,
+            "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.25, "layouts": 1,
+            "known_sources": False}
+
+
+def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 20261126) -> list[dict]:
+    """Add copies of a `share` of the rows with a long "document" pasted before
+    or after the prompt, keeping its tier: the question decides, not the paste.
+    None of the labelled sources has that shape, and real traffic does.
+    Deterministic."""
+    rng = np.random.default_rng(seed)
+    texts = [r["prompt"] for r in rows]
+    extra = []
+    for i in np.flatnonzero(rng.random(len(rows)) < share):
+        target = int(rng.integers(2_500, 40_000))
+        parts, size = [], 0
+        while size < target:
+            part = texts[int(rng.integers(len(texts)))]
+            parts.append(part)
+            size += len(part) + 1
+        document = "\n".join(parts)
+        question = rows[i]["prompt"]
+        layout = int(rng.integers(layouts))  # document then question, or the question first
+        if "\n" in question:
+            layout = 0  # the one-line layouts only make sense for one-line questions
+        prompt = (document + "\n\n" + question if layout == 0 else
+                  document + "\n" + question if layout == 1 else question + "\n" + document)
+        extra.append({**rows[i], "prompt": prompt})
+    return rows + extra
+
+
+FOLDS = 5
+
+
+def _fold(row) -> int:
+    """A fixed fold per labelled prompt (pasted-document copies keep their original's)."""
+    key = f"{row.get('file')}/{row.get('id', row['prompt'])}"
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % FOLDS
+
+
+class General:
+    """The general model fitted on some rows; scores any rows' design matrix."""
+
+    def __init__(self, dense, vocabs, files, y, opts):
+        self.mean, self.std = dense.mean(axis=0), dense.std(axis=0)
+        self.std[self.std < 1e-9] = 1.0
+        self.edges = bin_edges(dense, opts["bins"])
+        vocab = choose_vocabulary(vocabs, files, opts["min_sources"], opts["min_docs"],
+                                  opts["max_words"])
+        self.index = {w: i for i, w in enumerate(vocab)}
+        self.binned = one_hot_bins(dense, self.edges)  # kept: the known-source gate reads it too
+        self.X = self.matrix((dense - self.mean) / self.std, self.binned, bag(vocabs, self.index))
+        n_dense, n_bins = dense.shape[1], self.binned.shape[1]
+        penalty = np.concatenate([np.full(n_dense, opts["l2_dense"]), np.full(n_bins, opts["l2_bins"]),
+                                  np.full(len(self.index), opts["l2_words"])])
+        self.w, self.theta = fit(self.X, y, source_weights(files), penalty)
+
+    def design(self, dense, vocabs):
+        return (dense - self.mean) / self.std, one_hot_bins(dense, self.edges), bag(vocabs, self.index)
+
+    @staticmethod
+    def matrix(dense_std, binned, words):
+        return sparse.hstack([sparse.csr_matrix(dense_std), binned, words]).tocsr()
+
+    def scores(self, dense, vocabs) -> np.ndarray:
+        return self.matrix(*self.design(dense, vocabs)) @ self.w
+
+
+def out_of_fold_scores(rows, dense, vocabs, files, y, opts) -> np.ndarray:
+    """General scores each row would get from a model that never saw it: the
+    known-source corrections must learn from honest errors, not memorised ones."""
+    folds = np.array([_fold(r) for r in rows])
+    scores = np.zeros(len(rows))
+    for k in range(FOLDS):
+        train_rows, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        if len(held) == 0 or len(set(y[train_rows])) < 2:
+            continue
+        model = General(dense[train_rows], [vocabs[i] for i in train_rows],
+                        [files[i] for i in train_rows], y[train_rows], opts)
+        scores[held] = model.scores(dense[held], [vocabs[i] for i in held])
+    return scores
+
+
+def _additive(w, mean, std, edges, digits: int = 6) -> dict:
+    """Standardised weights [dense, bins, words...] → raw-signal weights, bias and bins."""
+    n_dense = len(mean)
+    bins, at = [], n_dense
+    for e in edges:
+        bins.append([round(float(x), digits) for x in w[at:at + len(e) + 1]])
+        at += len(e) + 1
+    return {"dense": [round(float(v), 8) for v in w[:n_dense] / std],
+            "bias": -float((w[:n_dense] * mean / std).sum()), "bins": bins, "words_at": at}
+
+
+def _known_sources(general, rows, dense, vocabs, files, y, opts, original) -> dict | None:
+    from sidecar.complexity import training_sources as ts
+    if len(set(files)) < 2:
+        return None
+    gate_index = {w: i for i, w in enumerate(
+        choose_vocabulary(vocabs, files, 1, opts["min_docs"], ts.GATE_WORDS))}
+    gate_X = sparse.hstack([general.binned, bag(vocabs, gate_index)]).tocsr()
+    fitted = ts.fit_known_sources(gate_X, general.X, vocabs, files, y,
+                                  out_of_fold_scores(rows, dense, vocabs, files, y, opts),
+                                  general.theta, original)
+    gate_w, gate_b = fitted["gate"]
+    gate_bins, gate_at = [], 0
+    for e in general.edges:
+        gate_bins.append([[round(float(v), 4) for v in gate_w[gate_at + b]] for b in range(len(e) + 1)])
+        gate_at += len(e) + 1
+    corrections = []
+    for w, b in fitted["corrections"]:
+        part = _additive(w, general.mean, general.std, general.edges)
+        at = part.pop("words_at")
+        part["bias"] = round(part["bias"] + b, 8)
+        part["words"] = {word: round(float(w[at + i]), 6) for word, i in sorted(general.index.items())
+                         if abs(w[at + i]) >= 1e-4}
+        corrections.append(part)
+    gap = (general.theta[-1] - general.theta[0]) / 3
+    return {
+        "names": fitted["names"],
+        "min_confidence": ts.MIN_CONFIDENCE,
+        "max_shift": round(float(ts.MAX_SHIFT_TIERS * gap), 6),
+        "gate": {"bias": [round(float(v), 4) for v in gate_b], "bins": gate_bins,
+                 "words": {word: [round(float(v), 4) for v in gate_w[gate_at + i]]
+                           for word, i in sorted(gate_index.items())}},
+        "corrections": corrections,
+        "coverage": {"floors": [round(f, 6) for f in fitted["floors"]], "words": fitted["masks"]},
+    }
+
+
+def train(rows, **options) -> dict:
+    """Rows with "prompt", "tier" and "file" → the model as a JSON-able dict."""
+    opts = {**DEFAULTS, **options}
+    labelled = [r for r in rows if r.get("tier")]
+    rows = with_pasted_documents(labelled, opts["augment"], opts["layouts"])
+    original = np.arange(len(rows)) < len(labelled)
+    files = [r.get("file", "unknown") for r in rows]
+    y = np.array([int(r["tier"]) for r in rows])
+    dense, vocabs = featurize(rows)
+    general = General(dense, vocabs, files, y, opts)
+    model = _additive(general.w, general.mean, general.std, general.edges)
+    at = model.pop("words_at")
+    words = {word: round(float(general.w[at + i]), 6) for word, i in general.index.items()
+             if abs(general.w[at + i]) >= 1e-4}
+    return {
+        "format": 3,
+        "signals": list(signals.NAMES),
+        "dense": model["dense"],
+        # Signals are clamped to what training saw: no extrapolation on odd prompts.
+        "ranges": [[round(float(lo), 8), round(float(hi), 8)]
+                   for lo, hi in zip(dense.min(axis=0), dense.max(axis=0))],
+        "bins": [{"edges": [round(float(x), 8) for x in e], "weights": w}
+                 for e, w in zip(general.edges, model["bins"])],
+        "bias": round(model["bias"], 8),
+        "words": dict(sorted(words.items())),
+        "thresholds": [round(float(t), 6) for t in general.theta],
+        "known_sources": (_known_sources(general, rows, dense, vocabs, files, y, opts, original)
+                          if opts["known_sources"] else None),
+        "trained_on": {"rows": len(rows), "files": sorted(set(files)), "options": opts},
+    }
+
+
+def dump(model: dict) -> str:
+    return json.dumps(model, indent=None, separators=(",", ":"), sort_keys=False) + "\n"

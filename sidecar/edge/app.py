@@ -1,0 +1,142 @@
+"""The sidecar: nginx asks it about every request; it answers allow or deny.
+
+`decide()` is the whole pipeline as one synchronous function (parse → features →
+policy → decision). `Sidecar.handle()` adds the HTTP face (decisions, /healthz,
+/metrics) for the lean nginx socket (sidecar.edge.wire) and for the aiohttp admin
+listener. Nothing here reads the environment or starts anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+import xxhash
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sidecar.edge import admission, constitution, decision, features
+from sidecar.access import clients, limits
+from sidecar.denials import Denied
+from sidecar.edge.metrics import Metrics
+from sidecar.policy.policy import Policy
+
+log = logging.getLogger("sidecar")
+JSON = {"Content-Type": "application/json"}
+
+
+class Runtime:
+    """The per-process state decisions read and update: the feature cache, the
+    limit and budget store, and the clock (injected in tests)."""
+
+    __slots__ = ("cache", "store", "clock_ns", "shadow_denied")
+
+    def __init__(self, cache=None, store=None, clock_ns=time.time_ns):
+        self.cache = cache
+        self.shadow_denied: list[str] = []  # drained into metrics after each decision
+        self.store = store if store is not None else limits.MemoryStore()
+        self.clock_ns = clock_ns
+
+
+class PolicyRef:
+    """The one reference to the live policy; a reload swaps it whole (STYLE 5)."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+
+def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: str = "",
+           lua_mode: bool = False, runtime: Runtime | None = None):
+    """Everything the router decides about one request → (route, headers, body).
+    Raises Denied for any refusal."""
+    runtime = runtime if runtime is not None else Runtime()
+    now_ns = runtime.clock_ns()
+    path = uri.split("?", 1)[0]
+    if path not in features.ROUTED_PATHS:
+        raise Denied("unknown_url", f"unknown URL {path!r}; the router serves "
+                     f"{', '.join(features.ROUTED_PATHS)}")
+    if method != "POST":
+        raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use POST",
+                     headers=(("Allow", "POST"),))
+    constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash,
+                       policy.previous_hashes, now_ns / 1e9)
+    client = clients.identify(policy.clients, headers, peer)
+    feats = features.Features(method, path, headers, client.ip)
+    cache = runtime.cache
+    if cache is None:
+        features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
+    else:
+        features.check_media_type(headers.get("Content-Type", ""))
+        key = (path, xxhash.xxh3_64_intdigest(raw))
+        if not cache.fill(feats, key):
+            features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
+            cache.store(feats, key, len(raw))
+    admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store, now_ns)
+    runtime.shadow_denied.extend(admitted.admission.shadow_denied)
+    out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
+                                           admitted.admission.headers)
+    return admitted.route, out_headers, out_body
+
+
+class Sidecar:
+    def __init__(self, ref: PolicyRef, metrics: Metrics, runtime: Runtime | None = None):
+        self.ref = ref
+        self.metrics = metrics
+        self.runtime = runtime if runtime is not None else Runtime(cache=features.FeatureCache())
+        metrics.watch_cache(self.runtime.cache)
+
+    def handle(self, method: str, target: str, headers, body: bytes):
+        """One HTTP request → (status, headers, body)."""
+        if method == "GET" and target == "/healthz":
+            return self.healthz()
+        if method == "GET" and target == "/metrics":
+            return 200, {"Content-Type": CONTENT_TYPE_LATEST}, generate_latest(self.metrics.registry)
+        return self.decide(headers, body)
+
+    def decide(self, headers, body: bytes):
+        started = time.perf_counter()
+        metrics = self.metrics
+        try:
+            route, out_headers, out_body = decide(
+                self.ref.policy, headers.get("X-Original-Method", ""),
+                headers.get("X-Original-URI", ""), headers, body,
+                peer=headers.get("X-Peer-Addr", ""), lua_mode=headers.get("X-Route-Mode") == "lua",
+                runtime=self.runtime)
+        except Denied as denied:
+            metrics.count_denied(denied.reason)
+            return decision.deny(denied)
+        except Exception:  # a bug: log it, count it, never show it
+            metrics.errors.inc()
+            log.exception("decision failed request_id=%s", headers.get("X-Request-Id", "-"))
+            return 500, JSON, decision.error_body("internal router error", "server_error",
+                                                  "internal_error")
+        metrics.count_routed(route.endpoint.tier.name, route.endpoint.name, route.rule)
+        if self.runtime.shadow_denied:
+            for name in self.runtime.shadow_denied:
+                metrics.shadow_denied.labels(name).inc()
+            self.runtime.shadow_denied.clear()
+        metrics.observe_decision(time.perf_counter() - started)
+        return 200, out_headers, out_body
+
+    def healthz(self):
+        policy = self.ref.policy
+        body = {"status": "ok", "policy": policy.source, "policy_version": policy.version,
+                "endpoints_down": policy.health.down_now()}
+        return 200, JSON, orjson.dumps(body)
+
+
+def create_admin_app(sidecar: Sidecar) -> web.Application:
+    """aiohttp app for the TCP admin listener (Prometheus scrapes, health checks,
+    debugging decisions with curl); same answers as the nginx socket."""
+
+    async def handle(request: web.Request) -> web.Response:
+        status, headers, body = sidecar.handle(request.method, request.path_qs, request.headers,
+                                               await request.read())
+        return web.Response(status=status, headers=headers, body=body)
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

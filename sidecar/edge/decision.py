@@ -1,0 +1,68 @@
+"""Route or denial → the sidecar's answer to nginx.
+
+Allow: 200 with `X-Accel-Redirect` to the named forwarding location and the
+internal `X-Route-*` headers nginx consumes (never shown to clients); in lua
+mode, the body rewritten for the chosen endpoint's model.
+Deny: the status from the denial table and an OpenAI-style JSON error.
+"""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+
+from sidecar.denials import Denied
+from sidecar.policy.policy import Route
+
+# A marker no client can guess, used to find where the model value sits in the
+# rewritten body so nginx can splice in a fallback endpoint's model.
+_SENTINEL = "hir-model-" + os.urandom(12).hex()
+_SENTINEL_JSON = orjson.dumps(_SENTINEL)
+
+DENY_MARK = ("X-Route-Decision", "deny")
+
+
+def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_headers=()):
+    """Headers and body for an allowed request."""
+    endpoint = route.endpoint
+    headers = {
+        "X-Accel-Redirect": "@stream" if features.stream else "@buffered",
+        "X-Route-Endpoint": endpoint.name,
+        "X-Route-Auth": endpoint.authorization,
+        "X-Route-Path": path_suffix,
+        "X-Route-Rule": route.rule,
+    }
+    for name, value in limit_headers:  # RateLimit-Policy / RateLimit for the client
+        headers[f"X-Route-{name}"] = value
+    for i, fallback in enumerate(route.fallbacks, start=1):
+        suffix = "" if i == 1 else str(i)
+        headers[f"X-Route-Fallback{suffix}"] = fallback.name
+        headers[f"X-Route-Fallback{suffix}-Auth"] = fallback.authorization
+    body = b""
+    if lua_mode and any(e.model != features.model for e in (endpoint, *route.fallbacks)):
+        body, at = rewrite_model(features.body, endpoint.model)
+        headers["X-Route-Model-At"] = at
+    return headers, body
+
+
+def rewrite_model(body: dict, model: str) -> tuple[bytes, str]:
+    """The body with `model` replaced, and "offset,length" (1-based, bytes) of the
+    model's JSON string in it. Every other field keeps its value and order."""
+    draft = orjson.dumps({**body, "model": _SENTINEL})
+    start = draft.index(_SENTINEL_JSON)
+    model_json = orjson.dumps(model)
+    out = draft[:start] + model_json + draft[start + len(_SENTINEL_JSON):]
+    return out, f"{start + 1},{len(model_json)}"
+
+
+def error_body(message: str, error_type: str, code: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": error_type, "param": None,
+                                   "code": code}})
+
+
+def deny(denied: Denied) -> tuple[int, dict, bytes]:
+    headers = {"Content-Type": "application/json", DENY_MARK[0]: DENY_MARK[1]}
+    for name, value in denied.headers:
+        headers[name] = value
+    return denied.status, headers, error_body(denied.message, denied.error_type, denied.reason)

@@ -1,0 +1,128 @@
+"""Running the sidecar: the nginx socket(s), the feedback socket, the admin
+listener, worker processes, reload on SIGHUP and a clean stop. The only place
+(with cli) that installs uvloop and touches signals."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+from pathlib import Path
+
+log = logging.getLogger("sidecar")
+MAX_BODY = 16 * 1024 * 1024  # above any client_max_body_size nginx is configured with
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is a safety net
+        log.warning("uvloop is not installed; using asyncio's default loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(args, policy) -> int:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.edge.app import PolicyRef, Runtime, Sidecar, create_admin_app
+    from sidecar.edge.features import FeatureCache
+    from sidecar.edge.metrics import Metrics
+    from sidecar.policy.policy_spec import PolicyError, load_policy
+    from sidecar.edge.wire import HttpProtocol
+
+    if policy.missing_env:
+        log.warning("unset credentials: %s", ", ".join(policy.missing_env))
+    socket_path, children = args.socket, []
+    if args.workers > 1:
+        # One process per socket; nginx hashes each client to one of them, so
+        # per-client limits stay exact without shared state.
+        index, children = _fork_workers(args.workers)
+        socket_path = _worker_socket(args.socket, index)
+        if args.feedback_socket:
+            args.feedback_socket = _worker_socket(args.feedback_socket, index)
+
+    def tell_children(sig) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    install_uvloop()
+    ref = PolicyRef(policy)
+    metrics = Metrics(CollectorRegistry())
+    store = None
+    if args.redis:
+        from sidecar.access.redis_store import RedisStore
+        store = RedisStore.from_url(args.redis, deadline_ms=args.redis_deadline_ms,
+                                    on_degraded=lambda reason: metrics.store_degraded.labels(reason).inc())
+    sidecar = Sidecar(ref, metrics, Runtime(cache=FeatureCache(), store=store))
+
+    def reload() -> None:
+        try:
+            new = load_policy(args.policy, os.environ)
+        except PolicyError as exc:
+            metrics.reloads.labels("error").inc()
+            log.error("reload failed, keeping policy %s: %s", ref.policy.version, exc)
+            return
+        new.health = ref.policy.health  # endpoint health outlives a policy edit
+        ref.policy = new
+        metrics.reloads.labels("ok").inc()
+        log.info("policy reloaded: version %s", new.version)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        servers, runner = [], None
+        if socket_path:
+            Path(socket_path).unlink(missing_ok=True)
+            servers.append(await loop.create_unix_server(
+                lambda: HttpProtocol(sidecar.handle, MAX_BODY), socket_path))
+            os.chmod(socket_path, 0o666)
+        if args.feedback_socket:
+            from sidecar.edge import feedback
+            listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
+                                         args.health_down_seconds)
+            servers.append(await feedback.listen(args.feedback_socket, listener))
+        if args.tcp and args.workers <= 1:
+            runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
+                                   handle_signals=False, shutdown_timeout=1)
+            await runner.setup()
+            host, _, port = args.tcp.rpartition(":")
+            await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, lambda: (reload(), tell_children(signal.SIGHUP)))
+        loop.add_signal_handler(signal.SIGTERM, lambda: (stop.set(), tell_children(signal.SIGTERM)))
+        loop.add_signal_handler(signal.SIGINT, lambda: (stop.set(), tell_children(signal.SIGTERM)))
+        # Everything loaded so far (policy, model, metrics) lives for the process:
+        # keep it out of the collector's way so collections stay short.
+        gc.freeze()
+        log.info("sidecar ready: policy %s version %s on %s", policy.source, policy.version,
+                 " and ".join(filter(None, (socket_path, args.tcp))))
+        await stop.wait()
+        for server in servers:
+            server.close()
+        if runner is not None:
+            await runner.cleanup()
+
+    asyncio.run(run())
+    return 0
+
+
+def _worker_socket(path: str, index: int) -> str:
+    base, dot, ext = path.rpartition(".")
+    return f"{base}-{index}.{ext}" if dot else f"{path}-{index}"
+
+
+def _fork_workers(n: int) -> tuple[int, list[int]]:
+    """Fork n-1 children (before any event loop exists). Returns (this process's
+    worker index, child pids); the parent, index 0, passes signals on to them."""
+    children = []
+    for index in range(1, n):
+        pid = os.fork()
+        if pid == 0:
+            return index, []
+        children.append(pid)
+    return 0, children

@@ -1,0 +1,260 @@
+"""The local stack as processes: simulated endpoints, the sidecar, nginx.
+
+Used by `python -m sidecar stack` and by the integration tests, so both run the
+same configuration users deploy.
+"""
+
+from __future__ import annotations
+
+import getpass
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sidecar.tools import nginx_render
+from sidecar.policy.policy_spec import PolicyError, load_policy
+
+
+def wait_for(connect, what: str, timeout: float = 15.0, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with status {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up within {timeout:.0f}s") from None
+            time.sleep(0.02)
+
+
+def _tcp(host: str, port: int):
+    return lambda: socket.create_connection((host, port), timeout=0.5).close()
+
+
+def _unix(path: str):
+    def connect():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+        finally:
+            s.close()
+    return connect
+
+
+class Stack:
+    def __init__(self, policy_path: str | Path, run_dir: str | Path, *, mode: str = "lua",
+                 listen: str = "127.0.0.1:8080", latency_scale: float = 1.0,
+                 workers: int = 1, env: dict | None = None, quiet: bool = True,
+                 redis: str = "", tls_listen: str = "", redirect_http: bool = False,
+                 client_timeout: str = "10s", health_down_seconds: float = 10.0):
+        self.policy_path = Path(policy_path).resolve()
+        self.run_dir = Path(run_dir).resolve()
+        self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
+        self.workers = workers
+        self.redis = redis
+        self.tls_listen, self.redirect_http = tls_listen, redirect_http
+        self.client_timeout = client_timeout
+        self.health_down_seconds = health_down_seconds
+        self.env = {**os.environ, **(env or {})}
+        self.quiet = quiet
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.policy = load_policy(self.policy_path, self.env)
+        self.sockets = [str(self.run_dir / f"sidecar-{i}.sock") for i in range(workers)]
+        self.feedback_sockets = [str(self.run_dir / f"feedback-{i}.sock") for i in range(workers)]
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        out = open(self.run_dir / f"{name}.log", "ab") if self.quiet else None
+        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> "Stack":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_mock()
+            for i in range(self.workers):
+                self.start_sidecar(i)
+            self.start_nginx()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_mock(self) -> None:
+        proc = self._spawn("mockllm", [sys.executable, "-m", "sidecar", "mockllm", "--policy",
+                                       str(self.policy_path), "--latency-scale", str(self.latency_scale)])
+        for e in self.policy.endpoints:
+            if e.scheme == "http" and e.host in ("127.0.0.1", "localhost"):
+                wait_for(_tcp(e.host, e.port), f"mock endpoint {e.name}", proc=proc)
+
+    def start_sidecar(self, index: int = 0) -> None:
+        path = self.sockets[index]
+        argv = [sys.executable, "-m", "sidecar", "serve", "--policy", str(self.policy_path),
+                "--socket", path, "--feedback-socket", self.feedback_sockets[index],
+                "--health-down-seconds", str(self.health_down_seconds)]
+        if self.redis:
+            argv += ["--redis", self.redis]
+        proc = self._spawn(f"sidecar-{index}", argv)
+        deadline = time.monotonic() + 15
+        while not os.path.exists(path):  # the old socket file was unlinked at start
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = self.run_dir / f"sidecar-{index}.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"sidecar {index} did not start (exit {proc.poll()}); {log}:\n{tail}")
+            time.sleep(0.02)
+        wait_for(_unix(path), f"sidecar {index}", proc=proc)
+
+    def certificate(self) -> tuple[str, str]:
+        """A self-signed certificate for localhost, made on first run."""
+        tls = self.run_dir / "tls"
+        cert, key = tls / "localhost.crt", tls / "localhost.key"
+        if not cert.exists():
+            tls.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+            key.chmod(0o600)
+        return str(cert), str(key)
+
+    def stop_sidecar(self, index: int = 0, sig=signal.SIGKILL) -> None:
+        proc = self.procs.pop(f"sidecar-{index}", None)
+        if proc is not None:
+            proc.send_signal(sig)
+            proc.wait(10)
+
+    def start_nginx(self, reload: bool = False) -> None:
+        cert, key = self.certificate() if self.tls_listen else ("", "")
+        opts = nginx_render.NginxOptions(mode=self.mode, listen=self.listen,
+                                         tls_listen=self.tls_listen, tls_cert=cert, tls_key=key,
+                                         redirect_http=self.redirect_http,
+                                         client_timeout=self.client_timeout,
+                                         feedback_sockets=self.feedback_sockets,
+                                         sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
+                                         worker_processes="2",
+                                         # Workers must reach the run dir's sockets and temp files.
+                                         user=getpass.getuser() if os.geteuid() == 0 else "")
+        conf = nginx_render.write_config(self.policy, opts)
+        check = subprocess.run(["nginx", "-t", "-q", "-p", str(self.run_dir), "-c", str(conf)],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx rejected the rendered config:\n{check.stderr}")
+        if reload:
+            subprocess.run(["nginx", "-s", "reload", "-p", str(self.run_dir), "-c", str(conf)],
+                           check=True, capture_output=True)
+            return
+        proc = self._spawn("nginx", ["nginx", "-p", str(self.run_dir), "-c", str(conf)])
+        host, _, port = self.listen.rpartition(":")
+        wait_for(_tcp(host, int(port)), "nginx", proc=proc)
+
+    def sidecar_health(self, index: int = 0) -> dict:
+        """GET /healthz on a sidecar's socket."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.connect(self.sockets[index])
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        finally:
+            s.close()
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+    def _nginx_workers(self) -> set[int]:
+        master = self.procs["nginx"].pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return {int(pid) for pid in children}
+
+    def nginx_health(self) -> dict:
+        host, _, port = self.listen.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def reload(self, timeout: float = 10.0) -> str:
+        """Apply an edited policy: validate it, re-render and reload nginx if its
+        endpoints changed, and have every sidecar swap to it. Raises PolicyError
+        (and changes nothing) if the edit does not load."""
+        new = load_policy(self.policy_path, self.env)
+        upstreams = self.run_dir / "upstreams.conf"
+        self.policy = new
+        deadline = time.monotonic() + timeout
+        if nginx_render.render_upstreams(new) != upstreams.read_text():
+            old_workers = self._nginx_workers()
+            self.start_nginx(reload=True)
+            # Old workers finish their requests while new ones start, and until they
+            # exit they may still accept a connection: wait until they are gone.
+            while (self.nginx_health().get("policy_version") != new.version
+                   or old_workers & self._nginx_workers()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not take policy {new.version}")
+                time.sleep(0.02)
+        for i in range(self.workers):
+            self.procs[f"sidecar-{i}"].send_signal(signal.SIGHUP)
+        for i in range(self.workers):
+            while self.sidecar_health(i)["policy_version"] != new.version:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sidecar {i} did not take policy {new.version}")
+                time.sleep(0.02)
+        return new.version
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float,
+        tls_listen: str = "", redirect_http: bool = False) -> int:
+    stack = Stack(policy, run_dir, mode=mode, listen=listen, latency_scale=latency_scale, quiet=True,
+                  tls_listen=tls_listen, redirect_http=redirect_http)
+    # SIGTERM (kill, timeout, systemd) must tear the children down like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    stack.start()
+    print(f"local stack up ({mode} mode): http://{listen}" + (f" and https://{tls_listen} (self-signed: "
+          f"{stack.run_dir}/tls/localhost.crt)" if tls_listen else "") + f"  (logs in {stack.run_dir}; Ctrl-C stops)")
+    print(f"  curl -s {listen}/v1/chat/completions -H 'Content-Type: application/json' "
+          f"-H 'X-Constitutional-Hash: {stack.policy.constitutional_hash}' "
+          "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'")
+    print(f"  edit {stack.policy_path} and the stack reloads it")
+    mtime = stack.policy_path.stat().st_mtime
+    try:
+        while all(p.poll() is None for p in stack.procs.values()):
+            time.sleep(0.5)
+            if stack.policy_path.stat().st_mtime != mtime:
+                mtime = stack.policy_path.stat().st_mtime
+                try:
+                    print(f"policy reloaded: version {stack.reload()}")
+                except PolicyError as exc:
+                    print(f"policy NOT reloaded, still serving the previous one: {exc}")
+        failed = [n for n, p in stack.procs.items() if p.poll() is not None]
+        print(f"stopped: {', '.join(failed)} exited; see {stack.run_dir}/*.log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()

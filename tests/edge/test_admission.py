@@ -1,0 +1,102 @@
+"""Admission: tenant tiers, budgets and limits, with an injected clock."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from multidict import CIMultiDict
+
+from sidecar.edge.app import Runtime, decide
+from sidecar.access.clients import digest
+from sidecar.denials import Denied
+from sidecar.policy.policy_spec import compile_policy
+from conftest import DEMO, HASH
+
+NS = 1_000_000_000
+EXTRA = f"""
+clients:
+  tenants:
+    strict:  {{keys: ["{digest('strict')}"], tiers: [nano, fast], above_allowed: deny}}
+    flex:    {{keys: ["{digest('flex')}"], tiers: [nano, fast], above_allowed: downgrade}}
+    saver:   {{keys: ["{digest('saver')}"], budget_usd_per_day: 0.0005, when_budget_spent: downgrade}}
+    spender: {{keys: ["{digest('spender')}"], budget_usd_per_day: 0.0005}}
+limits:
+  - {{name: per-client, per: [client], requests: {{rate: 2, per: 1m, burst: 2}}}}
+  - {{name: shadow-ip, per: [ip], requests: {{rate: 1, per: 1h, burst: 1}}, shadow: true}}
+"""
+POLICY = compile_policy((DEMO.read_text().split("\n# Who may call")[0] + EXTRA).encode(), "t.yaml", {})
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_800_000_000 * NS
+
+    def __call__(self):
+        return self.now
+
+
+def call(runtime, key=None, model="expert", max_tokens=None):
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    return decide(POLICY, "POST", "/v1/chat/completions", headers, orjson.dumps(body),
+                  peer="192.0.2.9", runtime=runtime)
+
+
+def test_a_tier_above_the_tenants_is_refused_or_downgraded():
+    with pytest.raises(Denied) as info:
+        call(Runtime(), "strict")
+    assert (info.value.status, info.value.reason) == (403, "tier_not_allowed")
+    route, headers, _ = call(Runtime(), "flex")
+    assert route.endpoint.tier.name == "fast" and route.rule.endswith("+tier-downgrade")
+    assert all(f.tier.name in ("nano", "fast") for f in route.fallbacks)
+
+
+def test_a_spent_budget_downgrades_or_denies_until_midnight():
+    clock = Clock()
+    runtime = Runtime(clock_ns=clock)
+    # Expert costs 0.000015/token: 256 reserved completion tokens ≈ $0.0039 > $0.0005.
+    route, _, _ = call(runtime, "saver")
+    assert route.endpoint.tier.name == "nano" and route.rule.endswith("+budget-downgrade")
+    with pytest.raises(Denied) as info:
+        call(runtime, "spender")
+    assert (info.value.status, info.value.reason) == (429, "budget_exceeded")
+    assert 0 < int(dict(info.value.headers)["Retry-After"]) <= 86400
+
+
+def test_limits_refuse_with_retry_after_and_recover_with_time():
+    clock = Clock()
+    runtime = Runtime(clock_ns=clock)
+    for _ in range(2):
+        call(runtime, model="nano")
+    with pytest.raises(Denied) as info:
+        call(runtime, model="nano")
+    headers = dict(info.value.headers)
+    assert info.value.status == 429 and headers["Retry-After"] == "30"
+    assert headers["RateLimit-Policy"] == '"per-client";q=2;w=60'
+    clock.now += 30 * NS
+    _, out, _ = call(runtime, model="nano")
+    assert out["X-Route-RateLimit"] == '"per-client";r=0;t=60'
+
+
+def test_shadow_limits_are_reported_not_enforced():
+    runtime = Runtime(clock_ns=Clock())
+    call(runtime, model="nano")
+    call(runtime, model="nano")
+    assert runtime.shadow_denied == ["shadow-ip"]
+
+
+def test_a_refused_request_spends_no_budget():
+    clock = Clock()
+    runtime = Runtime(clock_ns=clock)
+    for _ in range(2):
+        call(runtime, "saver", model="nano")
+    spent = dict(runtime.store.spent)
+    assert list(spent.values())[0] > 0
+    with pytest.raises(Denied) as info:
+        call(runtime, "saver", model="nano")
+    assert info.value.reason == "rate_limit_exceeded"
+    assert runtime.store.spent == spent

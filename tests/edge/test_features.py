@@ -1,0 +1,130 @@
+"""Parsing and feature extraction: each malformed body gets a precise denial."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import xxhash
+
+from sidecar.denials import Denied
+from sidecar.edge.features import Features, extract, parse_body
+
+CHAT = "/v1/chat/completions"
+
+
+def run(body, path=CHAT, content_type="application/json"):
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    parsed = parse_body(raw, content_type)
+    return extract(Features("POST", path, {}), parsed)
+
+
+@pytest.mark.parametrize("raw,content_type,status,reason,message", [
+    (b"{}", "text/plain", 415, "unsupported_media_type", "Content-Type must be application/json, got text/plain"),
+    (b"{}", "", 415, "unsupported_media_type", "Content-Type must be application/json, got none"),
+    (b"", "application/json", 400, "invalid_json", "request body is empty; expected a JSON object"),
+    (b"[]", "application/json", 400, "invalid_json", "request body must be a JSON object, got array"),
+    (b"null", "application/json", 400, "invalid_json", "request body must be a JSON object, got null"),
+    (b"{", "application/json; charset=utf-8", 400, "invalid_json", None),
+])
+def test_parse_body_refusals(raw, content_type, status, reason, message):
+    with pytest.raises(Denied) as info:
+        parse_body(raw, content_type)
+    assert (info.value.status, info.value.reason) == (status, reason)
+    if message:
+        assert info.value.message == message
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"model": "auto"}, "'messages' is required"),
+    ({"messages": []}, "'messages' must be a non-empty array"),
+    ({"messages": {}}, "'messages' must be an array, got object"),
+    ({"messages": [1]}, "'messages[0]' must be an object, got number"),
+    ({"messages": [{"content": "x"}]}, "'messages[0].role' must be one of assistant, developer, function, system, tool, user"),
+    ({"messages": [{"role": "user", "content": True}]}, "'messages[0].content' must be a string, an array or null, got boolean"),
+    ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "'messages[0].content[0]' must be an object with a 'type'"),
+    ({"model": ["a"], "messages": [{"role": "user", "content": "x"}]}, "'model' must be a string, got array"),
+    ({"stream": 1, "messages": [{"role": "user", "content": "x"}]}, "'stream' must be a boolean, got number"),
+    ({"max_tokens": True, "messages": [{"role": "user", "content": "x"}]}, "'max_tokens' must be an integer, got boolean"),
+    ({"max_tokens": -1, "messages": [{"role": "user", "content": "x"}]}, "'max_tokens' must be at least 1"),
+    ({"tools": "x", "messages": [{"role": "user", "content": "x"}]}, "'tools' must be an array, got string"),
+])
+def test_field_refusals_name_the_field(body, message):
+    with pytest.raises(Denied) as info:
+        run(body)
+    assert (info.value.status, info.value.reason, info.value.message) == (400, "invalid_request", message)
+
+
+def test_completions_need_a_prompt_string_or_list():
+    assert run({"prompt": ["a", "b"]}, path="/v1/completions").text == "a\nb"
+    with pytest.raises(Denied):
+        run({"prompt": 5}, path="/v1/completions")
+
+
+def test_signals():
+    f = run({"model": "gpt-x", "stream": True, "max_tokens": 64,
+             "tools": [{"type": "function"}],
+             "messages": [{"role": "system", "content": "be brief"},
+                          {"role": "user", "content": [{"type": "text", "text": "```py\ndef f(): pass\n```"},
+                                                       {"type": "image_url", "image_url": {"url": "x"}}]},
+                          {"role": "assistant", "content": None},
+                          {"role": "user", "content": "and \\frac{1}{2}?"}]})
+    assert (f.model, f.stream, f.max_tokens, f.tools, f.messages) == ("gpt-x", True, 64, True, 4)
+    assert f.system_prompt and f.code and f.math
+    assert f.tokens == (len(f.text) + 3) // 4 + 16
+    assert 0.0 <= f.complexity <= 1.0 and 1 <= f.tier_hint <= 5
+
+
+def test_a_plain_question_has_no_code_or_math():
+    f = run({"messages": [{"role": "user", "content": "what's the weather like in Lisbon in May"}]})
+    assert not (f.code or f.math or f.tools or f.system_prompt or f.stream)
+    assert f.max_tokens == 0 and f.model == ""
+
+
+def test_the_feature_cache_reuses_body_features_and_counts_hits():
+    from multidict import CIMultiDict
+
+    from sidecar.edge.app import Runtime, decide
+    from sidecar.edge.features import BODY_FEATURES, FeatureCache
+    from sidecar.policy.policy_spec import load_policy
+    from conftest import DEMO, HASH
+
+    policy = load_policy(DEMO, {})
+    cache = FeatureCache(capacity=2)
+    rt = Runtime(cache=cache)
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    bodies = [orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": f"q{i}"}]})
+              for i in range(3)]
+    first = decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], runtime=rt)
+    again = decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], runtime=rt)
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert first[0].endpoint.tier == again[0].endpoint.tier and first[2] == again[2]
+    decide(policy, "POST", "/v1/chat/completions", headers, bodies[1], runtime=rt)
+    decide(policy, "POST", "/v1/chat/completions", headers, bodies[2], runtime=rt)  # evicts bodies[0]
+    decide(policy, "POST", "/v1/chat/completions", headers, bodies[0], runtime=rt)
+    assert (cache.hits, cache.misses) == (1, 4) and len(cache.entries) == 2
+    # The same body on another path is another entry: paths read bodies differently.
+    key = ("/v1/chat/completions", xxhash.xxh3_64_intdigest(bodies[0]))
+    assert len(cache.entries[key]) == len(BODY_FEATURES)
+
+
+def test_large_bodies_are_not_cached_and_media_type_is_still_checked():
+    from multidict import CIMultiDict
+
+    from sidecar.edge.app import Runtime, decide
+    from sidecar.edge.features import FeatureCache
+    from sidecar.policy.policy_spec import load_policy
+    from conftest import DEMO, HASH
+
+    policy = load_policy(DEMO, {})
+    cache = FeatureCache(max_body=100)
+    rt = Runtime(cache=cache)
+    body = orjson.dumps({"messages": [{"role": "user", "content": "x" * 200}]})
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    decide(policy, "POST", "/v1/chat/completions", headers, body, runtime=rt)
+    assert not cache.entries
+    small = orjson.dumps({"messages": [{"role": "user", "content": "x"}]})
+    decide(policy, "POST", "/v1/chat/completions", headers, small, runtime=rt)
+    headers["Content-Type"] = "text/plain"
+    with pytest.raises(Denied) as info:
+        decide(policy, "POST", "/v1/chat/completions", headers, small, runtime=rt)
+    assert info.value.status == 415
