@@ -27,7 +27,7 @@ from multidict import CIMultiDict  # noqa: E402
 from sidecar.complexity import complexity  # noqa: E402
 from sidecar.edge.app import Runtime, decide  # noqa: E402
 from sidecar.edge.features import FeatureCache  # noqa: E402
-from sidecar.policy.policy_spec import load_policy  # noqa: E402
+from sidecar.policy.spec import load_policy  # noqa: E402
 
 FALLBACK = ("Compare the two approaches described above and explain which one scales better "
             "when the number of users doubles every month; justify your answer. ")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from multidict import CIMultiDict  # noqa: E402
 
 from sidecar.edge.app import decide  # noqa: E402
-from sidecar.policy.policy_spec import compile_policy  # noqa: E402
+from sidecar.policy.spec import compile_policy  # noqa: E402
 
 BODY = (b'{"model":"auto","messages":[{"role":"system","content":"You are terse."},'
         b'{"role":"user","content":"What is the capital of France? Answer in one word."}]}')

@@ -19,7 +19,7 @@ log = logging.getLogger("sidecar")
 
 
 def _load(path: str):
-    from sidecar.policy.policy_spec import PolicyError, load_policy
+    from sidecar.policy.spec import PolicyError, load_policy
     try:
         return load_policy(path, os.environ)
     except PolicyError as exc:
@@ -85,18 +85,18 @@ def cmd_serve(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from sidecar.complexity import model_commands
-    return model_commands.train(args)
+    from sidecar.complexity import commands
+    return commands.train(args)
 
 
 def cmd_eval(args) -> int:
-    from sidecar.complexity import model_commands
-    return model_commands.evaluate(args)
+    from sidecar.complexity import commands
+    return commands.evaluate(args)
 
 
 def cmd_classify(args) -> int:
-    from sidecar.complexity import model_commands
-    return model_commands.classify(args)
+    from sidecar.complexity import commands
+    return commands.classify(args)
 
 
 def cmd_mockllm(args) -> int:

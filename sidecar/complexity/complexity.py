@@ -51,7 +51,7 @@ class Additive:
 
 class KnownSources:
     """When a prompt plainly comes from a source the model was trained on, a
-    small correction learned on that source alone (see sidecar.complexity.training_sources
+    small correction learned on that source alone (see sidecar.complexity.known_sources
     for why these limits, and how they were chosen). Everything else is left
     to the general model."""
 

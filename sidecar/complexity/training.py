@@ -9,7 +9,7 @@ points). What keeps it from learning which benchmark a prompt came from:
   - every source file gets the same total weight, whatever its size;
   - every part is L2-penalised, and the defaults were chosen by
     leave-one-source-out validation, not by held-out accuracy on seen sources.
-Next to it, known-source corrections (sidecar.complexity.training_sources) use what the
+Next to it, known-source corrections (sidecar.complexity.known_sources) use what the
 general model leaves out, only for prompts that plainly come from a training
 file. Deterministic: same data and options, same model file.
 """
@@ -204,7 +204,7 @@ def _additive(w, mean, std, edges, digits: int = 6) -> dict:
 
 
 def _known_sources(general, rows, dense, vocabs, files, y, opts, original) -> dict | None:
-    from sidecar.complexity import training_sources as ts
+    from sidecar.complexity import known_sources as ts
     if len(set(files)) < 2:
         return None
     gate_index = {w: i for i, w in enumerate(

@@ -9,7 +9,7 @@ from typing import NamedTuple
 from sidecar.access import budgets, limits
 from sidecar.access.clients import Client
 from sidecar.denials import Denied
-from sidecar.policy.policy import Policy, Route
+from sidecar.policy.compiled import Policy, Route
 
 
 class Admitted(NamedTuple):

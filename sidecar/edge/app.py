@@ -20,7 +20,7 @@ from sidecar.edge import admission, constitution, decision, features
 from sidecar.access import clients, limits
 from sidecar.denials import Denied
 from sidecar.edge.metrics import Metrics
-from sidecar.policy.policy import Policy
+from sidecar.policy.compiled import Policy
 
 log = logging.getLogger("sidecar")
 JSON = {"Content-Type": "application/json"}

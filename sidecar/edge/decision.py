@@ -13,7 +13,7 @@ import os
 import orjson
 
 from sidecar.denials import Denied
-from sidecar.policy.policy import Route
+from sidecar.policy.compiled import Route
 
 # A marker no client can guess, used to find where the model value sits in the
 # rewritten body so nginx can splice in a fallback endpoint's model.

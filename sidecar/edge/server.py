@@ -31,7 +31,7 @@ def run(args, policy) -> int:
     from sidecar.edge.app import PolicyRef, Runtime, Sidecar, create_admin_app
     from sidecar.edge.features import FeatureCache
     from sidecar.edge.metrics import Metrics
-    from sidecar.policy.policy_spec import PolicyError, load_policy
+    from sidecar.policy.spec import PolicyError, load_policy
     from sidecar.edge.wire import HttpProtocol
 
     if policy.missing_env:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from sidecar.access.clients import NO_CLIENTS, Clients, Tenant
 from sidecar.access.gcra import Rate
 from sidecar.access.limits import KEY_PARTS, Limit
-from sidecar.policy.yamlspec import join, mapping, show, typed
+from sidecar.policy.strict_yaml import join, mapping, show, typed
 
 HASH = re.compile(r"^[0-9a-f]{16}$")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from sidecar.policy import matchers as m
-from sidecar.policy.yamlspec import join, show, typed
+from sidecar.policy.strict_yaml import join, show, typed
 
 RANGE = re.compile(r"^\s*(-?[0-9.]+)?\s*\.\.\s*(-?[0-9.]+)?\s*$")
 COMPARE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?[0-9.]+)\s*$")

@@ -7,7 +7,7 @@ from multidict import CIMultiDict
 from sidecar.complexity import complexity
 from sidecar.edge import constitution, features
 from sidecar.denials import Denied
-from sidecar.policy.policy import DenyAction, Policy
+from sidecar.policy.compiled import DenyAction, Policy
 
 
 def explain(policy: Policy, raw: bytes, *, path: str = "/v1/chat/completions",

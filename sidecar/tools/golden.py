@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from sidecar.edge import app
 from sidecar.denials import Denied
-from sidecar.policy.policy import Health, Policy
+from sidecar.policy.compiled import Health, Policy
 
 
 def suite_for(policy_path: Path) -> Path:

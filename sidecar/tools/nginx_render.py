@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.edge import feedback
-from sidecar.policy.policy import Policy
+from sidecar.policy.compiled import Policy
 
 NGINX_DIR = Path(__file__).resolve().parents[2] / "nginx"
 LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so",

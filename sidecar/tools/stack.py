@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from sidecar.tools import nginx_render
-from sidecar.policy.policy_spec import PolicyError, load_policy
+from sidecar.policy.spec import PolicyError, load_policy
 
 
 def wait_for(connect, what: str, timeout: float = 15.0, proc: subprocess.Popen | None = None):

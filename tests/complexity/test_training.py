@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from scipy import sparse
 
-from sidecar.complexity import training, training_sources
+from sidecar.complexity import known_sources, training
 from sidecar.complexity.complexity import ComplexityModel
 from synthetic_prompts import synthetic_rows
 
@@ -40,19 +40,19 @@ def test_a_correction_learns_what_the_general_score_gets_wrong():
     # must push them up, and only by what the data says.
     thresholds = np.array([-1.0, 0.0, 1.0, 2.0])
     X = sparse.csr_matrix(np.zeros((4, 1)))
-    w, b = training_sources.fit_correction(X, np.array([3, 3, 3, 3]), np.full(4, -0.5), thresholds, 1e-2)
+    w, b = known_sources.fit_correction(X, np.array([3, 3, 3, 3]), np.full(4, -0.5), thresholds, 1e-2)
     assert b > 0.5  # from -0.5 past the cut at 0.0
-    w, b = training_sources.fit_correction(X, np.array([2, 2, 2, 2]), np.full(4, -0.5), thresholds, 1e-2)
+    w, b = known_sources.fit_correction(X, np.array([2, 2, 2, 2]), np.full(4, -0.5), thresholds, 1e-2)
     assert abs(b) < 0.5  # already right: stays in tier 2
 
 
 def test_coverage_floors_count_words_other_prompts_of_the_file_used():
     vocabs = [{"a", "b"}, {"a", "b"}, {"a", "c"}, {"x", "y"}, {"x", "y"}]
     files = ["f", "f", "f", "g", "g"]
-    masks, floors = training_sources.coverage_floors(vocabs, files, ["f", "g"], np.ones(5, bool))
+    masks, floors = known_sources.coverage_floors(vocabs, files, ["f", "g"], np.ones(5, bool))
     assert masks == {"a": 1, "b": 1, "x": 2, "y": 2}
     # Leave-one-out: "a" is in 3 prompts of f (2 others), "b" in 2 (1 other) -> not counted.
-    assert floors[0] == np.quantile([0.5, 0.5, 0.5], training_sources.COVERAGE_QUANTILE)
+    assert floors[0] == np.quantile([0.5, 0.5, 0.5], known_sources.COVERAGE_QUANTILE)
     assert floors[1] == 0.0
 
 

@@ -9,7 +9,7 @@ from multidict import CIMultiDict
 from sidecar.edge.app import Runtime, decide
 from sidecar.access.clients import digest
 from sidecar.denials import Denied
-from sidecar.policy.policy_spec import compile_policy
+from sidecar.policy.spec import compile_policy
 from conftest import DEMO, HASH
 
 NS = 1_000_000_000

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.edge.app import PolicyRef, Sidecar, create_admin_app
 from sidecar.edge.metrics import Metrics
-from sidecar.policy.policy_spec import load_policy
+from sidecar.policy.spec import load_policy
 from sidecar.edge.wire import HttpProtocol
 from conftest import DEMO, HASH
 

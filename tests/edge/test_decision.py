@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sidecar.edge.decision import allow, deny, rewrite_model
 from sidecar.denials import Denied
 from sidecar.edge.features import Features
-from sidecar.policy.policy_spec import load_policy
+from sidecar.policy.spec import load_policy
 from conftest import DEMO
 
 json_values = st.recursive(

@@ -85,7 +85,7 @@ def test_the_feature_cache_reuses_body_features_and_counts_hits():
 
     from sidecar.edge.app import Runtime, decide
     from sidecar.edge.features import BODY_FEATURES, FeatureCache
-    from sidecar.policy.policy_spec import load_policy
+    from sidecar.policy.spec import load_policy
     from conftest import DEMO, HASH
 
     policy = load_policy(DEMO, {})
@@ -112,7 +112,7 @@ def test_large_bodies_are_not_cached_and_media_type_is_still_checked():
 
     from sidecar.edge.app import Runtime, decide
     from sidecar.edge.features import FeatureCache
-    from sidecar.policy.policy_spec import load_policy
+    from sidecar.policy.spec import load_policy
     from conftest import DEMO, HASH
 
     policy = load_policy(DEMO, {})

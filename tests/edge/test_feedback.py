@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.edge.feedback import Feedback, hop_statuses
-from sidecar.policy.policy import Health
+from sidecar.policy.compiled import Health
 
 
 @pytest.mark.parametrize("entry,hops", [

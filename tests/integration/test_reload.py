@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from conftest import Client, Mocks, free_port, shifted_policy, user
-from sidecar.policy.policy_spec import PolicyError
+from sidecar.policy.spec import PolicyError
 from sidecar.tools.stack import Stack
 
 

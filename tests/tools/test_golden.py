@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from sidecar.tools.golden import run_suite, suite_for
-from sidecar.policy.policy_spec import load_policy
+from sidecar.policy.spec import load_policy
 from conftest import DEMO, ROOT
 
 

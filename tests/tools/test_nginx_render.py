@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from sidecar.tools.nginx_render import NginxOptions, render_config, render_upstreams, write_config
-from sidecar.policy.policy_spec import load_policy
+from sidecar.policy.spec import load_policy
 from conftest import DEMO, ROOT
 
 

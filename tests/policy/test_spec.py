@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.policy import matchers as m
-from sidecar.policy.policy import DenyAction
-from sidecar.policy.policy_spec import PolicyError, compile_policy, load_policy
+from sidecar.policy.compiled import DenyAction
+from sidecar.policy.spec import PolicyError, compile_policy, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((Path(__file__).parent / "bad_policies").glob("*.yaml"))

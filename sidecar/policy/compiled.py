@@ -1,6 +1,6 @@
 """The compiled policy: frozen, slotted objects the hot path reads, and `route()`.
 
-Built once by `sidecar.policy.policy_spec.load_policy` from YAML; swapped whole on reload.
+Built once by `sidecar.policy.spec.load_policy` from YAML; swapped whole on reload.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from sidecar.denials import Denied
 from sidecar.edge.features import Features
-from sidecar.policy.policy import Health
-from sidecar.policy.policy_spec import compile_policy
+from sidecar.policy.compiled import Health
+from sidecar.policy.spec import compile_policy
 
 POLICY = b"""version: 1
 tiers:

@@ -16,8 +16,8 @@ import yaml
 
 from sidecar.policy import access_spec, conditions_spec
 from sidecar.policy import matchers as m
-from sidecar.policy.policy import DenyAction, Endpoint, Failover, Policy, RouteAction, Rule, Tier
-from sidecar.policy.yamlspec import Ctx, PolicyError, StrictLoader, join, mapping, show, typed
+from sidecar.policy.compiled import DenyAction, Endpoint, Failover, Policy, RouteAction, Rule, Tier
+from sidecar.policy.strict_yaml import Ctx, PolicyError, StrictLoader, join, mapping, show, typed
 
 DEFAULT_HASH = "cdd01ef066bc6cf2"
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
