@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from functools import lru_cache
 from typing import NamedTuple
 
 from sidecar.denials import Denied
@@ -52,28 +53,37 @@ def _trusted(address: str, networks) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in net for net in networks)
 
 
 def client_ip(peer: str, headers, trusted) -> str:
-    """The client's address: the peer's, unless the peer is a trusted proxy, in
-    which case the nearest untrusted hop of X-Forwarded-For (or X-Real-IP)."""
+    """The client's address, canonical: the peer's, unless the peer is a trusted
+    proxy, in which case the nearest untrusted hop of X-Forwarded-For (or X-Real-IP)."""
+    peer = canonical_ip(peer) or peer
     if not trusted or not _trusted(peer, trusted):
         return peer
     forwarded = ",".join(headers.getall("X-Forwarded-For", []))
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         if not _trusted(hop, trusted):
-            return hop if _valid(hop) else peer
+            return canonical_ip(hop) or peer
     real = headers.get("X-Real-IP", "").strip()
-    return real if real and _valid(real) else peer
+    return (canonical_ip(real) if real else "") or peer
 
 
-def _valid(address: str) -> bool:
+@lru_cache(maxsize=4096)
+def canonical_ip(address: str) -> str:
+    """One spelling per address, so limits keyed on it cannot be dodged by
+    writing it differently: IPv6 compressed and lowercase (RFC 5952), an
+    IPv4-mapped IPv6 address as its IPv4 form. "" if it is not an address."""
     try:
-        ipaddress.ip_address(address)
-        return True
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return ""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 # Digests of keys already seen valid: SHA-256 per request was 4% of a decision.

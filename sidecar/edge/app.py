@@ -65,14 +65,15 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
                        policy.previous_hashes, now_ns / 1e9)
     client = clients.identify(policy.clients, headers, peer)
     feats = features.Features(method, path, headers, client.ip)
+    content_type = features.content_type(headers)
     cache = runtime.cache
     if cache is None:
-        features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
+        features.extract(feats, features.parse_body(raw, content_type))
     else:
-        features.check_media_type(headers.get("Content-Type", ""))
+        features.check_media_type(content_type)
         key = (path, xxhash.xxh3_64_intdigest(raw))
         if not cache.fill(feats, key):
-            features.extract(feats, features.parse_body(raw, headers.get("Content-Type", "")))
+            features.extract(feats, features.parse_body(raw, content_type))
             cache.store(feats, key, len(raw))
     admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store, now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)

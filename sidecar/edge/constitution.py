@@ -20,7 +20,9 @@ def check(values: list[str], active: str, previous=(), now: float = 0.0) -> None
                      headers=((HEADER, active),))
     if len(values) > 1:
         raise Denied("invalid_hash", f"the {HEADER} header was sent {len(values)} times; send it once")
-    value = values[0]
+    # Only RFC 9110 optional whitespace (SP, HTAB) may surround the value: str.strip()
+    # would also take NBSP, NEL and the C0 separators and accept "hash\xa0".
+    value = values[0].strip(" \t")
     if WELL_FORMED.fullmatch(value) is None:
         raise Denied("invalid_hash", f"the {HEADER} header must be 16 lowercase hex digits")
     # Constant time: the hash gates access, so do not leak how much of it matched.

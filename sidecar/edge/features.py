@@ -61,8 +61,17 @@ def _bad(message: str) -> Denied:
     return Denied("invalid_request", message)
 
 
+def content_type(headers) -> str:
+    """The one Content-Type a request sent. Two are refused whatever their order:
+    nginx, the sidecar and a provider could each read a different one."""
+    values = headers.getall("Content-Type", ())
+    if len(values) > 1:
+        raise _bad(f"the Content-Type header was sent {len(values)} times; send it once")
+    return values[0] if values else ""
+
+
 def check_media_type(content_type: str) -> None:
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    media_type = content_type.split(";", 1)[0].strip(" \t").lower()
     if media_type != "application/json":
         shown = media_type or "none"
         raise Denied("unsupported_media_type",

@@ -3,11 +3,15 @@ beyond 64 bits, nesting deeper than MAX_DEPTH and absurd key counts.
 
 orjson already refuses NaN/Infinity, invalid UTF-8 and lone surrogates; it keeps
 the last of duplicate keys and turns huge integers into floats, so those are
-checked here. One walk over the parsed value counts keys and depth; duplicates
-are ruled out by comparing that count with the number of `":` in the raw bytes
-(a key is always a string followed by a colon). Only when that cheap proof
-fails (a colon after whitespace, or `":` inside a string) does the slow exact
-check with the standard library run.
+checked here. One walk over the parsed value counts keys, depth and the colons
+inside strings. Outside strings a colon only ever follows a key, so the raw
+bytes hold (colons in strings) + (keys, duplicates included) colons. A raw
+colon inside a string decodes to itself, and duplicates make orjson drop keys
+and values, so when `raw.count(":") - colons in the parsed strings` equals
+the parsed key count, no key was dropped: there were no duplicates, whatever
+the whitespace or escapes around them. The one way a parsed colon does not
+come from a raw one is the escape \u003a; a body with it, or one where the
+counts differ, goes to the slow exact check with the standard library.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from sidecar.denials import Denied
 MAX_DEPTH = 32
 MAX_KEYS = 10_000
 INT64 = 2 ** 63
-_SPACED_COLONS = (b'" :', b'"\t:', b'"\n:', b'"\r:')
+_ESCAPED_COLONS = (b"\\u003a", b"\\u003A")
 
 
 def _out_of_range(item) -> bool:
@@ -33,18 +37,25 @@ def _out_of_range(item) -> bool:
 
 
 def _walk(value, depth: int, stats: list) -> None:
-    # stats: [keys, numbers that may be out-of-range integers]
+    # stats: [keys, numbers that may be out-of-range integers, colons in strings]
     if depth > MAX_DEPTH:
         raise Denied("nesting_too_deep", f"JSON nesting is deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
+    if type(value) is dict:
         stats[0] += len(value)
         if stats[0] > MAX_KEYS:
             raise Denied("too_many_keys", f"the body has more than {MAX_KEYS} object keys")
+        for key in value:
+            if ":" in key:
+                stats[2] += key.count(":")
         items = value.values()
     else:
         items = value
     for item in items:
-        if isinstance(item, (dict, list)):
+        kind = type(item)
+        if kind is str:
+            if ":" in item:
+                stats[2] += item.count(":")
+        elif kind is dict or kind is list:
             _walk(item, depth + 1, stats)
         elif _out_of_range(item):
             stats[1] += 1
@@ -79,9 +90,10 @@ def loads(raw: bytes):
         raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, (dict, list)):
         return value
-    stats = [0, 0]
+    stats = [0, 0, 0]
     _walk(value, 1, stats)
-    proven_unique = raw.count(b'":') == stats[0] and not any(s in raw for s in _SPACED_COLONS)
+    proven_unique = (raw.count(b":") - stats[2] == stats[0]
+                     and not any(s in raw for s in _ESCAPED_COLONS))
     if proven_unique and not stats[1]:
         return value
     # Exact check: duplicates and integer width, with the standard library's parser.

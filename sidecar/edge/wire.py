@@ -93,7 +93,7 @@ class HttpProtocol(asyncio.Protocol):
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 raise BadRequest("bad header line")
-            headers.add(name, value.strip())
+            headers.add(name, value.strip(" \t"))  # RFC 9110 OWS only
         start = end + 4
         if "chunked" in headers.get("Transfer-Encoding", "").lower():
             decoded = self._dechunk(buf, start)

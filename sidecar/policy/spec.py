@@ -58,6 +58,11 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
     default = Rule("default", m.Always(), _action(ctx, doc["default"], "default", tiers, endpoints))
     failover = _failover(ctx, doc.get("failover"), endpoints)
     clients = access_spec.clients(ctx, doc.get("clients"), tiers)
+    open_paths = [f for f in failover if f.endpoint]
+    if clients.require_key and open_paths:
+        where = "failover.default" if not open_paths[0].path else f"failover.paths.{open_paths[0].path}"
+        raise ctx.error(where, "an open failover forwards without the sidecar, which is what checks "
+                        "API keys, so with clients.require_key: true every path must fail closed")
     limits = access_spec.limits(ctx, doc.get("limits") or [], tiers)
     return Policy(source=file, version=xxhash.xxh3_64_hexdigest(raw), constitutional_hash=chash,
                   previous_hashes=previous,

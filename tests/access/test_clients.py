@@ -61,3 +61,40 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(peer, extra, expect
 
 def test_the_digest_never_contains_the_key():
     assert digest("good-key").startswith("sha256:") and "good-key" not in digest("good-key")
+
+
+# --- One address, one client, however it is written ---
+
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _spellings(ip: ipaddress._BaseAddress) -> list[str]:
+    if ip.version == 4:
+        mapped = ipaddress.IPv6Address(f"::ffff:{ip}")
+        return [str(ip), f"::ffff:{ip}", mapped.exploded, mapped.exploded.upper(),
+                f"0:0:0:0:0:ffff:{ip}"]
+    return [str(ip), ip.exploded, ip.exploded.upper(), str(ip).upper(),
+            ":".join(g.lstrip("0") or "0" for g in ip.exploded.split(":"))]
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_every_spelling_of_an_address_is_one_client(ip):
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    seen = {client_ip(spelling, headers(), ()) for spelling in _spellings(ip)}
+    assert seen == {str(ip)}
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_a_forwarded_address_is_canonical_too(ip):
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    assume(not any(ip in net for net in CLIENTS.trusted))  # a trusted hop is skipped, rightly
+    for spelling in _spellings(ip):
+        assert client_ip("10.1.2.3", headers(**{"X-Forwarded-For": spelling}), CLIENTS.trusted) == str(ip)
+
+
+def test_an_ipv4_mapped_peer_is_trusted_like_its_ipv4_form():
+    h = headers(**{"X-Forwarded-For": "2001:db8::7"})
+    assert client_ip("::ffff:10.0.0.9", h, CLIENTS.trusted) == "2001:db8::7"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.edge.constitution import check
 from sidecar.denials import Denied
@@ -18,7 +20,7 @@ PREVIOUS = ((OLD, 1000.0),)
     (["CDD01EF066BC6CF2"], 400, "invalid_hash"),
     ([ACTIVE[:-1]], 400, "invalid_hash"),
     ([ACTIVE + "0"], 400, "invalid_hash"),
-    ([" " + ACTIVE], 400, "invalid_hash"),
+    ([" \x00" + ACTIVE], 400, "invalid_hash"),
     (["cdd01ef066bc6cf\u00e9"], 400, "invalid_hash"),
     (["ffffffffffffffff"], 412, "hash_mismatch"),
 ])
@@ -43,3 +45,23 @@ def test_a_previous_hash_passes_until_its_deadline_then_not():
     with pytest.raises(Denied) as info:
         check([OLD], ACTIVE, PREVIOUS, now=1000.0)
     assert info.value.reason == "hash_mismatch"
+
+
+# Every character Python (or a lenient parser) might call whitespace, except the
+# two RFC 9110 allows around a field value.
+NOT_OWS = [c for c in map(chr, range(0x110000)) if c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f]
+NOT_OWS = [c for c in NOT_OWS if c not in " \t"]
+OWS = st.text(alphabet=" \t", max_size=3)
+
+
+@given(OWS, OWS)
+def test_optional_whitespace_around_the_hash_is_accepted(before, after):
+    check([before + ACTIVE + after], ACTIVE)
+
+
+@given(OWS, st.sampled_from(NOT_OWS), st.booleans(), OWS)
+def test_any_other_space_or_control_character_around_the_hash_is_refused(ows, odd, leading, ows2):
+    value = (ows + odd + ACTIVE + ows2) if leading else (ows + ACTIVE + odd + ows2)
+    with pytest.raises(Denied) as info:
+        check([value], ACTIVE)
+    assert info.value.reason == "invalid_hash"

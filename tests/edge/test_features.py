@@ -128,3 +128,16 @@ def test_large_bodies_are_not_cached_and_media_type_is_still_checked():
     with pytest.raises(Denied) as info:
         decide(policy, "POST", "/v1/chat/completions", headers, small, runtime=rt)
     assert info.value.status == 415
+
+
+@pytest.mark.parametrize("first,second", [("application/json", "text/plain"),
+                                          ("text/plain", "application/json"),
+                                          ("application/json", "application/json")])
+def test_two_content_types_are_refused_in_either_order(first, second):
+    from multidict import CIMultiDict
+
+    from sidecar.denials import Denied
+    from sidecar.edge.features import content_type
+    with pytest.raises(Denied) as info:
+        content_type(CIMultiDict([("Content-Type", first), ("Content-Type", second)]))
+    assert (info.value.status, info.value.reason) == (400, "invalid_request")

@@ -67,3 +67,89 @@ def test_a_duplicated_key_anywhere_is_found(obj, data):
     with pytest.raises(Denied) as info:
         strictjson.loads(dup.encode())
     assert info.value.reason == "duplicate_key"
+
+
+# --- Duplicate keys in any whitespace or escaping, checked against a reference ---
+
+WS = st.text(alphabet=" \t\n\r", max_size=3)
+# A small alphabet makes duplicates (and near-duplicates) common; ':' and '"'
+# inside names and values exercise the counting proof.
+NAME_CHARS = "mod:el\"\\é"
+
+
+def _escape(text: str, draw) -> str:
+    """One JSON spelling of `text`, each character plain or \\u-escaped at random."""
+    out = []
+    for ch in text:
+        if ch in '"\\' or draw(st.booleans()):
+            code = draw(st.sampled_from(["\\u%04x", "\\u%04X"])) % ord(ch)
+            out.append(code if ch not in '"\\' or draw(st.booleans()) else "\\" + ch)
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+@st.composite
+def documents(draw, depth=0):
+    """(text, python value) for a JSON object with arbitrary spacing and escapes."""
+    n = draw(st.integers(0, 4))
+    members = []
+    for _ in range(n):
+        name = draw(st.text(alphabet=NAME_CHARS, min_size=0, max_size=3))
+        if depth < 3 and draw(st.integers(0, 3)) == 0:
+            value_text, _ = draw(documents(depth + 1))
+        elif draw(st.booleans()):
+            value_text = _escape(draw(st.text(alphabet=NAME_CHARS + " ", max_size=4)), draw)
+        else:
+            value_text = str(draw(st.integers(-5, 5)))
+        members.append(draw(WS) + _escape(name, draw) + draw(WS) + ":" + draw(WS)
+                       + value_text + draw(WS))
+    text = "{" + ",".join(members) + (draw(WS) if not members else "") + "}"
+    return text, None
+
+
+class _Dup(Exception):
+    pass
+
+
+def _reference_pairs(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise _Dup()
+    return dict(pairs)
+
+
+@settings(max_examples=600, deadline=None)
+@given(documents(), st.booleans())
+def test_duplicates_are_found_exactly_as_a_reference_parser_finds_them(doc, as_array):
+    text, _ = doc
+    if as_array:
+        text = "[" + text + "," + text + "]"  # the same keys in two objects are not duplicates
+    raw = text.encode()
+    try:
+        expected = json.loads(raw, object_pairs_hook=_reference_pairs)
+        duplicate = False
+    except _Dup:
+        duplicate = True
+    if duplicate:
+        with pytest.raises(Denied) as info:
+            strictjson.loads(raw)
+        assert info.value.reason == "duplicate_key"
+    else:
+        assert strictjson.loads(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model":"auto","model"  :"expert"}',
+    b'{"model":"auto","model"\t\n :"expert"}',
+    b'{"model":"auto","mod\\u0065l"  :"expert"}',
+    b'{"model":"auto","\\u006dodel":"expert"}',
+    b'{"a":"x:y:z","model":"auto","model" \r:"expert"}',
+    b'{"m":[{"role":"user","content":"a","role"\n:"system"}]}',
+    b'{"a":{"b":1,"b"  :2}}',
+    b'{"a":"\\u003a\\u003a","b":1,"b" :2}',
+])
+def test_the_reported_bypasses_are_refused(raw):
+    with pytest.raises(Denied) as info:
+        strictjson.loads(raw)
+    assert info.value.reason == "duplicate_key"
