@@ -7,7 +7,8 @@ local var = ngx.var
 local req = ngx.req
 local capture = ngx.location.capture
 local exec = ngx.exec
-local sub, lower, tonumber = string.sub, string.lower, tonumber
+local sub, lower, tonumber, find = string.sub, string.lower, tonumber, string.find
+local concat, min = table.concat, math.min
 
 local M = {}
 
@@ -20,19 +21,85 @@ local INTERNAL = {
 
 local DECIDE = { method = ngx.HTTP_POST, always_forward_body = true }
 
+-- A client may not send headers named like the router's own decision headers.
+-- Returns false if the request repeats Content-Type: the subrequest would show the
+-- sidecar only one of them, while a provider could read the other.
 local function drop_internal_request_headers()
-    -- A client may not send headers named like the router's own decision headers.
     local headers = req.get_headers(0, true)  -- 0: every header, not the first 100
-    for name in pairs(headers) do
-        if lower(sub(name, 1, 8)) == "x-route-" then
+    local ok = true
+    for name, value in pairs(headers) do
+        local low = lower(name)
+        if sub(low, 1, 8) == "x-route-" then
             req.clear_header(name)
+        elseif low == "content-type" and type(value) == "table" then
+            ok = false
         end
     end
+    return ok
+end
+
+-- Read the body within the request deadline ($hir_request_timeout seconds from the
+-- request's first byte). nginx's own client_body_timeout is per read, so a client
+-- dripping a byte a second would hold the request for ever; here the whole body
+-- must arrive in time. Chunked bodies (no Content-Length) are read by nginx and
+-- the deadline is checked once they are in.
+local function read_body_in_time()
+    local deadline = req.start_time() + tonumber(var.hir_request_timeout)
+    local read_timeout = tonumber(var.hir_read_timeout_ms)
+    local length = tonumber(var.http_content_length)
+    if not length or length == 0 then
+        req.read_body()
+        ngx.update_time()
+        return ngx.now() <= deadline
+    end
+    local sock = req.socket()
+    if not sock then  -- body already read (e.g. after an internal redirect)
+        req.read_body()
+        return true
+    end
+    local parts, got = {}, 0
+    while got < length do
+        ngx.update_time()
+        local left = deadline - ngx.now()
+        if left <= 0 then
+            return false
+        end
+        -- Each read also gets nginx's own per-read bound (client_body_timeout).
+        sock:settimeout(min(left * 1000, read_timeout))
+        local data, err = sock:receiveany(min(length - got, 65536))
+        if not data then
+            if err == "timeout" then
+                return false
+            end
+            return nil
+        end
+        got = got + #data
+        parts[#parts + 1] = data
+    end
+    req.init_body(length)
+    req.append_body(concat(parts))
+    req.finish_body()
+    return true
 end
 
 function M.route()
-    drop_internal_request_headers()
-    req.read_body()
+    if not drop_internal_request_headers() then
+        return ngx.exit(ngx.HTTP_BAD_REQUEST)
+    end
+    local in_time = read_body_in_time()
+    if in_time == false then
+        -- Answer 408 and close at once: ngx.exit(408) closes without an answer, and
+        -- an error page would first wait to discard the rest of the dripping body.
+        local body = var.hir_timeout_body
+        ngx.status = ngx.HTTP_REQUEST_TIMEOUT
+        ngx.header["Content-Type"] = "application/json"
+        ngx.header["Content-Length"] = #body
+        ngx.print(body)
+        ngx.flush(true)
+        return ngx.exit(444)
+    elseif in_time == nil then
+        return ngx.exit(ngx.HTTP_BAD_REQUEST)  -- the client went away or sent less than it said
+    end
     local res = capture("/_decide", DECIDE)
     local status, h = res.status, res.header
 
@@ -70,6 +137,54 @@ function M.route()
 
     ngx.log(ngx.WARN, "sidecar failed (status ", status, "); applying failover")
     return exec("@sidecar_failed")
+end
+
+-- Upstream response headers: only the allow-list ($hir_pass_response_headers plus
+-- framing) reaches the client. Runs before add_header, so the router's own headers
+-- (security set, hash, version, rate limits) are added after and are the only copies.
+local allow_cache = {}
+
+local function allowed_set(list)
+    local set = allow_cache[list]
+    if not set then
+        set = {}
+        for name in string.gmatch(list, "[^,]+") do
+            set[name] = true
+        end
+        allow_cache[list] = set
+    end
+    return set
+end
+
+function M.upstream_headers()
+    -- nginx turns an answer without a valid status line into HTTP/0.9 and would
+    -- write the endpoint's bytes to the client unframed; send a 502 instead.
+    if req.http_version() == 0.9 then
+        ngx.ctx.hir_unframed = true
+        ngx.log(ngx.ERR, "endpoint ", var.route_endpoint, " answered without HTTP framing")
+        return
+    end
+    local allowed = allowed_set(var.hir_pass_response_headers)
+    for name in pairs(ngx.resp.get_headers(0, true)) do
+        if not allowed[lower(name)] then
+            ngx.header[name] = nil
+        end
+    end
+    ngx.header["Server"] = nil
+end
+
+function M.upstream_body()
+    local ctx = ngx.ctx
+    if not ctx.hir_unframed then
+        return
+    end
+    if ctx.hir_replaced then
+        ngx.arg[1] = ""
+        return
+    end
+    ctx.hir_replaced = true
+    ngx.arg[1] = var.hir_unframed_response
+    ngx.arg[2] = true
 end
 
 -- Before re-sending the body to fallback hop N, put that endpoint's model in it.

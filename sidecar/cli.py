@@ -1,5 +1,5 @@
 """Command line: serve, check, explain, render-nginx, key-digest, train, eval,
-classify, mockllm, stack.
+classify, mockllm, stack, audit.
 
 With sidecar.edge.server, the only code that reads the environment, installs uvloop,
 configures logging and runs servers (STYLE 10).
@@ -74,6 +74,7 @@ def cmd_render(args) -> int:
                                      tls_listen=args.tls_listen, tls_cert=args.tls_cert,
                                      tls_key=args.tls_key, redirect_http=args.redirect_http,
                                      client_timeout=args.client_timeout, user=args.user,
+                                     request_timeout_s=args.request_timeout,
                                      feedback_sockets=args.feedback_socket)
     print(nginx_render.write_config(policy, opts))
     return 0
@@ -146,6 +147,11 @@ def cmd_stack(args) -> int:
                      redirect_http=args.redirect_http)
 
 
+def cmd_audit(args) -> int:
+    from sidecar.tools import audit
+    return audit.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sidecar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", default="")
     p.add_argument("--redirect-http", action="store_true", help="plain listener answers 308 to https")
     p.add_argument("--client-timeout", default="10s", help="shed clients slower than this")
+    p.add_argument("--request-timeout", type=int, default=30,
+                   help="seconds a request (headers + body) may take to arrive")
     p.add_argument("--user", default="", help="nginx worker user")
     p.set_defaults(func=cmd_render)
 
@@ -238,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redirect-http", action="store_true",
                    help="the plain listener answers 308 to https (as a public port should)")
     p.set_defaults(func=cmd_stack)
+    p = sub.add_parser("audit", help="probe a live edge (headers, hash, keys, limits, errors, TLS) and score it")
+    p.add_argument("url", help="the edge's plain (or https) URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--https", default="", help="its HTTPS URL, for the TLS, HSTS and HTTP/2 checks")
+    p.add_argument("--key", default="", help="an API key to send (then key refusals are checked too)")
+    p.add_argument("--hash", default="", help="the constitutional hash (default: learnt from a response)")
+    p.add_argument("--burst", type=int, default=0, help="send up to N requests and expect a 429")
+    p.add_argument("--cacert", default="", help="CA file for the HTTPS URL")
+    p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    p.add_argument("--min-score", type=float, default=100.0, help="exit 1 below this (percent)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -25,6 +25,7 @@ DENIALS: dict[str, Denial] = {
     "invalid_hash": Denial(400, "invalid_request_error"),
     "unknown_url": Denial(404, "invalid_request_error"),
     "method_not_allowed": Denial(405, "invalid_request_error"),
+    "request_timeout": Denial(408, "invalid_request_error"),
     "hash_mismatch": Denial(412, "invalid_request_error"),
     "unsupported_media_type": Denial(415, "invalid_request_error"),
     "hash_required": Denial(428, "invalid_request_error"),

@@ -104,8 +104,8 @@ class Mocks:
             Client(self.ports[name]).request("DELETE", "/_mock/requests")
             self.fault(name, "")
 
-    def fault(self, name: str, fault: str) -> None:
-        Client(self.ports[name]).request("POST", "/_mock/faults", {"fault": fault})
+    def fault(self, name: str, fault: str, headers: dict | None = None) -> None:
+        Client(self.ports[name]).request("POST", "/_mock/faults", {"fault": fault, "headers": headers or {}})
 
 
 def user(text: str, **extra) -> dict:

@@ -61,6 +61,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     if method != "POST":
         raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use POST",
                      headers=(("Allow", "POST"),))
+    _check_arrival(headers)
     constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash,
                        policy.previous_hashes, now_ns / 1e9)
     client = clients.identify(policy.clients, headers, peer)
@@ -80,6 +81,22 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
                                            admitted.admission.headers)
     return admitted.route, out_headers, out_body
+
+
+def _check_arrival(headers) -> None:
+    """Stock mode: nginx says how long the request took to arrive (it reads the
+    whole body first) and the bound; a request that dripped in is refused, never
+    forwarded. Lua mode cuts such a client off itself (nginx/hir.lua)."""
+    elapsed = headers.get("X-Request-Elapsed")
+    if elapsed is None:
+        return
+    try:
+        late = float(elapsed) > float(headers.get("X-Request-Timeout", "inf"))
+    except ValueError:
+        late = False
+    if late:
+        raise Denied("request_timeout", f"the request took {elapsed} s to arrive; the limit is "
+                     f"{headers.get('X-Request-Timeout')} s")
 
 
 class Sidecar:

@@ -148,7 +148,9 @@ class Policy:
                  tiers: tuple[Tier, ...], endpoints: tuple[Endpoint, ...],
                  rules: tuple[Rule, ...], default: Rule, failover: tuple[Failover, ...],
                  missing_env: tuple[str, ...] = (), health: Health | None = None,
-                 clients=None, limits: tuple = ()):
+                 clients=None, limits: tuple = (),
+                 pass_request_headers: tuple[str, ...] = (),
+                 pass_response_headers: tuple[str, ...] = ()):
         self.source = source
         self.version = version
         self.constitutional_hash = constitutional_hash
@@ -162,6 +164,9 @@ class Policy:
         self.failover = failover
         self.clients = clients if clients is not None else NO_CLIENTS
         self.limits = limits
+        # Header names nginx lets through beyond the protocol's own (lowercase).
+        self.pass_request_headers = pass_request_headers
+        self.pass_response_headers = pass_response_headers
         self.missing_env = missing_env
         self.health = health or Health()
         self.pools = {t.name: TierPool(tuple(e for e in endpoints if e.tier == t)) for t in tiers}

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import xxhash
 import yaml
 
-from sidecar.policy import access_spec, conditions_spec
+from sidecar.policy import access_spec, conditions_spec, headers_spec
 from sidecar.policy import matchers as m
 from sidecar.policy.compiled import DenyAction, Endpoint, Failover, Policy, RouteAction, Rule, Tier
 from sidecar.policy.strict_yaml import Ctx, PolicyError, StrictLoader, join, mapping, show, typed
@@ -45,7 +45,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         raise ctx.error("", f"{where}invalid YAML: {problem}") from None
     doc = mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
                    optional=("constitutional_hash", "previous_hashes", "rules", "failover",
-                             "clients", "limits"))
+                             "clients", "limits", "pass_headers"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -64,11 +64,13 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         raise ctx.error(where, "an open failover forwards without the sidecar, which is what checks "
                         "API keys, so with clients.require_key: true every path must fail closed")
     limits = access_spec.limits(ctx, doc.get("limits") or [], tiers)
+    pass_request, pass_response = headers_spec.pass_headers(ctx, doc.get("pass_headers"))
     return Policy(source=file, version=xxhash.xxh3_64_hexdigest(raw), constitutional_hash=chash,
                   previous_hashes=previous,
                   tiers=tuple(tiers.values()), endpoints=tuple(endpoints.values()),
                   rules=tuple(rules), default=default, failover=failover,
                   clients=clients, limits=limits,
+                  pass_request_headers=pass_request, pass_response_headers=pass_response,
                   missing_env=tuple(ctx.missing_env))
 
 

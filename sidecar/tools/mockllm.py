@@ -10,6 +10,10 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
     delay=2000        wait that many ms before answering
     drop              close the connection without answering
     accel             answer 200 with an X-Accel-Redirect header (must be ignored)
+    garbage           write bytes that are not HTTP, then close
+    bare              write a JSON body with no status line or headers, then close
+and `POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
+compromised or careless provider might send).
 Received requests are kept (last 1,000) for tests: GET/DELETE /_mock/requests.
 """
 
@@ -37,6 +41,7 @@ class MockEndpoint:
         self.model = model
         self.latency_ms = latency_ms
         self.fault = ""
+        self.extra_headers: dict = {}
         self.received: deque = deque(maxlen=1000)
 
 
@@ -68,10 +73,15 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         fault = _parse_fault(request.headers.get("X-Mock-Fault", "") or ep.fault)
         if "delay" in fault:
             await asyncio.sleep(float(fault["delay"]) / 1000)
-        if "drop" in fault:
+        if "drop" in fault or "garbage" in fault or "bare" in fault:
+            if "garbage" in fault:
+                request.transport.write(b"\x00\x16\x03garbage, not HTTP\r\n\r\n<html>pwned</html>")
+            elif "bare" in fault:
+                request.transport.write(b'{"id":"x","choices":[{"message":{"content":"unframed"}}]}')
             request.transport.close()
             raise asyncio.CancelledError
-        echo = {"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model, **PROVIDER_HEADERS}
+        echo = {"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model, **PROVIDER_HEADERS,
+                **ep.extra_headers}
         if "status" in fault:
             status = int(fault["status"])
             body = {"error": {"message": f"injected fault on {ep.name}", "type": "server_error",
@@ -96,7 +106,9 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             {"id": ep.model, "object": "model", "owned_by": "mockllm"}]})
 
     async def set_fault(request: web.Request) -> web.Response:
-        ep.fault = (await request.json()).get("fault", "")
+        spec = await request.json()
+        ep.fault = spec.get("fault", "")
+        ep.extra_headers = dict(spec.get("headers") or {})
         return web.json_response({"endpoint": ep.name, "fault": ep.fault})
 
     async def list_received(request: web.Request) -> web.Response:

@@ -54,7 +54,8 @@ class Stack:
                  listen: str = "127.0.0.1:8080", latency_scale: float = 1.0,
                  workers: int = 1, env: dict | None = None, quiet: bool = True,
                  redis: str = "", tls_listen: str = "", redirect_http: bool = False,
-                 client_timeout: str = "10s", health_down_seconds: float = 10.0):
+                 client_timeout: str = "10s", health_down_seconds: float = 10.0,
+                 request_timeout_s: int = 30):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
@@ -62,6 +63,7 @@ class Stack:
         self.redis = redis
         self.tls_listen, self.redirect_http = tls_listen, redirect_http
         self.client_timeout = client_timeout
+        self.request_timeout_s = request_timeout_s
         self.health_down_seconds = health_down_seconds
         self.env = {**os.environ, **(env or {})}
         self.quiet = quiet
@@ -131,18 +133,21 @@ class Stack:
             proc.send_signal(sig)
             proc.wait(10)
 
-    def start_nginx(self, reload: bool = False) -> None:
+    def nginx_options(self) -> nginx_render.NginxOptions:
         cert, key = self.certificate() if self.tls_listen else ("", "")
-        opts = nginx_render.NginxOptions(mode=self.mode, listen=self.listen,
+        return nginx_render.NginxOptions(mode=self.mode, listen=self.listen,
                                          tls_listen=self.tls_listen, tls_cert=cert, tls_key=key,
                                          redirect_http=self.redirect_http,
                                          client_timeout=self.client_timeout,
+                                         request_timeout_s=self.request_timeout_s,
                                          feedback_sockets=self.feedback_sockets,
                                          sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
                                          worker_processes="2",
                                          # Workers must reach the run dir's sockets and temp files.
                                          user=getpass.getuser() if os.geteuid() == 0 else "")
-        conf = nginx_render.write_config(self.policy, opts)
+
+    def start_nginx(self, reload: bool = False) -> None:
+        conf = nginx_render.write_config(self.policy, self.nginx_options())
         check = subprocess.run(["nginx", "-t", "-q", "-p", str(self.run_dir), "-c", str(conf)],
                                capture_output=True, text=True)
         if check.returncode != 0:
@@ -188,10 +193,11 @@ class Stack:
         endpoints changed, and have every sidecar swap to it. Raises PolicyError
         (and changes nothing) if the edit does not load."""
         new = load_policy(self.policy_path, self.env)
-        upstreams = self.run_dir / "upstreams.conf"
+        rendered = (nginx_render.render_upstreams(new), nginx_render.render_config(new, self.nginx_options()))
+        on_disk = ((self.run_dir / "upstreams.conf").read_text(), (self.run_dir / "nginx.conf").read_text())
         self.policy = new
         deadline = time.monotonic() + timeout
-        if nginx_render.render_upstreams(new) != upstreams.read_text():
+        if rendered != on_disk:
             old_workers = self._nginx_workers()
             self.start_nginx(reload=True)
             # Old workers finish their requests while new ones start, and until they

@@ -119,3 +119,24 @@ def test_the_sidecar_comes_back_without_restarting_nginx(clean):
     status, headers, _ = clean.client.chat(user("hi"))
     assert status == 200
     assert headers["X-Route-Tier"] == "nano"
+
+
+@pytest.mark.parametrize("broken", ["down", "slow"], indirect=True)
+@pytest.mark.parametrize("value,status,code", [
+    (None, 428, "hash_required"),
+    ("ffffffffffffffff", 412, "hash_mismatch"),
+    ("0123456789abcdef", 412, "hash_mismatch"),   # a previous hash: failing open takes only the active one
+    (HASH.upper(), 400, "invalid_hash"),
+    (HASH + "\xa0", 400, "invalid_hash"),
+    (HASH[:-1], 400, "invalid_hash"),
+    ("x" * 16, 400, "invalid_hash"),
+])
+def test_failing_open_still_refuses_a_missing_or_wrong_hash(broken, value, status, code):
+    headers = {"X-Constitutional-Hash": value}  # None: not sent
+    got_status, got_headers, body = broken.client.chat({"model": "auto", "prompt": "hi"},
+                                                       headers=headers, path="/v1/completions")
+    assert got_status == status, body
+    assert json.loads(body)["error"]["code"] == code
+    assert got_headers["X-Constitutional-Hash"] == HASH
+    assert got_headers["X-Frame-Options"] == "DENY"
+    assert broken.mocks.total_received() == 0

@@ -74,3 +74,58 @@ def _alive(path) -> bool:
         return s.connect_ex(str(path)) == 0
     finally:
         s.close()
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def deadline(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"deadline-{request.param}")
+    policy, ports = shifted_policy(tmp)
+    port = free_port()
+    # Each read is quick (under client_timeout); the whole request is not.
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}",
+               latency_scale=0, client_timeout="5s", request_timeout_s=2)
+    st.start()
+    st.client, st.mocks = Client(port), Mocks(ports)
+    yield st
+    st.stop()
+
+
+def test_a_body_dripped_in_is_never_forwarded_and_lua_mode_cuts_it_at_the_deadline(deadline):
+    gap = 0.1
+    body = b'{"messages":[{"role":"user","content":"drip"}]}'  # ~4.8 s at one byte per gap
+    s = socket.create_connection(("127.0.0.1", deadline.client.port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"X-Constitutional-Hash: " + HASH.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    started = time.monotonic()
+    answer = b""
+    s.settimeout(0.05)
+    for i in range(len(body)):
+        try:
+            s.sendall(body[i:i + 1])
+        except OSError:
+            break
+        try:
+            answer += s.recv(65536)
+        except (socket.timeout, BlockingIOError):
+            pass
+        except OSError:
+            break
+        if answer:
+            break
+        time.sleep(gap)
+    s.settimeout(10)
+    try:
+        while chunk := s.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"request_timeout"' in answer
+    if deadline.mode == "lua":
+        assert time.monotonic() - started < 4  # cut at ~2 s, not when the body ends
+    assert deadline.mocks.total_received() == 0
+
+
+def test_a_prompt_body_within_the_deadline_is_served(deadline):
+    assert deadline.client.chat(user("hi"))[0] == 200

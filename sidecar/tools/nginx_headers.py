@@ -1,0 +1,108 @@
+"""What crosses the edge in headers, rendered for nginx from one list each.
+
+- Every response: the security header set, the request id, the constitutional
+  hash and the policy version (`security_headers_conf`).
+- To an endpoint: only what the protocol needs, the request id and the
+  policy's `pass_headers.request` (`endpoint_request_headers`); nginx's
+  `proxy_pass_request_headers off` drops the rest.
+- From an endpoint: lua mode keeps only `RESPONSE_ALLOWED` plus the policy's
+  `pass_headers.response` (a header filter in nginx/hir.lua). Stock nginx has no
+  allow-list for upstream headers, so there every header the router sets itself
+  and the known-dangerous ones are hidden (`HIDDEN_FROM_ENDPOINTS`) instead.
+"""
+
+from __future__ import annotations
+
+from sidecar.tools import nginx_errors
+
+HSTS = "max-age=63072000; includeSubDomains"
+SECURITY = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("Cross-Origin-Embedder-Policy", "require-corp"),
+    ("Strict-Transport-Security", "$hir_hsts"),
+    ("X-Request-Id", "$request_id"),
+    ("X-Constitutional-Hash", "$hir_constitutional_hash"),
+    ("X-Policy-Version", "$hir_policy_version"),
+)
+# The router's own per-hop headers (set by add_header in the forwarding locations).
+ROUTE = ("X-Route-Endpoint", "X-Route-Tier", "X-Route-Model", "X-Route-Failover",
+         "RateLimit-Policy", "RateLimit")
+# Upstream response headers a client may see without the policy naming them:
+# framing and the one hint a client needs to back off.
+RESPONSE_ALLOWED = ("content-type", "content-length", "content-encoding", "transfer-encoding",
+                    "connection", "keep-alive", "retry-after")
+HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
+    "X-Route-Decision", "X-Route-Auth", "X-Route-Path", "X-Route-Fallback", "X-Route-Fallback2",
+    "X-Route-Rule", "X-Route-Model-At",
+    "Set-Cookie", "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Expose-Headers",
+    "Access-Control-Max-Age", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version",
+    "X-Runtime", "X-Version", "X-Backend-Server", "X-Served-By", "Via", "Server-Timing",
+    "Alt-Svc", "NEL", "Report-To", "Reporting-Endpoints", "Permissions-Policy", "Clear-Site-Data",
+    "X-XSS-Protection", "X-Permitted-Cross-Domain-Policies", "Expect-CT", "Public-Key-Pins",
+    "Timing-Allow-Origin", "Refresh", "Link", "WWW-Authenticate", "Proxy-Authenticate",
+    "CF-Ray", "CF-Cache-Status", "Openai-Organization", "Openai-Processing-Ms", "Openai-Version",
+    "X-Groq-Id", "X-Groq-Region", "X-Openrouter-Provider", "X-Mock-Internal",
+    "X-Ratelimit-Limit-Requests", "X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Requests",
+    "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Requests", "X-Ratelimit-Reset-Tokens",
+)
+
+
+def security_headers_conf() -> str:
+    """add_header lines for every response; included wherever a location has
+    add_header of its own (add_header does not inherit into such a location)."""
+    lines = ["# Rendered by sidecar.tools.nginx_headers: the secure-headers set for a JSON API",
+             "# (OWASP), the request id, the hash and the policy version, on every response."]
+    lines += [f'add_header {name} "{value}" always;' for name, value in SECURITY]
+    return "\n".join(lines) + "\n"
+
+
+def endpoint_request_headers(policy, indent: str) -> list[str]:
+    """What a provider receives besides Host, Authorization and the body's own
+    Content-Length (set per hop / by nginx)."""
+    lines = [f"{indent}proxy_pass_request_headers off;",
+             f"{indent}proxy_set_header Content-Type $content_type;",
+             f"{indent}proxy_set_header Accept $http_accept;",
+             f"{indent}proxy_set_header X-Request-Id $request_id;"]
+    lines += [f"{indent}proxy_set_header {name} $http_{name.replace('-', '_')};"
+              for name in policy.pass_request_headers]
+    return lines
+
+
+def hide_from_endpoints(indent: str) -> list[str]:
+    return [f"{indent}proxy_hide_header {name};" for name in HIDDEN_FROM_ENDPOINTS]
+
+
+def _raw_response(status: int, reason: str) -> str:
+    """A whole HTTP/1.1 response as one nginx string, for the two cases where nginx
+    writes bytes without framing of its own (see raw_response_maps)."""
+    payload = nginx_errors.body(status)
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json",
+            f"Content-Length: {len(payload)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in SECURITY if name != "Strict-Transport-Security"]
+    return "\\r\\n".join(head) + "\\r\\n$hir_hsts_line\\r\\n" + payload.replace('"', '\\"')
+
+
+def raw_response_maps() -> list[str]:
+    """$hir_unframed_response: what lua mode writes instead of an endpoint's bytes
+    that are not HTTP (nginx would relay them raw, as HTTP/0.9). $hir_http09_response:
+    the answer to an HTTP/0.9 request, framed as HTTP/1.1 so it carries a status
+    and the headers (HTTP/0.9 itself has neither)."""
+    return [f'map $https $hir_hsts {{ on "{HSTS}"; default ""; }}',
+            f'map $https $hir_hsts_line {{ on "Strict-Transport-Security: {HSTS}\\r\\n"; default ""; }}',
+            'map $server_protocol $hir_http09 { "" 1; default 0; }',
+            f'map $scheme $hir_unframed_response {{ default "{_raw_response(502, "Bad Gateway")}"; }}',
+            f"map $scheme $hir_timeout_body {{ default '{nginx_errors.body(408)}'; }}",
+            f'map $scheme $hir_http09_response {{ default '
+            f'"{_raw_response(505, "HTTP Version Not Supported")}"; }}']
+
+
+def response_allow_list(policy) -> str:
+    """The comma-separated names lua mode keeps (it parses this once per value)."""
+    return ",".join(RESPONSE_ALLOWED + policy.pass_response_headers)

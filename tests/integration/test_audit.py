@@ -1,0 +1,70 @@
+"""`audit` against the real stack in both modes (it must score 100%), with a key
+policy, and against an edge that is not hardened (it must say so and fail)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import free_port, shifted_policy
+from sidecar.tools.stack import Stack
+
+KEY = "hir-audit-test-key-0123456789abcdef"
+
+
+def audit(*args) -> tuple[int, dict]:
+    out = subprocess.run([sys.executable, "-m", "sidecar", "audit", *args, "--json"],
+                         capture_output=True, text=True, timeout=240)
+    return out.returncode, json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def tls_stack(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"audit-{request.param}")
+    policy, _ = shifted_policy(tmp)
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{free_port()}",
+               latency_scale=0, tls_listen=f"127.0.0.1:{free_port()}")
+    st.start()
+    yield st
+    st.stop()
+
+
+def test_the_local_stack_scores_100_in_both_modes(tls_stack):
+    code, report = audit(f"http://{tls_stack.listen}", "--https",
+                         f"https://localhost:{tls_stack.tls_listen.rpartition(':')[2]}",
+                         "--cacert", str(tls_stack.run_dir / "tls" / "localhost.crt"), "--burst", "200")
+    failed = [f for f in report["findings"] if not f["ok"]]
+    assert failed == [] and report["score"] == 100.0 and code == 0
+    areas = {f["area"] for f in report["findings"]}
+    assert areas == {"hash", "responses", "limits", "keys", "smuggling", "tls"}
+
+
+def test_with_keys_required_the_refusals_are_checked_too(tmp_path):
+    from sidecar.access.clients import digest
+    extra = (f"clients:\n  require_key: true\n  tenants:\n    acme: {{keys: [\"{digest(KEY)}\"]}}\n"
+             "limits:\n  - {name: per-tenant, per: [tenant], requests: {rate: 600, per: 1m, burst: 100}}\n")
+    policy, _ = shifted_policy(tmp_path, extra=extra)
+    text = policy.read_text().replace("    /v1/completions: {endpoint: nano-qwen3-0-6b}\n", "")
+    policy.write_text(text)  # keys cannot fail open (check refuses it)
+    with Stack(policy, tmp_path / "run", mode="lua", listen=f"127.0.0.1:{free_port()}", latency_scale=0) as st:
+        code, report = audit(f"http://{st.listen}", "--key", KEY)
+        keys = [f for f in report["findings"] if f["area"] == "keys" or "key" in f["check"]]
+        assert [f for f in report["findings"] if not f["ok"]] == []
+        assert code == 0 and report["score"] == 100.0
+        assert len(keys) >= 9  # three refusals, each checked for status, headers and body
+        code, report = audit(f"http://{st.listen}", "--key", "hir-not-the-key")
+        assert code == 1
+        assert any(not f["ok"] and f["check"] == "routed request: status 200" for f in report["findings"])
+
+
+def test_an_edge_that_is_not_hardened_fails_the_audit(tls_stack):
+    # A simulated endpoint is a plain aiohttp server: no security headers, no hash, no limits.
+    port = tls_stack.policy.endpoints[0].port
+    code, report = audit(f"http://127.0.0.1:{port}", "--min-score", "60")
+    assert code == 1 and report["score"] < 60
+    failed = {f["check"] for f in report["findings"] if not f["ok"]}
+    assert "routed request: security headers" in failed
+    assert "RateLimit-Policy on a routed answer" in failed
