@@ -107,7 +107,7 @@ def cmd_mockllm(args) -> int:
     install_uvloop()
 
     async def run() -> None:
-        runners = await mockllm.serve(policy, args.latency_scale, args.fault)
+        runners = await mockllm.serve(policy, args.latency_scale, args.fault, args.fault_rates, args.seed)
         log.info("mockllm serving %d endpoints", len(runners))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -144,7 +144,7 @@ def cmd_stack(args) -> int:
     from sidecar.tools import stack
     return stack.run(args.policy, mode=args.mode, listen=args.listen, run_dir=args.run_dir,
                      latency_scale=args.latency_scale, tls_listen=args.https_listen,
-                     redirect_http=args.redirect_http)
+                     redirect_http=args.redirect_http, fault_rates=args.fault_rates)
 
 
 def cmd_audit(args) -> int:
@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True)
     p.add_argument("--latency-scale", type=float, default=1.0, help="0 for benchmarks")
     p.add_argument("--fault", default="", help="fault for every request, e.g. status=503")
+    p.add_argument("--fault-rates", default="",
+                   help="random faults per request, e.g. 429=0.01,503=0.005,stall=0.001,drop=0.001")
+    p.add_argument("--seed", type=int, default=None, help="seed the latency and fault draws")
     p.set_defaults(func=cmd_mockllm)
 
     p = sub.add_parser("train", help="train the complexity model on labelled prompts (JSONL)")
@@ -245,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HTTPS listener (certificate generated on first run); '' for none")
     p.add_argument("--redirect-http", action="store_true",
                    help="the plain listener answers 308 to https (as a public port should)")
+    p.add_argument("--fault-rates", default="",
+                   help="simulated endpoints fail at random, e.g. 429=0.01,503=0.005,stall=0.001")
     p.set_defaults(func=cmd_stack)
     p = sub.add_parser("audit", help="probe a live edge (headers, hash, keys, limits, errors, TLS) and score it")
     p.add_argument("url", help="the edge's plain (or https) URL, e.g. http://127.0.0.1:8080")

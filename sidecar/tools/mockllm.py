@@ -1,8 +1,11 @@
 """Simulated OpenAI-compatible model endpoints: one process, one port per endpoint.
 
-Serves every loopback endpoint of a policy with per-tier latency (the seed's
-measured averages by default), SSE streaming with a final usage chunk, and fault
-injection, and echoes which endpoint and model served each request.
+Serves every loopback endpoint of a policy like a provider under load: per-tier
+time to first token and tokens per second drawn from distributions
+(sidecar.tools.mock_generation), real `usage`, SSE streaming (with the usage
+chunk when `stream_options.include_usage` asks), fault injection by rate or on
+demand, and headers saying which endpoint and model served a request and how
+long the endpoint itself took (X-Mock-Service-Ms).
 
 Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
 `POST /_mock/faults {"fault": ...}` on that endpoint's port:
@@ -12,34 +15,39 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
     accel             answer 200 with an X-Accel-Redirect header (must be ignored)
     garbage           write bytes that are not HTTP, then close
     bare              write a JSON body with no status line or headers, then close
-and `POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
-compromised or careless provider might send).
+`POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
+compromised or careless provider might send), and `{"rates": {"429": 0.01,
+"503": 0.01, "stall": 0.002, "drop": 0.002}}` (or `mockllm --fault-rates`) makes
+faults happen at random at those rates: 429 with Retry-After, 5xx, a stall before
+the first byte (30 s), a dropped connection.
 Received requests are kept (last 1,000) for tests: GET/DELETE /_mock/requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 
 import orjson
 from aiohttp import web
 
-TIER_LATENCY_MS = {1: 42, 2: 78, 3: 156, 4: 485, 5: 742}
+from sidecar.tools.mock_generation import TOKENS_PER_CHUNK, Model, parse_rates
+
+STALL_S = 30.0
 # What real providers send about themselves; the router must not pass these on.
 PROVIDER_HEADERS = {"X-Powered-By": "Express", "Via": "1.1 provider-edge", "CF-Ray": "8c1f-AMS",
                     "Openai-Organization": "org-secret", "X-Groq-Region": "us-east",
                     "X-Ratelimit-Remaining-Requests": "4999", "Server": "uvicorn",
                     "X-Mock-Internal": "internal"}
-CHUNKS = 8
 
 
 class MockEndpoint:
-    def __init__(self, name: str, model: str, latency_ms: float):
+    def __init__(self, name: str, model: str, generator: Model):
         self.name = name
         self.model = model
-        self.latency_ms = latency_ms
+        self.generator = generator
         self.fault = ""
         self.extra_headers: dict = {}
         self.received: deque = deque(maxlen=1000)
@@ -53,26 +61,38 @@ def _parse_fault(text: str) -> dict:
     return fault
 
 
-def _completion(ep: MockEndpoint, body: dict, prompt_tokens: int) -> dict:
-    content = f"served by {ep.name} ({ep.model})"
+def _text(ep: MockEndpoint, tokens: int) -> list[str]:
+    """`tokens` words, the first ones saying who served the request."""
+    words = f"served by {ep.name} ({ep.model})".split()
+    return (words + ["lorem"] * tokens)[:tokens]
+
+
+def _completion(ep: MockEndpoint, body: dict, prompt_tokens: int, tokens: int) -> dict:
+    content = " ".join(_text(ep, tokens))
     return {
         "id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion",
         "created": int(time.time()), "model": body.get("model", ep.model),
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": CHUNKS,
-                  "total_tokens": prompt_tokens + CHUNKS},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
+                  "total_tokens": prompt_tokens + tokens},
     }
 
 
 def create_endpoint_app(ep: MockEndpoint) -> web.Application:
     async def completions(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         raw = await request.read()
         ep.received.append({"path": request.path, "headers": dict(request.headers),
                             "body": raw.decode("utf-8", "replace"), "at": time.time()})
         fault = _parse_fault(request.headers.get("X-Mock-Fault", "") or ep.fault)
+        drawn = ep.generator.fault()
+        if drawn:
+            fault.setdefault(drawn if drawn in ("stall", "drop") else "status", drawn)
         if "delay" in fault:
             await asyncio.sleep(float(fault["delay"]) / 1000)
+        if "stall" in fault:
+            await asyncio.sleep(STALL_S)
         if "drop" in fault or "garbage" in fault or "bare" in fault:
             if "garbage" in fault:
                 request.transport.write(b"\x00\x16\x03garbage, not HTTP\r\n\r\n<html>pwned</html>")
@@ -86,6 +106,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             status = int(fault["status"])
             body = {"error": {"message": f"injected fault on {ep.name}", "type": "server_error",
                               "code": status}}
+            if status == 429:
+                echo["Retry-After"] = "1"
             return web.json_response(body, status=status, headers=echo)
         if "accel" in fault:
             echo["X-Accel-Redirect"] = "/_mock/secret"
@@ -94,12 +116,13 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         except orjson.JSONDecodeError:
             return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
         prompt_tokens = max(1, len(raw) // 4)
-        if ep.latency_ms:
-            await asyncio.sleep(ep.latency_ms / 1000)
+        gen = ep.generator.generation(body)
         if not body.get("stream"):
-            return web.Response(body=orjson.dumps(_completion(ep, body, prompt_tokens)),
+            await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
+            echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
+            return web.Response(body=orjson.dumps(_completion(ep, body, prompt_tokens, gen.tokens)),
                                 content_type="application/json", headers=echo)
-        return await _stream(request, ep, body, prompt_tokens, echo)
+        return await _stream(request, ep, body, prompt_tokens, echo, gen)
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -109,6 +132,7 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         spec = await request.json()
         ep.fault = spec.get("fault", "")
         ep.extra_headers = dict(spec.get("headers") or {})
+        ep.generator.fault_rates = {k: float(v) for k, v in (spec.get("rates") or {}).items()}
         return web.json_response({"endpoint": ep.name, "fault": ep.fault})
 
     async def list_received(request: web.Request) -> web.Response:
@@ -128,47 +152,51 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
     return app
 
 
-async def _stream(request, ep: MockEndpoint, body: dict, prompt_tokens: int, echo: dict):
+async def _stream(request, ep: MockEndpoint, body: dict, prompt_tokens: int, echo: dict, gen):
+    await asyncio.sleep(gen.ttft_s)
     response = web.StreamResponse(headers={**echo, "Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     created = int(time.time())
-    # Spread generation over roughly the tier's latency again, so chunks arrive over time.
-    gap = max(0.005, ep.latency_ms / 1000 / CHUNKS) if ep.latency_ms else 0
-    words = f"served by {ep.name} ({ep.model})".split() + ["."] * CHUNKS
-    for i in range(CHUNKS):
+    words = _text(ep, gen.tokens)
+    step = TOKENS_PER_CHUNK
+    for i in range(0, len(words), step):
+        last = i + step >= len(words)
         chunk = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created,
                  "model": body.get("model", ep.model),
-                 "choices": [{"index": 0, "delta": {"content": words[i] + " "},
-                              "finish_reason": "stop" if i == CHUNKS - 1 else None}]}
+                 "choices": [{"index": 0, "delta": {"content": " ".join(words[i:i + step]) + " "},
+                              "finish_reason": "stop" if last else None}]}
         await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        if gap:
-            await asyncio.sleep(gap)
+        if not last and gen.seconds_per_token:
+            await asyncio.sleep(gen.seconds_per_token * step)
     options = body.get("stream_options") or {}
     if isinstance(options, dict) and options.get("include_usage"):
         usage = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created,
                  "model": body.get("model", ep.model), "choices": [],
-                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": CHUNKS,
-                           "total_tokens": prompt_tokens + CHUNKS}}
+                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": gen.tokens,
+                           "total_tokens": prompt_tokens + gen.tokens}}
         await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
 
-def endpoints_from_policy(policy, latency_scale: float = 1.0) -> list[tuple[MockEndpoint, str, int]]:
+def endpoints_from_policy(policy, latency_scale: float = 1.0, fault_rates: dict | None = None,
+                          seed: int | None = None) -> list[tuple[MockEndpoint, str, int]]:
     """The policy's loopback endpoints as (mock, host, port)."""
     out = []
-    for e in policy.endpoints:
+    for i, e in enumerate(policy.endpoints):
         if e.scheme == "http" and e.host in ("127.0.0.1", "localhost", "::1"):
-            latency = TIER_LATENCY_MS.get(e.tier.rank, 100) * latency_scale
-            out.append((MockEndpoint(e.name, e.model, latency), e.host, e.port))
+            rng = random.Random(None if seed is None else seed + i)
+            model = Model(e.tier.rank, latency_scale, dict(fault_rates or {}), rng)
+            out.append((MockEndpoint(e.name, e.model, model), e.host, e.port))
     return out
 
 
-async def serve(policy, latency_scale: float = 1.0, fault: str = "") -> list[web.AppRunner]:
+async def serve(policy, latency_scale: float = 1.0, fault: str = "", fault_rates: str = "",
+                seed: int | None = None) -> list[web.AppRunner]:
     runners = []
-    for ep, host, port in endpoints_from_policy(policy, latency_scale):
+    for ep, host, port in endpoints_from_policy(policy, latency_scale, parse_rates(fault_rates), seed):
         ep.fault = fault
         runner = web.AppRunner(create_endpoint_app(ep), access_log=None)
         await runner.setup()

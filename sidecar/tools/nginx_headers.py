@@ -31,7 +31,7 @@ SECURITY = (
     ("X-Policy-Version", "$hir_policy_version"),
 )
 # The router's own per-hop headers (set by add_header in the forwarding locations).
-ROUTE = ("X-Route-Endpoint", "X-Route-Tier", "X-Route-Model", "X-Route-Failover",
+ROUTE = ("X-Route-Endpoint", "X-Route-Tier", "X-Route-Model", "X-Route-Hop", "X-Route-Failover",
          "RateLimit-Policy", "RateLimit")
 # Upstream response headers a client may see without the policy naming them:
 # framing and the one hint a client needs to back off.

@@ -55,7 +55,7 @@ class Stack:
                  workers: int = 1, env: dict | None = None, quiet: bool = True,
                  redis: str = "", tls_listen: str = "", redirect_http: bool = False,
                  client_timeout: str = "10s", health_down_seconds: float = 10.0,
-                 request_timeout_s: int = 30):
+                 request_timeout_s: int = 30, fault_rates: str = ""):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
@@ -64,6 +64,7 @@ class Stack:
         self.tls_listen, self.redirect_http = tls_listen, redirect_http
         self.client_timeout = client_timeout
         self.request_timeout_s = request_timeout_s
+        self.fault_rates = fault_rates
         self.health_down_seconds = health_down_seconds
         self.env = {**os.environ, **(env or {})}
         self.quiet = quiet
@@ -93,7 +94,8 @@ class Stack:
 
     def start_mock(self) -> None:
         proc = self._spawn("mockllm", [sys.executable, "-m", "sidecar", "mockllm", "--policy",
-                                       str(self.policy_path), "--latency-scale", str(self.latency_scale)])
+                                       str(self.policy_path), "--latency-scale", str(self.latency_scale),
+                                       "--fault-rates", self.fault_rates])
         for e in self.policy.endpoints:
             if e.scheme == "http" and e.host in ("127.0.0.1", "localhost"):
                 wait_for(_tcp(e.host, e.port), f"mock endpoint {e.name}", proc=proc)
@@ -235,9 +237,9 @@ class Stack:
 
 
 def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float,
-        tls_listen: str = "", redirect_http: bool = False) -> int:
+        tls_listen: str = "", redirect_http: bool = False, fault_rates: str = "") -> int:
     stack = Stack(policy, run_dir, mode=mode, listen=listen, latency_scale=latency_scale, quiet=True,
-                  tls_listen=tls_listen, redirect_http=redirect_http)
+                  tls_listen=tls_listen, redirect_http=redirect_http, fault_rates=fault_rates)
     # SIGTERM (kill, timeout, systemd) must tear the children down like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     stack.start()

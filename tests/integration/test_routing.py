@@ -85,6 +85,7 @@ def test_internal_decision_headers_never_reach_the_client(clean):
 def test_sse_chunks_reach_the_client_as_they_are_produced(clean):
     conn = http.client.HTTPConnection("127.0.0.1", clean.client.port, timeout=10)
     body = json.dumps({"model": "expert", "stream": True, "stream_options": {"include_usage": True},
+                       "min_tokens": 128, "max_tokens": 128,
                        "messages": [{"role": "user", "content": "hi"}]})
     conn.request("POST", "/v1/chat/completions", body=body, headers={
         "Content-Type": "application/json", "X-Constitutional-Hash": HASH})
@@ -101,8 +102,8 @@ def test_sse_chunks_reach_the_client_as_they_are_produced(clean):
     conn.close()
     assert arrivals[-1][1] == b"[DONE]"
     usage = json.loads(arrivals[-2][1])
-    assert usage["usage"]["completion_tokens"] > 0
-    # The mock spreads 8 chunks over ~185 ms at this latency scale; buffering would
+    assert usage["usage"]["completion_tokens"] == 128
+    # The mock spreads 32 chunks over ~200 ms at this latency scale; buffering would
     # deliver them all at once.
     assert arrivals[-1][0] - arrivals[0][0] > 0.1
 

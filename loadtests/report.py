@@ -1,0 +1,217 @@
+"""The report a load test run writes: per-tier latency and TTFT, each tier
+against its latency target, routing mix, errors and fallbacks, hash coverage,
+and cost per 1,000 requests against sending everything to the premium or the
+expert tier (from endpoint prices and the usage the endpoints reported).
+
+    python loadtests/report.py DIR [--policy policies/demo.yaml]
+
+DIR holds the records-*.jsonl files the locustfile wrote; out come
+DIR/summary.json and DIR/report.html (charts embedded as PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sidecar.policy.spec import load_policy  # noqa: E402
+
+FAST_TIER_RANKS = (1, 2)
+FAST_MS = 100
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def load_records(out: Path) -> list[dict]:
+    rows = []
+    for path in sorted(out.glob("records-*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def _cost(usage: dict, price_in: float, price_out: float, text_chars: int) -> tuple[float, str]:
+    if usage.get("prompt_tokens") is not None:
+        return usage["prompt_tokens"] * price_in + usage.get("completion_tokens", 0) * price_out, "provider"
+    return (text_chars / 4) * price_out, "estimated"
+
+
+def summarise(rows: list[dict], policy) -> dict:
+    tiers = {t.name: t for t in policy.tiers}
+    endpoints = policy.endpoint_by_name
+    edge = [r for r in rows if str(r["kind"]).startswith("edge:")]
+    routed = [r for r in rows if r["tier"] in tiers and not str(r["kind"]).startswith("edge:")]
+    mean_price = {t: (statistics.mean(e.price_in for e in endpoints.values() if e.tier.name == t),
+                      statistics.mean(e.price_out for e in endpoints.values() if e.tier.name == t))
+                  for t in tiers}
+    per_tier, actual, as_premium, as_expert, sources = {}, 0.0, 0.0, 0.0, Counter()
+    for r in routed:
+        e = endpoints.get(r["endpoint"])
+        cost, source = _cost(r["usage"], e.price_in, e.price_out, r["text_chars"]) if e else (0.0, "none")
+        sources[source] += 1
+        actual += cost
+        for name, bucket in (("premium", "p"), ("expert", "x")):
+            if name in mean_price:
+                c, _ = _cost(r["usage"], *mean_price[name], r["text_chars"])
+                if bucket == "p":
+                    as_premium += c
+                else:
+                    as_expert += c
+    for name, tier in sorted(tiers.items(), key=lambda kv: kv[1].rank):
+        mine = [r for r in routed if r["tier"] == name]
+        ok = [r["ms"] for r in mine if r["status"] == 200]
+        ttft = [r["ttft_ms"] for r in mine if r.get("ttft_ms") is not None]
+        added = [r["ms"] - r["service_ms"] for r in mine if r.get("service_ms") is not None]
+        target = tier.latency_target_ms
+        per_tier[name] = {
+            "rank": tier.rank, "requests": len(mine), "share": len(mine) / len(routed) if routed else 0,
+            "p50_ms": _pct(ok, .5), "p95_ms": _pct(ok, .95), "p99_ms": _pct(ok, .99),
+            "mean_ms": statistics.mean(ok) if ok else None,
+            "ttft_p50_ms": _pct(ttft, .5), "ttft_p95_ms": _pct(ttft, .95),
+            "latency_target_ms": target,
+            "within_target": sum(v <= target for v in ok) / len(ok) if ok and target else None,
+            "mean_within_target": (statistics.mean(ok) <= target) if ok and target else None,
+            "router_added_p50_ms": _pct(added, .5), "router_added_p99_ms": _pct(added, .99),
+        }
+    fast = [r["ms"] for r in routed if tiers[r["tier"]].rank in FAST_TIER_RANKS and r["status"] == 200]
+    n = len(routed) or 1
+    all_added = [r["ms"] - r["service_ms"] for r in routed if r.get("service_ms") is not None]
+    return {
+        "requests": len(rows), "routed": len(routed), "edge_cases": len(edge),
+        "edge_cases_as_documented": sum(bool(r.get("expected")) for r in edge),
+        "tiers": per_tier,
+        "tier12_under_100ms": sum(v < FAST_MS for v in fast) / len(fast) if fast else None,
+        "error_rate": sum(r["status"] >= 500 for r in routed) / n,
+        "limited_rate": sum(r["status"] == 429 for r in routed) / n,
+        "fallback_rate": sum(r.get("hop", 0) > 0 for r in routed) / n,
+        "hash_share": sum(bool(r["hash"]) for r in rows) / len(rows) if rows else 0.0,
+        "router_added_p50_ms": _pct(all_added, .5), "router_added_p99_ms": _pct(all_added, .99),
+        "usage_sources": dict(sources),
+        "cost_per_1k_usd": {"routed": 1000 * actual / n, "all_premium": 1000 * as_premium / n,
+                            "all_expert": 1000 * as_expert / n},
+        "savings_vs_premium": as_premium / actual if actual else None,
+        "savings_vs_expert": as_expert / actual if actual else None,
+    }
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def charts(rows: list[dict], summary: dict) -> list[tuple[str, str]]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = []
+    tiers = [t for t in summary["tiers"] if summary["tiers"][t]["requests"]]
+    start = min((r["t"] for r in rows), default=0)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for tier in tiers:
+        by_second = defaultdict(list)
+        for r in rows:
+            if r["tier"] == tier and r["status"] == 200:
+                by_second[int(r["t"] - start) // 5 * 5].append(r["ms"])
+        xs = sorted(by_second)
+        ax.plot(xs, [statistics.median(by_second[x]) for x in xs], marker=".", label=tier)
+        target = summary["tiers"][tier]["latency_target_ms"]
+        if target:
+            ax.axhline(target, linestyle=":", linewidth=0.8, color=ax.lines[-1].get_color())
+    ax.set(xlabel="seconds into the run", ylabel="p50 latency, ms (dotted: target)", yscale="log")
+    ax.legend(fontsize=8)
+    out.append(("Latency by tier over time", _png(fig)))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(tiers, [summary["tiers"][t]["share"] * 100 for t in tiers])
+    ax.set(ylabel="% of routed requests")
+    out.append(("Routing mix", _png(fig)))
+    plt.close(fig)
+    cost = summary["cost_per_1k_usd"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(["routed", "all premium", "all expert"], [cost["routed"], cost["all_premium"], cost["all_expert"]],
+           color=["tab:green", "tab:orange", "tab:red"])
+    ax.set(ylabel="USD per 1,000 requests")
+    out.append(("Cost per 1,000 requests", _png(fig)))
+    plt.close(fig)
+    return out
+
+
+def _fmt(v, unit=""):
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+
+def render_html(summary: dict, images: list[tuple[str, str]]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{t['requests']}</td><td>{_fmt(t['share'] * 100, '%')}</td>"
+        f"<td>{_fmt(t['p50_ms'])}</td><td>{_fmt(t['p95_ms'])}</td><td>{_fmt(t['p99_ms'])}</td>"
+        f"<td>{_fmt(t['ttft_p50_ms'])}</td><td>{_fmt(t['ttft_p95_ms'])}</td><td>{_fmt(t['latency_target_ms'])}</td>"
+        f"<td>{_fmt(t['within_target'] * 100 if t['within_target'] is not None else None, '%')}</td>"
+        f"<td>{_fmt(t['mean_within_target'])}</td></tr>" for name, t in summary["tiers"].items())
+    cost = summary["cost_per_1k_usd"]
+    pct = lambda v: _fmt(v * 100 if v is not None else None, "%")  # noqa: E731
+    figures = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
+                      for t, b in images)
+    return f"""<!doctype html><meta charset="utf-8"><title>Router load test</title>
+<style>body{{font:14px sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+table{{border-collapse:collapse}}</style>
+<h1>Router load test</h1>
+<p>{summary['requests']} requests ({summary['routed']} routed, {summary['edge_cases']} edge cases,
+{summary['edge_cases_as_documented']} answered as documented). Locust's own report: <a href="locust.html">locust.html</a>.</p>
+<h2>Per tier</h2><table><tr><th>tier</th><th>requests</th><th>share</th><th>p50 ms</th><th>p95 ms</th>
+<th>p99 ms</th><th>TTFT p50</th><th>TTFT p95</th><th>target ms</th><th>within target</th><th>mean under target</th></tr>
+{rows}</table>
+<h2>Edge</h2><ul>
+<li>tier 1–2 requests under 100 ms: {pct(summary['tier12_under_100ms'])}</li>
+<li>errors (5xx): {pct(summary['error_rate'])}; rate limited (429): {pct(summary['limited_rate'])};
+ served by a fallback hop: {pct(summary['fallback_rate'])}</li>
+<li>answers carrying the constitutional hash: {pct(summary['hash_share'])}</li>
+<li>router's added time (client latency − the endpoint's own service time): p50
+ {_fmt(summary['router_added_p50_ms'], ' ms')}, p99 {_fmt(summary['router_added_p99_ms'], ' ms')}</li></ul>
+<h2>Cost per 1,000 requests</h2><table><tr><th>routed</th><th>everything to premium</th><th>everything to expert</th></tr>
+<tr><td>${cost['routed']:.4f}</td><td>${cost['all_premium']:.4f}</td><td>${cost['all_expert']:.4f}</td></tr></table>
+<p>Routing costs {_fmt(summary['savings_vs_premium'], '×')} less than premium-only and
+{_fmt(summary['savings_vs_expert'], '×')} less than expert-only, for the same reported usage
+(usage from: {html.escape(json.dumps(summary['usage_sources']))}).</p>
+{figures}
+"""
+
+
+def write(out: Path, policy_path: str) -> dict:
+    rows = load_records(out)
+    summary = summarise(rows, load_policy(policy_path, {}))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.html").write_text(render_html(summary, charts(rows, summary) if rows else []))
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir")
+    parser.add_argument("--policy", default=str(ROOT / "policies" / "demo.yaml"))
+    args = parser.parse_args()
+    summary = write(Path(args.dir), args.policy)
+    print(json.dumps({k: v for k, v in summary.items() if k != "tiers"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

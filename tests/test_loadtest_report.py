@@ -1,0 +1,47 @@
+"""The load-test report's arithmetic on records whose answers are known."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "loadtests"))
+
+import report  # noqa: E402
+from sidecar.policy.spec import load_policy  # noqa: E402
+
+POLICY = load_policy(ROOT / "policies" / "demo.yaml", {})
+
+
+def rec(tier, endpoint, ms, prompt=100, completion=50, hop=0, status=200, service=None, kind="chat", **kw):
+    return {"t": 0.0, "kind": kind, "tier": tier, "endpoint": endpoint, "ms": ms, "hop": hop,
+            "status": status, "hash": True, "service_ms": service, "ttft_ms": None, "itl_ms": None,
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion}, "text_chars": 0, **kw}
+
+
+def test_cost_against_premium_and_expert_uses_reported_usage_and_prices():
+    rows = [rec("nano", "nano-qwen3-0-6b", 10), rec("expert", "expert-grok-4", 500)]
+    s = report.summarise(rows, POLICY)
+    nano, grok = POLICY.endpoint_by_name["nano-qwen3-0-6b"], POLICY.endpoint_by_name["expert-grok-4"]
+    actual = 100 * nano.price_in + 50 * nano.price_out + 100 * grok.price_in + 50 * grok.price_out
+    assert s["cost_per_1k_usd"]["routed"] == pytest.approx(1000 * actual / 2)
+    assert s["cost_per_1k_usd"]["all_expert"] == pytest.approx(1000 * 2 * 150 * grok.price_in / 2)
+    premium = [e for e in POLICY.endpoints if e.tier.name == "premium"]
+    mean = sum(e.price_in for e in premium) / len(premium)
+    assert s["cost_per_1k_usd"]["all_premium"] == pytest.approx(1000 * 2 * 150 * mean / 2)
+
+
+def test_targets_fallbacks_fast_share_and_router_time():
+    rows = [rec("nano", "nano-qwen3-0-6b", ms, service=ms - 1.5) for ms in (10, 20, 30, 80)]
+    rows += [rec("fast", "fast-llama-3-1-8b", 150, hop=1), rec("fast", "fast-llama-3-1-8b", 90)]
+    rows += [rec("not routed (412)", None, 2, status=412, kind="edge: bad hash", expected=True)]
+    s = report.summarise(rows, POLICY)
+    assert s["routed"] == 6 and s["edge_cases"] == 1 and s["edge_cases_as_documented"] == 1
+    assert s["tiers"]["nano"]["within_target"] == 0.75          # 80 ms > 50 ms target
+    assert s["tiers"]["fast"]["within_target"] == 0.5
+    assert s["tier12_under_100ms"] == pytest.approx(5 / 6)
+    assert s["fallback_rate"] == pytest.approx(1 / 6)
+    assert s["router_added_p50_ms"] == pytest.approx(1.5)
