@@ -30,6 +30,7 @@ from locust import FastHttpUser, between, events, task
 from locust.runners import WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scenarios, report
+import report  # noqa: E402
 import scenarios  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,6 @@ def _report(environment, **_):
     if options is None or not options.kit_out or isinstance(environment.runner, WorkerRunner):
         return
     _flush(environment)
-    import report
     summary = report.write(Path(options.kit_out), options.kit_policy)
     print(f"router report: {Path(options.kit_out) / 'report.html'} "
           f"({summary['requests']} requests, hash on {summary['hash_share']:.1%} of answers)")
@@ -273,4 +273,5 @@ def _outcome(resp, tier: str, ms: float) -> dict:
     return {"status": resp.status_code, "tier": tier, "endpoint": h.get("X-Route-Endpoint"),
             "ms": ms, "hop": int(h.get("X-Route-Hop") or 0), "failover": bool(h.get("X-Route-Failover")),
             "hash": h.get("X-Constitutional-Hash") == STATE["options"].kit_hash,
-            "service_ms": float(service) if service else None}
+            "service_ms": float(service) if service else None,
+            "router_ms": report.server_timing_ms(h.get("Server-Timing") or "")}

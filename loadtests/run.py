@@ -65,7 +65,8 @@ def find_limit(args, host: str, out: Path) -> int:
     for level in levels:
         step = out / f"level-{level}"
         if args.rates:
-            locust(args, host, step, users=max(8, int(level // 20)), duration=args.duration, rate=level)
+            # Enough users that pacing, not answers, sets the rate (the slowest tiers take ~1 s).
+            locust(args, host, step, users=max(16, int(level // 4)), duration=args.duration, rate=level)
         else:
             locust(args, host, step, users=int(level), duration=args.duration)
         summary = json.loads((step / "summary.json").read_text())

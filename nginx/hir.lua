@@ -121,6 +121,9 @@ function M.route()
                 var.route_model_at = at
                 req.set_body_data(res.body)
             end
+            -- The router's own time so far (body read + decision), for Server-Timing.
+            ngx.update_time()
+            var.route_overhead_ms = string.format("%.1f", (ngx.now() - req.start_time()) * 1000)
             return exec(target)
         end
     elseif status >= 400 and status < 500 and h["X-Route-Decision"] == "deny" then

@@ -16,9 +16,11 @@ from sidecar.policy.spec import load_policy  # noqa: E402
 POLICY = load_policy(ROOT / "policies" / "demo.yaml", {})
 
 
-def rec(tier, endpoint, ms, prompt=100, completion=50, hop=0, status=200, service=None, kind="chat", **kw):
+def rec(tier, endpoint, ms, prompt=100, completion=50, hop=0, status=200, service=None, kind="chat",
+        router=None, **kw):
     return {"t": 0.0, "kind": kind, "tier": tier, "endpoint": endpoint, "ms": ms, "hop": hop,
-            "status": status, "hash": True, "service_ms": service, "ttft_ms": None, "itl_ms": None,
+            "status": status, "hash": True, "service_ms": service, "router_ms": router,
+            "ttft_ms": None, "itl_ms": None,
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion}, "text_chars": 0, **kw}
 
 
@@ -35,7 +37,7 @@ def test_cost_against_premium_and_expert_uses_reported_usage_and_prices():
 
 
 def test_targets_fallbacks_fast_share_and_router_time():
-    rows = [rec("nano", "nano-qwen3-0-6b", ms, service=ms - 1.5) for ms in (10, 20, 30, 80)]
+    rows = [rec("nano", "nano-qwen3-0-6b", ms, service=ms - 1.5, router=0.4) for ms in (10, 20, 30, 80)]
     rows += [rec("fast", "fast-llama-3-1-8b", 150, hop=1), rec("fast", "fast-llama-3-1-8b", 90)]
     rows += [rec("not routed (412)", None, 2, status=412, kind="edge: bad hash", expected=True)]
     s = report.summarise(rows, POLICY)
@@ -44,4 +46,11 @@ def test_targets_fallbacks_fast_share_and_router_time():
     assert s["tiers"]["fast"]["within_target"] == 0.5
     assert s["tier12_under_100ms"] == pytest.approx(5 / 6)
     assert s["fallback_rate"] == pytest.approx(1 / 6)
-    assert s["router_added_p50_ms"] == pytest.approx(1.5)
+    assert s["router_added_p50_ms"] == pytest.approx(0.4)
+    assert s["end_to_end_overhead_p50_ms"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("header,ms", [("router;dur=0.4", 0.4), ("db;dur=3, router;dur=0012", 12.0),
+                                       ("router", None), ("router;dur=x", None), ("", None)])
+def test_the_routers_time_is_read_from_server_timing(header, ms):
+    assert report.server_timing_ms(header) == ms

@@ -52,6 +52,9 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
              f"{pad}add_header X-Route-Tier $hop{suffix}_tier always;",
              f"{pad}add_header X-Route-Model $hop{suffix}_model always;",
              f"{pad}add_header X-Route-Hop {hop} always;  # 0: the first choice; 1, 2: fallbacks",
+             # The router's time before forwarding (Kong's X-Kong-Proxy-Latency, as the
+             # W3C header): what a load test subtracts nothing from to see the router's cost.
+             f"{pad}add_header Server-Timing \"router;dur=$hir_overhead_ms\" always;",
              f"{pad}add_header RateLimit-Policy $route_ratelimit_policy always;",
              f"{pad}add_header RateLimit $route_ratelimit always;",
              *nginx_headers.endpoint_request_headers(policy, pad),

@@ -124,6 +124,11 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "    # Several sidecar processes: the same client always reaches the same one.",
               "    map $http_authorization $hir_client_key { \"\" $remote_addr; default $http_authorization; }",
               "    map $uri $hir_failover_path { ~^/v1(?<rest>/.*)$ $rest; default $uri; }",
+              "    # The router's time before forwarding, in ms: lua mode measures it; stock mode",
+              "    # reads the sidecar's entry, the first in $upstream_response_time (seconds).",
+              "    map $upstream_response_time $hir_stock_overhead_ms {",
+              "        \"~^(?<s>[0-9]+)\\.(?<ms>[0-9]{3})\" $s$ms; default \"\"; }",
+              "    map $route_overhead_ms $hir_overhead_ms { \"\" $hir_stock_overhead_ms; default $route_overhead_ms; }",
               f"    include {run}/upstreams.conf;",
               "    upstream hir_sidecar {"]
     if len(opts.sidecar_sockets) > 1:
@@ -150,6 +155,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        set $route_fallback_auth \"\";", "        set $route_fallback2 \"\";",
               "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";",
               "        set $route_ratelimit \"\";", "        set $route_ratelimit_policy \"\";",
+              "        set $route_overhead_ms \"\";",
               *nginx_errors.error_pages("        ")]
     sidecar_headers = ["proxy_http_version 1.1;", "proxy_set_header Connection \"\";",
                        "proxy_set_header X-Original-URI $request_uri;",
