@@ -116,6 +116,8 @@ function M.route()
             var.route_fallback2_auth = h["X-Route-Fallback2-Auth"] or ""
             var.route_ratelimit = h["X-Route-RateLimit"] or ""
             var.route_ratelimit_policy = h["X-Route-RateLimit-Policy"] or ""
+            var.route_rule = h["X-Route-Rule"] or ""
+            var.route_tenant = h["X-Route-Tenant"] or ""
             local at = h["X-Route-Model-At"]
             if at and res.body ~= "" then
                 var.route_model_at = at
@@ -176,9 +178,41 @@ function M.upstream_headers()
     ngx.header["Server"] = nil
 end
 
+-- Token usage from the answer: OpenAI-style bodies put "usage" last, and a
+-- stream's usage chunk comes just before [DONE], so the last KiB is enough.
+local TAIL = 1024
+
+local function last_number(text, field)
+    local found
+    for n in string.gmatch(text, '"' .. field .. '"%s*:%s*(%d+)') do
+        found = n
+    end
+    return found
+end
+
+local function record_usage(ctx, chunk, eof)
+    if chunk ~= "" then
+        local tail = (ctx.hir_tail or "") .. chunk
+        if #tail > TAIL then
+            tail = sub(tail, -TAIL)
+        end
+        ctx.hir_tail = tail
+    end
+    if eof and ctx.hir_tail then
+        local prompt = last_number(ctx.hir_tail, "prompt_tokens")
+        if prompt then
+            var.route_usage_prompt = prompt
+            var.route_usage_completion = last_number(ctx.hir_tail, "completion_tokens") or "0"
+        end
+    end
+end
+
 function M.upstream_body()
     local ctx = ngx.ctx
     if not ctx.hir_unframed then
+        if ngx.status == 200 then
+            record_usage(ctx, ngx.arg[1], ngx.arg[2])
+        end
         return
     end
     if ctx.hir_replaced then

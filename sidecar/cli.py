@@ -144,7 +144,8 @@ def cmd_stack(args) -> int:
     from sidecar.tools import stack
     return stack.run(args.policy, mode=args.mode, listen=args.listen, run_dir=args.run_dir,
                      latency_scale=args.latency_scale, tls_listen=args.https_listen,
-                     redirect_http=args.redirect_http, fault_rates=args.fault_rates)
+                     redirect_http=args.redirect_http, fault_rates=args.fault_rates,
+                     admin_listen=args.admin_listen, monitoring=args.monitoring)
 
 
 def cmd_audit(args) -> int:
@@ -250,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plain listener answers 308 to https (as a public port should)")
     p.add_argument("--fault-rates", default="",
                    help="simulated endpoints fail at random, e.g. 429=0.01,503=0.005,stall=0.001")
+    p.add_argument("--admin-listen", default="127.0.0.1:9100",
+                   help="the sidecar's /metrics and /healthz (loopback; one port per process)")
+    p.add_argument("--monitoring", action="store_true",
+                   help="also run Prometheus (127.0.0.1:9090) with the shipped config and alert rules")
     p.set_defaults(func=cmd_stack)
     p = sub.add_parser("audit", help="probe a live edge (headers, hash, keys, limits, errors, TLS) and score it")
     p.add_argument("url", help="the edge's plain (or https) URL, e.g. http://127.0.0.1:8080")

@@ -80,6 +80,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
                                            admitted.admission.headers)
+    if client.tenant is not None:  # for the feedback log: a name from the policy
+        out_headers["X-Route-Tenant"] = client.tenant.name
     return admitted.route, out_headers, out_body
 
 

@@ -20,10 +20,32 @@ log = logging.getLogger("sidecar.edge.feedback")
 
 FAILED = {"502", "503", "504", "-"}
 
-# The nginx log_format the sidecar reads (rendered by nginx_render).
-LOG_FORMAT = ('log_format hir_feedback escape=json \'{"mode":"%s","endpoints":["$route_endpoint",'
-              '"$route_fallback","$route_fallback2"],"upstream_status":"$upstream_status",'
-              '"status":"$status","request_id":"$request_id"}\';')
+# What the feedback log says of each request (the nginx log_format rendered by
+# nginx_render): the decision, each hop's status and times, sizes, and the token
+# usage lua mode parsed from the answer. Bounded identifiers only: names from the
+# policy, never keys, addresses or prompt text.
+FIELDS = {
+    "request_id": "$hir_request_id", "endpoints": ["$route_endpoint", "$route_fallback", "$route_fallback2"],
+    "served": "$route_served", "hop": "$route_hop", "tier": "$route_served_tier", "rule": "$route_rule",
+    "tenant": "$route_tenant", "stream": "$route_stream", "status": "$status",
+    "upstream_status": "$upstream_status", "upstream_connect_time": "$upstream_connect_time",
+    "upstream_header_time": "$upstream_header_time", "upstream_response_time": "$upstream_response_time",
+    "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
+    "upstream_bytes": "$upstream_bytes_received", "prompt_tokens": "$route_usage_prompt",
+    "completion_tokens": "$route_usage_completion",
+}
+# nginx variables the server block initialises (set "") so every log line has them.
+FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_rule", "route_tenant",
+                      "route_stream", "route_usage_prompt", "route_usage_completion")
+
+
+def _log_format() -> str:
+    fields = {"mode": "%s", **FIELDS}
+    body = orjson.dumps(fields).decode().replace("'", "")
+    return f"log_format hir_feedback escape=json '{body}';"
+
+
+LOG_FORMAT = _log_format()
 
 
 def hop_statuses(entry: dict) -> list[tuple[str, str]]:
@@ -39,15 +61,20 @@ def hop_statuses(entry: dict) -> list[tuple[str, str]]:
 
 
 class Feedback:
-    def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0):
+    def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0, outcomes=None):
         self.health_ref = health_ref  # callable -> the live policy's Health
         self.threshold = threshold
         self.down_seconds = down_seconds
         self.failures: dict[str, int] = {}
         self.received = 0
+        self.outcomes = outcomes      # sidecar.edge.outcomes.Outcomes, or None
+        if outcomes is not None:
+            outcomes.failures = self.failures
 
     def record(self, entry: dict) -> None:
         self.received += 1
+        if self.outcomes is not None:
+            self.outcomes.record(entry)
         health = self.health_ref()
         for endpoint, status in hop_statuses(entry):
             if status in FAILED:
@@ -64,15 +91,18 @@ class Feedback:
     def datagram(self, data: bytes) -> None:
         # "<190>Nov 26 05:45:00 hir: {...}" (nohostname): the JSON follows the tag.
         start = data.find(b"{")
-        if start < 0:
-            return
         try:
-            entry = orjson.loads(data[start:])
+            entry = orjson.loads(data[start:]) if start >= 0 else None
         except orjson.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict):
             log.warning("unreadable feedback datagram")
+            if self.outcomes is not None:
+                self.outcomes.datagrams["unparsable"] += 1
             return
-        if isinstance(entry, dict):
-            self.record(entry)
+        if self.outcomes is not None:
+            self.outcomes.datagrams["ok"] += 1
+        self.record(entry)
 
 
 class _Protocol(asyncio.DatagramProtocol):

@@ -83,8 +83,11 @@ def run(args, policy) -> int:
             os.chmod(socket_path, 0o666)
         if args.feedback_socket:
             from sidecar.edge import feedback
+            from sidecar.edge.outcomes import Outcomes
+            outcomes = Outcomes(lambda: ref.policy)
+            metrics.registry.register(outcomes)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
-                                         args.health_down_seconds)
+                                         args.health_down_seconds, outcomes=outcomes)
             servers.append(await feedback.listen(args.feedback_socket, listener))
         if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,

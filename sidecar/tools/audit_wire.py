@@ -93,7 +93,7 @@ def parse(raw: bytes) -> Response:
     return Response(status, headers, body)
 
 
-def exchange(target: Target, data: bytes, timeout: float = 10.0) -> Response:
+def exchange(target: Target, data: bytes, timeout: float = 4.0) -> Response:
     """Send `data` (a whole request, which should ask to close), read to EOF."""
     try:
         sock = target.connect(timeout)

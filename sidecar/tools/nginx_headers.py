@@ -26,7 +26,7 @@ SECURITY = (
     ("Cross-Origin-Resource-Policy", "same-origin"),
     ("Cross-Origin-Embedder-Policy", "require-corp"),
     ("Strict-Transport-Security", "$hir_hsts"),
-    ("X-Request-Id", "$request_id"),
+    ("X-Request-Id", "$hir_request_id"),
     ("X-Constitutional-Hash", "$hir_constitutional_hash"),
     ("X-Policy-Version", "$hir_policy_version"),
 )
@@ -39,7 +39,7 @@ RESPONSE_ALLOWED = ("content-type", "content-length", "content-encoding", "trans
                     "connection", "keep-alive", "retry-after")
 HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
     "X-Route-Decision", "X-Route-Auth", "X-Route-Path", "X-Route-Fallback", "X-Route-Fallback2",
-    "X-Route-Rule", "X-Route-Model-At",
+    "X-Route-Rule", "X-Route-Tenant", "X-Route-Model-At",
     "Set-Cookie", "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
     "Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Expose-Headers",
     "Access-Control-Max-Age", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version",
@@ -69,7 +69,7 @@ def endpoint_request_headers(policy, indent: str) -> list[str]:
     lines = [f"{indent}proxy_pass_request_headers off;",
              f"{indent}proxy_set_header Content-Type $content_type;",
              f"{indent}proxy_set_header Accept $http_accept;",
-             f"{indent}proxy_set_header X-Request-Id $request_id;"]
+             f"{indent}proxy_set_header X-Request-Id $hir_request_id;"]
     lines += [f"{indent}proxy_set_header {name} $http_{name.replace('-', '_')};"
               for name in policy.pass_request_headers]
     return lines
@@ -95,6 +95,10 @@ def raw_response_maps() -> list[str]:
     the answer to an HTTP/0.9 request, framed as HTTP/1.1 so it carries a status
     and the headers (HTTP/0.9 itself has neither)."""
     return [f'map $https $hir_hsts {{ on "{HSTS}"; default ""; }}',
+            # A client's own X-Request-Id is kept when it is a safe token, so it can
+            # quote it; anything else gets nginx's random one.
+            'map $http_x_request_id $hir_request_id { "~^[A-Za-z0-9._:-]{8,128}$" $http_x_request_id; '
+            'default $request_id; }',
             f'map $https $hir_hsts_line {{ on "Strict-Transport-Security: {HSTS}\\r\\n"; default ""; }}',
             'map $server_protocol $hir_http09 { "" 1; default 0; }',
             f'map $scheme $hir_unframed_response {{ default "{_raw_response(502, "Bad Gateway")}"; }}',

@@ -31,8 +31,14 @@ def hop_location(policy: Policy, name: str, hop: int, opts, streaming: bool,
                             ("route_fallback2", "fallback2"),
                             ("route_fallback2_auth", "fallback2_auth"),
                             ("route_ratelimit", "ratelimit"),
-                            ("route_ratelimit_policy", "ratelimit_policy")):
+                            ("route_ratelimit_policy", "ratelimit_policy"),
+                            ("route_rule", "rule"), ("route_tenant", "tenant")):
             lines.append(f"            set ${var} $upstream_http_x_route_{header};")
+    # Which hop served, for the feedback log (the last hop location that ran wins).
+    lines += [f"            set $route_hop {hop};", f"            set $route_served ${source};",
+              f"            set $route_served_tier $hop{suffix}_tier;"]
+    if streaming:
+        lines.append("            set $route_stream 1;")
     if hop > 0 and opts.mode == "lua":
         lines.append(f"            rewrite_by_lua_block {{ require('hir').splice_fallback({hop}) }}")
     nxt = None if last else f"{name.split('_fb')[0]}_fb{hop + 1}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.edge import feedback
+from sidecar.edge.feedback import FEEDBACK_VARIABLES
 from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_errors, nginx_headers
 from sidecar.tools.nginx_hops import HOPS, NGINX_DIR, fail_open_checks, forward, hop_location
@@ -40,6 +41,7 @@ class NginxOptions:
     redirect_http: bool = False          # the plain listener answers 308 to https
     client_timeout: str = "10s"          # slow clients are shed before the sidecar sees them
     request_timeout_s: int = 30          # headers + body must arrive within this (see hir.lua)
+    access_log: str = ""                 # JSON access log file; "" = RUN_DIR/access.log, "off"
 
 
 def _milliseconds(nginx_time: str) -> int:
@@ -104,8 +106,10 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
         # Every sidecar process hears every outcome, so health is the same in all.
         lines += [f"    access_log syslog:server=unix:{path},nohostname,tag=hir hir_feedback;"
                   for path in opts.feedback_sockets]
-    else:
-        lines.append("    access_log off;")
+    # The on-disk access log operators expect: the same JSON fields (no secrets, no
+    # prompt text); nginx reopens it on USR1 (`nginx -s reopen`), as logrotate does.
+    lines.append(f"    access_log {opts.access_log or run + '/access.log'} hir_feedback;"
+                 if opts.access_log != "off" else "    access_log off;")
     lines += [
               "    server_tokens off;",
               "    default_type application/json;",
@@ -156,6 +160,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";",
               "        set $route_ratelimit \"\";", "        set $route_ratelimit_policy \"\";",
               "        set $route_overhead_ms \"\";",
+              *[f"        set ${v} \"\";" for v in FEEDBACK_VARIABLES],
               *nginx_errors.error_pages("        ")]
     sidecar_headers = ["proxy_http_version 1.1;", "proxy_set_header Connection \"\";",
                        "proxy_set_header X-Original-URI $request_uri;",
@@ -163,7 +168,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                        # The peer nginx saw; the client's own X-Real-IP / X-Forwarded-For pass
                        # through and count only when the peer is a trusted proxy.
                        "proxy_set_header X-Peer-Addr $remote_addr;",
-                       "proxy_set_header X-Request-Id $request_id;",
+                       "proxy_set_header X-Request-Id $hir_request_id;",
                        f"proxy_set_header X-Route-Mode {opts.mode};",
                        f"proxy_connect_timeout {timeout};", f"proxy_send_timeout {timeout};",
                        f"proxy_read_timeout {timeout};", "proxy_next_upstream off;",

@@ -55,7 +55,7 @@ class Stack:
                  workers: int = 1, env: dict | None = None, quiet: bool = True,
                  redis: str = "", tls_listen: str = "", redirect_http: bool = False,
                  client_timeout: str = "10s", health_down_seconds: float = 10.0,
-                 request_timeout_s: int = 30, fault_rates: str = ""):
+                 request_timeout_s: int = 30, fault_rates: str = "", admin_listen: str = ""):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
@@ -65,6 +65,9 @@ class Stack:
         self.client_timeout = client_timeout
         self.request_timeout_s = request_timeout_s
         self.fault_rates = fault_rates
+        # Each sidecar's admin listener (/metrics, /healthz): HOST:PORT, PORT+1, ...
+        host, _, port = admin_listen.rpartition(":")
+        self.admin = [f"{host}:{int(port) + i}" for i in range(workers)] if admin_listen else []
         self.health_down_seconds = health_down_seconds
         self.env = {**os.environ, **(env or {})}
         self.quiet = quiet
@@ -107,6 +110,8 @@ class Stack:
                 "--health-down-seconds", str(self.health_down_seconds)]
         if self.redis:
             argv += ["--redis", self.redis]
+        if self.admin:
+            argv += ["--tcp", self.admin[index]]
         proc = self._spawn(f"sidecar-{index}", argv)
         deadline = time.monotonic() + 15
         while not os.path.exists(path):  # the old socket file was unlinked at start
@@ -236,10 +241,29 @@ class Stack:
         self.stop()
 
 
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def start_prometheus(stack: "Stack", listen: str = "127.0.0.1:9090") -> subprocess.Popen:
+    """Debian's prometheus with the shipped alert rules, scraping the stack's sidecars."""
+    import shutil
+    run = stack.run_dir / "prometheus"
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEPLOY / "prometheus" / "alerts.yml", run / "alerts.yml")
+    config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    targets = ", ".join(f'"{a}"' for a in stack.admin)
+    config = config.replace('["127.0.0.1:9100"]', f"[{targets}]")
+    (run / "prometheus.yml").write_text(config)
+    return stack._spawn("prometheus", ["prometheus", f"--config.file={run / 'prometheus.yml'}",
+                                       f"--storage.tsdb.path={run / 'data'}", f"--web.listen-address={listen}"])
+
+
 def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float,
-        tls_listen: str = "", redirect_http: bool = False, fault_rates: str = "") -> int:
+        tls_listen: str = "", redirect_http: bool = False, fault_rates: str = "",
+        admin_listen: str = "127.0.0.1:9100", monitoring: bool = False) -> int:
     stack = Stack(policy, run_dir, mode=mode, listen=listen, latency_scale=latency_scale, quiet=True,
-                  tls_listen=tls_listen, redirect_http=redirect_http, fault_rates=fault_rates)
+                  tls_listen=tls_listen, redirect_http=redirect_http, fault_rates=fault_rates,
+                  admin_listen=admin_listen)
     # SIGTERM (kill, timeout, systemd) must tear the children down like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     stack.start()
@@ -248,6 +272,15 @@ def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: flo
     print(f"  curl -s {listen}/v1/chat/completions -H 'Content-Type: application/json' "
           f"-H 'X-Constitutional-Hash: {stack.policy.constitutional_hash}' "
           "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'")
+    for address in stack.admin:  # loopback only; the public listener answers 404 for these
+        print(f"metrics: http://{address}/metrics  (and /healthz)")
+    if monitoring:
+        import shutil
+        if shutil.which("prometheus") and stack.admin:
+            start_prometheus(stack)
+            print("prometheus: http://127.0.0.1:9090  (the router's series, alerts at /alerts)")
+        else:
+            print("--monitoring: prometheus is not installed (apt-get install prometheus)")
     print(f"  edit {stack.policy_path} and the stack reloads it")
     mtime = stack.policy_path.stat().st_mtime
     try:

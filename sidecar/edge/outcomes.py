@@ -1,0 +1,178 @@
+"""What happened to each forwarded request, from the feedback log, as metrics:
+requests by tier/endpoint/status class, upstream latency and time to first byte,
+tokens and cost per tier and tenant, fallback hops, each tier's latency target,
+and the feedback channel's own health.
+
+Tokens come from the provider's `usage` where lua mode parsed it; otherwise
+(stock mode, or an answer without usage) completion tokens are estimated from the
+answer's size with a bytes-per-token ratio learned from answers that did report
+usage, and the series says so (`source="estimated"`). Counters are plain dicts
+read at scrape time, like the hot-path metrics: feedback arrives once per request.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.9, 1.5, 3, 6, 15, 60)
+DEFAULT_BYTES_PER_TOKEN = 4.0
+RATIO_WEIGHT = 0.05           # how fast the learned bytes-per-token ratio follows new answers
+
+
+def _last_time(value: str) -> float | None:
+    """The served hop's time: the last number of nginx's "0.01, 0.02 : 0.03"."""
+    for part in reversed(value.replace(":", ",").split(",")):
+        part = part.strip()
+        if part and part != "-":
+            try:
+                return float(part)
+            except ValueError:
+                return None
+    return None
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class _Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self):
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class Outcomes:
+    def __init__(self, policy_ref):
+        self.policy_ref = policy_ref          # callable -> the live Policy
+        self.requests: dict[tuple, int] = {}  # (tier, endpoint, status class)
+        self.latency: dict[tuple, _Histogram] = {}
+        self.ttfb: dict[tuple, _Histogram] = {}
+        self.tokens: dict[tuple, int] = {}    # (tier, tenant, direction, source)
+        self.cost: dict[tuple, float] = {}    # (tier, tenant)
+        self.fallbacks: dict[str, int] = {}   # tier
+        self.target: dict[tuple, int] = {}    # (tier, within|over)
+        self.datagrams = {"ok": 0, "unparsable": 0}
+        self.bytes_per_token = DEFAULT_BYTES_PER_TOKEN
+        self.failures: dict[str, int] = {}    # the health tracker's consecutive failures
+        self._tenants: tuple[str, frozenset] = ("", frozenset())
+
+    def _tenant_names(self, policy) -> frozenset:
+        if self._tenants[0] != policy.version:
+            names = frozenset(t.name for _, t in policy.clients.by_digest.values())
+            self._tenants = (policy.version, names)
+        return self._tenants[1]
+
+    def record(self, entry: dict) -> None:
+        policy = self.policy_ref()
+        endpoint = policy.endpoint_by_name.get(entry.get("served") or "")
+        if endpoint is None:
+            return  # not forwarded (denied, or the sidecar failed closed)
+        tier = endpoint.tier
+        tenant = entry.get("tenant") or ""
+        if tenant and tenant not in self._tenant_names(policy):
+            tenant = "unknown"
+        status = str(entry.get("status", ""))
+        key = (tier.name, endpoint.name)
+        self.requests[key + (status[:1] + "xx",)] = self.requests.get(key + (status[:1] + "xx",), 0) + 1
+        total = _last_time(entry.get("upstream_response_time", ""))
+        first = _last_time(entry.get("upstream_header_time", ""))
+        if total is not None:
+            self.latency.setdefault(key, _Histogram()).observe(total)
+        if first is not None:
+            self.ttfb.setdefault(key, _Histogram()).observe(first)
+        if (_int(entry.get("hop")) or 0) > 0:
+            self.fallbacks[tier.name] = self.fallbacks.get(tier.name, 0) + 1
+        took = _last_time(entry.get("request_time", ""))
+        if took is not None and tier.latency_target_ms:
+            verdict = "within" if took * 1000 <= tier.latency_target_ms else "over"
+            self.target[(tier.name, verdict)] = self.target.get((tier.name, verdict), 0) + 1
+        if status.startswith("2"):
+            self._count_usage(entry, endpoint, tenant)
+
+    def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
+        prompt, completion = _int(entry.get("prompt_tokens")), _int(entry.get("completion_tokens"))
+        size = _int(entry.get("upstream_bytes")) or _int(entry.get("bytes_out")) or 0
+        if prompt is not None and completion is not None:
+            source = "provider"
+            if completion > 0 and size:
+                self.bytes_per_token += RATIO_WEIGHT * (size / completion - self.bytes_per_token)
+        else:
+            source = "estimated"
+            prompt = (_int(entry.get("bytes_in")) or 0) // 4
+            completion = round(size / self.bytes_per_token)
+        tier = endpoint.tier.name
+        for direction, n in (("in", prompt), ("out", completion)):
+            k = (tier, tenant, direction, source)
+            self.tokens[k] = self.tokens.get(k, 0) + n
+        usd = prompt * endpoint.price_in + completion * endpoint.price_out
+        self.cost[(tier, tenant)] = self.cost.get((tier, tenant), 0.0) + usd
+
+    def collect(self):
+        policy = self.policy_ref()
+        yield _counter("router_upstream_requests", "Forwarded requests by serving tier, endpoint and "
+                       "status class", ["tier", "endpoint", "status_class"], self.requests)
+        yield _histogram("router_upstream_duration_seconds", "Endpoint response time (the hop that "
+                         "served), by tier and endpoint", self.latency)
+        yield _histogram("router_upstream_ttfb_seconds", "Endpoint time to first byte (for streams, "
+                         "time to first token), by tier and endpoint", self.ttfb)
+        yield _counter("router_tokens", "Tokens by tier, tenant, direction (in/out) and source "
+                       "(provider-reported or estimated)", ["tier", "tenant", "direction", "source"],
+                       self.tokens)
+        yield _counter("router_cost_usd", "Cost in USD from endpoint prices and usage, by tier and "
+                       "tenant", ["tier", "tenant"], self.cost)
+        yield _counter("router_fallback_hops", "Requests served by a fallback hop, by serving tier",
+                       ["tier"], {(k,): v for k, v in self.fallbacks.items()})
+        yield _counter("router_latency_target", "Requests within or over their tier's "
+                       "latency_target_ms (nginx's request time)", ["tier", "result"], self.target)
+        yield _counter("router_feedback_datagrams", "Feedback log datagrams received, by result",
+                       ["result"], {(k,): v for k, v in self.datagrams.items()})
+        ratio = GaugeMetricFamily("router_bytes_per_token", "Learned answer bytes per completion "
+                                  "token (for stock-mode estimates)")
+        ratio.add_metric([], self.bytes_per_token)
+        yield ratio
+        up = GaugeMetricFamily("router_endpoint_up", "1 if the endpoint takes traffic (passive "
+                               "health), 0 while marked down", labels=["endpoint", "tier"])
+        for e in policy.endpoints:
+            up.add_metric([e.name, e.tier.name], 1.0 if policy.health.is_up(e) else 0.0)
+        yield up
+        failing = GaugeMetricFamily("router_endpoint_consecutive_failures", "Failures in a row "
+                                    "seen from the endpoint (it is marked down at the threshold)",
+                                    labels=["endpoint"])
+        for e in policy.endpoints:
+            failing.add_metric([e.name], float(self.failures.get(e.name, 0)))
+        yield failing
+        budget = GaugeMetricFamily("router_tenant_budget_usd", "Each tenant's daily budget from the "
+                                   "policy (spent: increase(router_cost_usd_total[1d]))", labels=["tenant"])
+        for _, tenant in {t.name: (None, t) for _, t in policy.clients.by_digest.values()}.values():
+            if tenant.budget_usd_per_day:
+                budget.add_metric([tenant.name], tenant.budget_usd_per_day)
+        yield budget
+
+
+def _counter(name, doc, labels, values):
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _histogram(name, doc, values):
+    family = HistogramMetricFamily(name, doc, labels=["tier", "endpoint"])
+    for key, h in sorted(values.items()):
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), h.counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        family.add_metric(list(key), buckets, h.total)
+    return family
