@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plain listener answers 308 to https (as a public port should)")
     p.add_argument("--fault-rates", default="",
                    help="simulated endpoints fail at random, e.g. 429=0.01,503=0.005,stall=0.001")
-    p.add_argument("--admin-listen", default="127.0.0.1:9100",
+    p.add_argument("--admin-listen", default="127.0.0.1:9200",
                    help="the sidecar's /metrics and /healthz (loopback; one port per process)")
     p.add_argument("--monitoring", action="store_true",
                    help="also run Prometheus (127.0.0.1:9090) with the shipped config and alert rules")

@@ -252,7 +252,7 @@ def start_prometheus(stack: "Stack", listen: str = "127.0.0.1:9090") -> subproce
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", run / "alerts.yml")
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     targets = ", ".join(f'"{a}"' for a in stack.admin)
-    config = config.replace('["127.0.0.1:9100"]', f"[{targets}]")
+    config = config.replace('["127.0.0.1:9200"]', f"[{targets}]")
     (run / "prometheus.yml").write_text(config)
     return stack._spawn("prometheus", ["prometheus", f"--config.file={run / 'prometheus.yml'}",
                                        f"--storage.tsdb.path={run / 'data'}", f"--web.listen-address={listen}"])
@@ -260,7 +260,7 @@ def start_prometheus(stack: "Stack", listen: str = "127.0.0.1:9090") -> subproce
 
 def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float,
         tls_listen: str = "", redirect_http: bool = False, fault_rates: str = "",
-        admin_listen: str = "127.0.0.1:9100", monitoring: bool = False) -> int:
+        admin_listen: str = "127.0.0.1:9200", monitoring: bool = False) -> int:
     stack = Stack(policy, run_dir, mode=mode, listen=listen, latency_scale=latency_scale, quiet=True,
                   tls_listen=tls_listen, redirect_http=redirect_http, fault_rates=fault_rates,
                   admin_listen=admin_listen)
