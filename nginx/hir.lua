@@ -100,6 +100,8 @@ function M.route()
     elseif in_time == nil then
         return ngx.exit(ngx.HTTP_BAD_REQUEST)  -- the client went away or sent less than it said
     end
+    -- nginx's own id (the client's X-Request-Id may repeat): settles what admission reserved.
+    req.set_header("X-Hir-Internal-Id", var.request_id)
     local res = capture("/_decide", DECIDE)
     local status, h = res.status, res.header
 

@@ -152,9 +152,10 @@ def admit(store, limits: tuple[Limit, ...], values: dict, tier: str, tokens: int
 
 def settle(store, reservation: Reservation, used_tokens: int, now_ns: int) -> None:
     """Give back reserved tokens that were not used (prompt estimate + max_tokens
-    reserved at admission vs. the usage the endpoint reported)."""
+    reserved at admission vs. the usage the endpoint reported), or charge the
+    ones used beyond the reservation (a negative refund)."""
     unused = reservation.reserved_tokens - used_tokens
-    if unused > 0:
+    if unused:
         for check in reservation.token_checks:
             store.refund(check.key, check.rate, unused, now_ns)
 

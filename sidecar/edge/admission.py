@@ -16,6 +16,7 @@ class Admitted(NamedTuple):
     route: Route
     admission: limits.Admission
     budget_micros: int
+    spend_key: str = ""
 
 
 def _allowed_below(policy: Policy, allowed, rank: int):
@@ -69,4 +70,4 @@ def _checked(policy, client, route, feats, store, now_ns) -> Admitted | None:
                              feats.tokens + completion, now_ns, spend)
     if admission is None:
         return None
-    return Admitted(route, admission, spend.micros if spend else 0)
+    return Admitted(route, admission, spend.micros if spend else 0, spend.key if spend else "")

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.edge import admission, constitution, decision, features
+from sidecar.edge.settlement import Pending
 from sidecar.access import clients, limits
 from sidecar.denials import Denied
 from sidecar.edge.metrics import Metrics
@@ -30,13 +31,14 @@ class Runtime:
     """The per-process state decisions read and update: the feature cache, the
     limit and budget store, and the clock (injected in tests)."""
 
-    __slots__ = ("cache", "store", "clock_ns", "shadow_denied")
+    __slots__ = ("cache", "store", "clock_ns", "shadow_denied", "settlements")
 
     def __init__(self, cache=None, store=None, clock_ns=time.time_ns):
         self.cache = cache
         self.shadow_denied: list[str] = []  # drained into metrics after each decision
         self.store = store if store is not None else limits.MemoryStore()
         self.clock_ns = clock_ns
+        self.settlements = None             # settlement.Settlements when feedback is on
 
 
 class PolicyRef:
@@ -82,6 +84,11 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
                                            admitted.admission.headers)
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
+    reservation = admitted.admission.reservation
+    if runtime.settlements is not None and (reservation.token_checks or admitted.budget_micros):
+        runtime.settlements.hold(headers.get("X-Hir-Internal-Id", ""), Pending(
+            reservation, admitted.spend_key, admitted.budget_micros, admitted.route.endpoint.name,
+            feats.tokens, now_ns))
     return admitted.route, out_headers, out_body
 
 

@@ -25,7 +25,7 @@ FAILED = {"502", "503", "504", "-"}
 # usage lua mode parsed from the answer. Bounded identifiers only: names from the
 # policy, never keys, addresses or prompt text.
 FIELDS = {
-    "request_id": "$hir_request_id", "endpoints": ["$route_endpoint", "$route_fallback", "$route_fallback2"],
+    "request_id": "$hir_request_id", "internal_id": "$request_id", "endpoints": ["$route_endpoint", "$route_fallback", "$route_fallback2"],
     "served": "$route_served", "hop": "$route_hop", "tier": "$route_served_tier", "rule": "$route_rule",
     "tenant": "$route_tenant", "stream": "$route_stream", "status": "$status",
     "upstream_status": "$upstream_status", "upstream_connect_time": "$upstream_connect_time",
@@ -61,13 +61,16 @@ def hop_statuses(entry: dict) -> list[tuple[str, str]]:
 
 
 class Feedback:
-    def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0, outcomes=None):
+    def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0, outcomes=None,
+                 settlements=None, policy_ref=None):
         self.health_ref = health_ref  # callable -> the live policy's Health
         self.threshold = threshold
         self.down_seconds = down_seconds
         self.failures: dict[str, int] = {}
         self.received = 0
         self.outcomes = outcomes      # sidecar.edge.outcomes.Outcomes, or None
+        self.settlements = settlements  # sidecar.edge.settlement.Settlements, or None
+        self.policy_ref = policy_ref
         if outcomes is not None:
             outcomes.failures = self.failures
 
@@ -75,6 +78,10 @@ class Feedback:
         self.received += 1
         if self.outcomes is not None:
             self.outcomes.record(entry)
+        if self.settlements is not None:
+            ratio = self.outcomes.bytes_per_token if self.outcomes is not None else 4.0
+            self.settlements.settle(entry, self.policy_ref(), ratio)
+            self.settlements.expire()
         health = self.health_ref()
         for endpoint, status in hop_statuses(entry):
             if status in FAILED:

@@ -59,7 +59,8 @@ def run(args, policy) -> int:
         from sidecar.access.redis_store import RedisStore
         store = RedisStore.from_url(args.redis, deadline_ms=args.redis_deadline_ms,
                                     on_degraded=lambda reason: metrics.store_degraded.labels(reason).inc())
-    sidecar = Sidecar(ref, metrics, Runtime(cache=FeatureCache(), store=store))
+    runtime = Runtime(cache=FeatureCache(), store=store)
+    sidecar = Sidecar(ref, metrics, runtime)
 
     def reload() -> None:
         try:
@@ -84,10 +85,14 @@ def run(args, policy) -> int:
         if args.feedback_socket:
             from sidecar.edge import feedback
             from sidecar.edge.outcomes import Outcomes
+            from sidecar.edge.settlement import Settlements
             outcomes = Outcomes(lambda: ref.policy)
             metrics.registry.register(outcomes)
+            runtime.settlements = Settlements(lambda: runtime.store, runtime.clock_ns)
+            metrics.registry.register(runtime.settlements)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
-                                         args.health_down_seconds, outcomes=outcomes)
+                                         args.health_down_seconds, outcomes=outcomes,
+                                         settlements=runtime.settlements, policy_ref=lambda: ref.policy)
             servers.append(await feedback.listen(args.feedback_socket, listener))
         if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,

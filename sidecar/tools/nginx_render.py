@@ -196,6 +196,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                   # nginx read the whole body before this: how long headers + body took,
                   # and the bound, so the sidecar refuses a request that dripped in.
                   "            proxy_set_header X-Request-Elapsed $request_time;",
+                  "            proxy_set_header X-Hir-Internal-Id $request_id;",
                   f"            proxy_set_header X-Request-Timeout {opts.request_timeout_s};",
                   "            proxy_set_header X-Route-Endpoint \"\";",
                   "            proxy_hide_header X-Route-Decision;",

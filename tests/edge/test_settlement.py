@@ -1,0 +1,123 @@
+"""Settling reservations from real usage: refund or charge the difference, once,
+in the in-process store and in Redis; estimates when usage never came."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DEMO
+from sidecar.access import budgets, gcra
+from sidecar.access.limits import Check, MemoryStore, Reservation, Spend
+from sidecar.access.redis_store import RedisStore
+from sidecar.edge.settlement import MAX_PENDING, TIMEOUT_NS, Pending, Settlements
+from sidecar.policy.spec import load_policy
+
+POLICY = load_policy(DEMO, {})
+S = 1_000_000_000
+RATE = gcra.Rate(rate=1000, period=1, burst=1000)   # tokens: 1000 a second
+ENDPOINT = POLICY.endpoint_by_name["premium-deepseek-v3"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    if request.param == "memory":
+        return MemoryStore()
+    return RedisStore.from_url(request.getfixturevalue("redis_url"), deadline_ms=200,
+                               prefix=f"settle{id(request)}:", use_client_clock=True)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100 * S
+
+    def __call__(self):
+        return self.now
+
+
+def reserve(store, clock, tokens=600, prompt=100):
+    """Admit one request that reserves `tokens` and its estimate in USD."""
+    check = Check("tok|1000|t", RATE, tokens, True)
+    micros = budgets.estimate_micros(ENDPOINT, prompt, tokens - prompt)
+    ok, (outcome,), budget_ok = store.admit([check], clock(), Spend("budget|t|1", micros, 10**9, 3600))
+    assert ok and budget_ok
+    return Pending(Reservation((check,), tokens), "budget|t|1", micros, ENDPOINT.name, prompt, clock()), outcome
+
+
+def remaining(store, clock):
+    _, (o,), _ = store.admit([Check("tok|1000|t", RATE, 0, True)], clock())
+    return o.remaining
+
+
+def _spent(store):
+    if isinstance(store, MemoryStore):
+        return store.spent.get("budget|t|1", 0)
+    return int(store.client.get(store.prefix + "budget|t|1") or 0)
+
+
+def entry(**kw):
+    return {"internal_id": "r1", "served": ENDPOINT.name, "status": "200", **kw}
+
+
+def test_unused_tokens_and_dollars_come_back_once(store):
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    assert s.settle(entry(prompt_tokens="100", completion_tokens="50"), POLICY, 4.0)
+    assert remaining(store, clock) == before + 450      # reserved 600, used 150
+    assert _spent(store) == budgets.estimate_micros(ENDPOINT, 100, 50)
+    assert not s.settle(entry(prompt_tokens="100", completion_tokens="50"), POLICY, 4.0)  # a repeat
+    assert remaining(store, clock) == before + 450
+
+
+def test_using_more_than_reserved_is_charged(store):
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock, tokens=300)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    s.settle(entry(prompt_tokens="100", completion_tokens="400"), POLICY, 4.0)
+    assert remaining(store, clock) == before - 200
+    assert _spent(store) == budgets.estimate_micros(ENDPOINT, 100, 400)
+
+
+def test_a_stream_cut_short_pays_for_what_was_produced_not_zero(store):
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    s.settle(entry(status="200", prompt_tokens="", completion_tokens="", upstream_bytes="800"), POLICY, 8.0)
+    assert remaining(store, clock) == before + 600 - (100 + 100)   # prompt estimate + 800/8 produced
+
+
+def test_a_request_that_failed_gets_its_reservation_back(store):
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    s.settle(entry(status="502", served=""), POLICY, 4.0)
+    assert remaining(store, clock) == before + 600
+    assert _spent(store) == 0
+
+
+def test_feedback_that_never_comes_leaves_the_estimate_and_expires():
+    clock, store = Clock(), MemoryStore()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    clock.now += TIMEOUT_NS + 1
+    s.expire()
+    assert s.pending == {} and s.expired == 1
+    assert not s.settle(entry(prompt_tokens="1", completion_tokens="1"), POLICY, 4.0)
+
+
+def test_the_table_is_bounded():
+    clock, store = Clock(), MemoryStore()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    for i in range(MAX_PENDING + 10):
+        s.hold(f"r{i}", held)
+    assert len(s.pending) == MAX_PENDING and s.expired == 10
