@@ -119,6 +119,7 @@ function M.route()
             var.route_ratelimit = h["X-Route-RateLimit"] or ""
             var.route_ratelimit_policy = h["X-Route-RateLimit-Policy"] or ""
             var.route_rule = h["X-Route-Rule"] or ""
+            var.route_strip_usage = h["X-Route-Strip-Usage"] or ""
             var.route_tenant = h["X-Route-Tenant"] or ""
             local at = h["X-Route-Model-At"]
             if at and res.body ~= "" then
@@ -209,11 +210,51 @@ local function record_usage(ctx, chunk, eof)
     end
 end
 
+-- The router asked a stream for its usage (stream_options.include_usage) on the
+-- client's behalf: drop the usage-only event ("choices":[]) it did not ask for.
+-- Events end with a blank line; a partial one waits for the next chunk.
+local MAX_PENDING_EVENT = 65536
+
+local function next_boundary(text, from)
+    local s, e = find(text, "\n\n", from, true)
+    local s2, e2 = find(text, "\r\n\r\n", from, true)
+    if s2 and (not s or s2 < s) then
+        return s2, e2
+    end
+    return s, e
+end
+
+local function strip_usage_event(ctx, chunk, eof)
+    local text = (ctx.hir_pending or "") .. chunk
+    local out, start = {}, 1
+    while true do
+        local _, e = next_boundary(text, start)
+        if not e then
+            break
+        end
+        local event = sub(text, start, e)
+        if not (find(event, '"choices":[]', 1, true) and find(event, '"usage"', 1, true)) then
+            out[#out + 1] = event
+        end
+        start = e + 1
+    end
+    local rest = sub(text, start)
+    if eof or #rest > MAX_PENDING_EVENT then
+        out[#out + 1] = rest
+        rest = ""
+    end
+    ctx.hir_pending = rest
+    return concat(out)
+end
+
 function M.upstream_body()
     local ctx = ngx.ctx
     if not ctx.hir_unframed then
         if ngx.status == 200 then
             record_usage(ctx, ngx.arg[1], ngx.arg[2])
+            if var.route_strip_usage == "1" then
+                ngx.arg[1] = strip_usage_event(ctx, ngx.arg[1], ngx.arg[2])
+            end
         end
         return
     end

@@ -41,15 +41,16 @@ class Denied(Exception):
     """A request the router refuses. `reason` is a key of DENIALS (or a policy
     rule's own code, with its own status)."""
 
-    __slots__ = ("reason", "message", "status", "headers")
+    __slots__ = ("reason", "message", "status", "headers", "limit")
 
     def __init__(self, reason: str, message: str, *, status: int | None = None,
-                 headers: tuple[tuple[str, str], ...] = ()):
+                 headers: tuple[tuple[str, str], ...] = (), limit: str = ""):
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status = status if status is not None else DENIALS[reason].status
         self.headers = headers
+        self.limit = limit  # the limit (policy name) or "budget" that refused, for metrics
 
     @property
     def error_type(self) -> str:

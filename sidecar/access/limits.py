@@ -179,8 +179,8 @@ def _too_many(failed) -> Denied:
         return Denied("rate_limit_exceeded",
                       f"this request costs more than limit '{never[0].name}' allows at once "
                       f"({never[0].rate.burst} {never[0].kind}); retrying will not help",
-                      status=429, headers=tuple(headers))
+                      status=429, headers=tuple(headers), limit=never[0].name)
     headers.append(("Retry-After", str(o.retry_after)))
     return Denied("rate_limit_exceeded",
                   f"rate limit '{lim.name}' exceeded; retry after {o.retry_after} s",
-                  status=429, headers=tuple(headers))
+                  status=429, headers=tuple(headers), limit=lim.name)

@@ -51,7 +51,7 @@ def admit(policy: Policy, client: Client, route: Route, feats, store, now_ns: in
             return admitted
     raise Denied("budget_exceeded", f"tenant '{tenant.name}' has spent its daily budget of "
                  f"${tenant.budget_usd_per_day:g}; it renews at 00:00 UTC", status=429,
-                 headers=(("Retry-After", str(budgets.seconds_to_midnight(now_ns))),))
+                 headers=(("Retry-After", str(budgets.seconds_to_midnight(now_ns))),), limit="budget")
 
 
 def _checked(policy, client, route, feats, store, now_ns) -> Admitted | None:

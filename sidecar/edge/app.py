@@ -133,7 +133,7 @@ class Sidecar:
                 peer=headers.get("X-Peer-Addr", ""), lua_mode=headers.get("X-Route-Mode") == "lua",
                 runtime=self.runtime)
         except Denied as denied:
-            metrics.count_denied(denied.reason)
+            metrics.count_denied(denied.reason, denied.limit)
             return decision.deny(denied)
         except Exception:  # a bug: log it, count it, never show it
             metrics.errors.inc()

@@ -40,10 +40,22 @@ def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_header
         headers[f"X-Route-Fallback{suffix}"] = fallback.name
         headers[f"X-Route-Fallback{suffix}-Auth"] = fallback.authorization
     body = b""
-    if lua_mode and any(e.model != features.model for e in (endpoint, *route.fallbacks)):
-        body, at = rewrite_model(features.body, endpoint.model)
+    # A stream's usage is only sent when asked for: ask (lua mode can rewrite the
+    # body), and have nginx drop that extra chunk if the client did not ask.
+    ask_usage = lua_mode and features.stream and _usage_not_asked(features.body)
+    if lua_mode and (ask_usage or any(e.model != features.model for e in (endpoint, *route.fallbacks))):
+        fields = features.body
+        if ask_usage:
+            fields = {**fields, "stream_options": {**(fields.get("stream_options") or {}), "include_usage": True}}
+            headers["X-Route-Strip-Usage"] = "1"
+        body, at = rewrite_model(fields, endpoint.model)
         headers["X-Route-Model-At"] = at
     return headers, body
+
+
+def _usage_not_asked(body: dict) -> bool:
+    options = body.get("stream_options")
+    return options is None or (isinstance(options, dict) and options.get("include_usage") is not True)
 
 
 def rewrite_model(body: dict, model: str) -> tuple[bytes, str]:

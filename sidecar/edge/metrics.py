@@ -33,6 +33,7 @@ class Metrics:
                                       "slow, down or circuit-broken", ["reason"], registry=registry)
         self.routed: dict[tuple[str, str, str], int] = {}
         self.denied: dict[str, int] = {}
+        self.limit_refusals: dict[str, int] = {}   # limit name (from the policy) or "budget"
         self.decision_buckets = [0] * (len(BUCKETS) + 1)
         self.decision_sum = 0.0
         self.cache = None
@@ -45,8 +46,10 @@ class Metrics:
         key = (tier, endpoint, rule)
         self.routed[key] = self.routed.get(key, 0) + 1
 
-    def count_denied(self, reason: str) -> None:
+    def count_denied(self, reason: str, limit: str = "") -> None:
         self.denied[reason] = self.denied.get(reason, 0) + 1
+        if limit:
+            self.limit_refusals[limit] = self.limit_refusals.get(limit, 0) + 1
 
     def observe_decision(self, seconds: float) -> None:
         self.decision_buckets[bisect_left(BUCKETS, seconds)] += 1
@@ -69,6 +72,11 @@ class _HotCollector:
         for reason, value in sorted(m.denied.items()):
             denied.add_metric([reason], value)
         yield denied
+        refusals = CounterMetricFamily("router_limit_refusals", "Requests refused by a limit (its "
+                                       "policy name) or a budget (\"budget\")", labels=["limit"])
+        for limit, value in sorted(m.limit_refusals.items()):
+            refusals.add_metric([limit], value)
+        yield refusals
         cumulative, buckets = 0, []
         for bound, count in zip((*map(str, BUCKETS), "+Inf"), m.decision_buckets):
             cumulative += count

@@ -159,7 +159,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        set $route_fallback_auth \"\";", "        set $route_fallback2 \"\";",
               "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";",
               "        set $route_ratelimit \"\";", "        set $route_ratelimit_policy \"\";",
-              "        set $route_overhead_ms \"\";",
+              "        set $route_overhead_ms \"\";", "        set $route_strip_usage \"\";",
               *[f"        set ${v} \"\";" for v in FEEDBACK_VARIABLES],
               *nginx_errors.error_pages("        ")]
     sidecar_headers = ["proxy_http_version 1.1;", "proxy_set_header Connection \"\";",

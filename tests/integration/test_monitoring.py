@@ -25,7 +25,8 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 KEY = "hir-monitoring-test-key-0123456789"
 EXTRA = (f"clients:\n  require_key: false\n  trusted_proxies: [\"127.0.0.1/32\"]\n  tenants:\n"
          f"    acme: {{keys: [\"{digest(KEY)}\"], budget_usd_per_day: 5}}\n"
-         "limits:\n  - {name: per-client, per: [client], requests: {rate: 6000, per: 1m, burst: 1000}}\n")
+         "limits:\n  - {name: per-client, per: [client], requests: {rate: 6000, per: 1m, burst: 1000}}\n"
+         "  - {name: nano-per-ip, per: [ip], requests: {rate: 1, per: 1h, burst: 10}, tiers: [nano]}\n")
 
 
 def test_the_alert_rules_pass_promtool_and_their_unit_tests():
@@ -112,6 +113,17 @@ def _traffic(st) -> dict:
     st.mocks.fault("fast-llama-3-1-8b", "")
     for _ in range(3):
         st.client.chat(user("hi"), headers={"X-Constitutional-Hash": "f" * 16})   # denied: 412
+    statuses = []
+    for _ in range(12):                                                          # 2+ refused by nano-per-ip
+        status, got, raw = st.client.chat({"model": "nano", "messages": [{"role": "user", "content": "x"}]},
+                                          headers={"X-Forwarded-For": "10.1.1.1"})
+        statuses.append(status)
+        if status == 200:
+            usage = _usage(raw, False)
+            seen["prompt"] += usage["prompt_tokens"]
+            seen["completion"] += usage["completion_tokens"]
+            seen["by_tier"]["nano"] += usage["completion_tokens"]
+    assert statuses.count(429) >= 2
     return seen
 
 
@@ -157,7 +169,8 @@ def test_tokens_and_cost_match_what_the_endpoints_reported(monitored):
     assert _sample_sum(text, "router_cost_usd_total", tenant="acme") > 0
     assert _sample_sum(text, "router_fallback_hops_total", tier="fast") == 3
     assert _sample_sum(text, "router_upstream_ttfb_seconds_count", tier="expert") == 3
-    assert _sample_sum(text, "router_latency_target_total", tier="nano") == 3
+    assert _sample_sum(text, "router_latency_target_total", tier="nano") == 3 + 10   # 10 under nano-per-ip
+    assert _sample_sum(text, "router_limit_refusals_total", limit="nano-per-ip") >= 2
 
 
 def test_metrics_are_on_the_admin_address_only(monitored):
