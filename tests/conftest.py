@@ -18,6 +18,18 @@ DEMO = ROOT / "policies" / "demo.yaml"
 HASH = "cdd01ef066bc6cf2"
 OLD_HASH = "0123456789abcdef"
 EXPIRED_HASH = "fedcba9876543210"
+# What every response carries, whoever answered (docs/operations.md, "What crosses the edge").
+SECURITY = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "X-Constitutional-Hash": HASH,
+}
 
 
 _HANDED_OUT: set[int] = set()
@@ -122,6 +134,18 @@ def stack(request, tmp_path_factory):
     st.start()
     st.client = Client(listen_port)
     st.mocks = Mocks(ports)
+    yield st
+    st.stop()
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def tls_both(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"tls-{request.param}")
+    policy, _ = shifted_policy(tmp)
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{free_port()}",
+               latency_scale=0, tls_listen=f"127.0.0.1:{free_port()}")
+    st.start()
+    st.tls_port = int(st.tls_listen.rpartition(":")[2])
     yield st
     st.stop()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_headers
 
 

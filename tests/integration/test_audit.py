@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from conftest import free_port, shifted_policy
 from sidecar.tools.stack import Stack
@@ -21,21 +20,10 @@ def audit(*args) -> tuple[int, dict]:
     return out.returncode, json.loads(out.stdout)
 
 
-@pytest.fixture(scope="module", params=["lua", "stock"])
-def tls_stack(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"audit-{request.param}")
-    policy, _ = shifted_policy(tmp)
-    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{free_port()}",
-               latency_scale=0, tls_listen=f"127.0.0.1:{free_port()}")
-    st.start()
-    yield st
-    st.stop()
-
-
-def test_the_local_stack_scores_100_in_both_modes(tls_stack):
-    code, report = audit(f"http://{tls_stack.listen}", "--https",
-                         f"https://localhost:{tls_stack.tls_listen.rpartition(':')[2]}",
-                         "--cacert", str(tls_stack.run_dir / "tls" / "localhost.crt"), "--burst", "200")
+def test_the_local_stack_scores_100_in_both_modes(tls_both):
+    code, report = audit(f"http://{tls_both.listen}", "--https",
+                         f"https://localhost:{tls_both.tls_listen.rpartition(':')[2]}",
+                         "--cacert", str(tls_both.run_dir / "tls" / "localhost.crt"), "--burst", "200")
     failed = [f for f in report["findings"] if not f["ok"]]
     assert failed == [] and report["score"] == 100.0 and code == 0
     areas = {f["area"] for f in report["findings"]}
@@ -60,9 +48,9 @@ def test_with_keys_required_the_refusals_are_checked_too(tmp_path):
         assert any(not f["ok"] and f["check"] == "routed request: status 200" for f in report["findings"])
 
 
-def test_an_edge_that_is_not_hardened_fails_the_audit(tls_stack):
+def test_an_edge_that_is_not_hardened_fails_the_audit(tls_both):
     # A simulated endpoint is a plain aiohttp server: no security headers, no hash, no limits.
-    port = tls_stack.policy.endpoints[0].port
+    port = tls_both.policy.endpoints[0].port
     code, report = audit(f"http://127.0.0.1:{port}", "--min-score", "60")
     assert code == 1 and report["score"] < 60
     failed = {f["check"] for f in report["findings"] if not f["ok"]}

@@ -7,17 +7,9 @@ import json
 
 import pytest
 
-from conftest import HASH
+from conftest import HASH, SECURITY
 
 JSON = {"Content-Type": "application/json", "X-Constitutional-Hash": HASH}
-SECURITY = {
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "X-Constitutional-Hash": HASH,
-}
 MSG = '"messages":[{"role":"user","content":"hi"}]'
 
 CASES = [

@@ -7,23 +7,11 @@ import itertools
 import json
 import random
 import socket
-import time
 
 import pytest
 
-from conftest import HASH, user
+from conftest import HASH, SECURITY, user
 
-SECURITY = {
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-    "X-Constitutional-Hash": HASH,
-}
 CHAT = b'"messages":[{"role":"user","content":"hi"}]'
 
 

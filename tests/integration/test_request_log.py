@@ -9,7 +9,6 @@ import signal
 import string
 import time
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

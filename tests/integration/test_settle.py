@@ -4,7 +4,6 @@ usage (lua) or its size (stock) arrives through the feedback channel."""
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import pytest

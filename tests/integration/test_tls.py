@@ -77,18 +77,6 @@ def test_plain_http_redirects_to_https(tls_stack):
     assert "Strict-Transport-Security" not in resp.headers or not resp.headers["Strict-Transport-Security"]
 
 
-@pytest.fixture(scope="module", params=["lua", "stock"])
-def tls_both(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"tls-{request.param}")
-    policy, _ = shifted_policy(tmp)
-    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{free_port()}",
-               latency_scale=0, tls_listen=f"127.0.0.1:{free_port()}")
-    st.start()
-    st.tls_port = int(st.tls_listen.rpartition(":")[2])
-    yield st
-    st.stop()
-
-
 CURL_CASES = [
     ("/v1/chat/completions", '{"model":"auto","messages":[{"role":"user","content":"hi"}]}', 200),
     ("/v1/chat/completions", '{"model":"auto","model":"expert","messages":[]}', 400),
