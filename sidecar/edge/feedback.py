@@ -53,7 +53,11 @@ def hop_statuses(entry: dict) -> list[tuple[str, str]]:
 
     $upstream_status separates internal redirects with ':' and servers within a
     group with ','. In stock mode the first group is the sidecar itself."""
-    groups = [g.strip() for g in entry.get("upstream_status", "").split(":") if g.strip()]
+    raw = entry.get("upstream_status", "")
+    names = entry.get("endpoints", ())
+    if entry.get("mode") == "lua" and raw.isdigit() and names and names[0]:
+        return [(names[0], raw)]  # one hop answered: the usual case, parsed cheaply
+    groups = [g.strip() for g in raw.split(":") if g.strip()]
     if entry.get("mode") == "stock" and groups:
         groups = groups[1:]
     names = [n for n in entry.get("endpoints", []) if n]

@@ -23,6 +23,10 @@ RATIO_WEIGHT = 0.05           # how fast the learned bytes-per-token ratio follo
 
 def _last_time(value: str) -> float | None:
     """The served hop's time: the last number of nginx's "0.01, 0.02 : 0.03"."""
+    try:
+        return float(value)  # one hop: the usual case, and the cheap one
+    except ValueError:
+        pass
     for part in reversed(value.replace(":", ",").split(",")):
         part = part.strip()
         if part and part != "-":
@@ -82,16 +86,23 @@ class Outcomes:
         tenant = entry.get("tenant") or ""
         if tenant and tenant not in self._tenant_names(policy):
             tenant = "unknown"
-        status = str(entry.get("status", ""))
+        status = entry.get("status", "")
         key = (tier.name, endpoint.name)
-        self.requests[key + (status[:1] + "xx",)] = self.requests.get(key + (status[:1] + "xx",), 0) + 1
+        counted = (tier.name, endpoint.name, status[:1] + "xx")
+        self.requests[counted] = self.requests.get(counted, 0) + 1
         total = _last_time(entry.get("upstream_response_time", ""))
         first = _last_time(entry.get("upstream_header_time", ""))
         if total is not None:
-            self.latency.setdefault(key, _Histogram()).observe(total)
+            latency = self.latency.get(key)
+            if latency is None:
+                latency = self.latency[key] = _Histogram()
+            latency.observe(total)
         if first is not None:
-            self.ttfb.setdefault(key, _Histogram()).observe(first)
-        if (_int(entry.get("hop")) or 0) > 0:
+            ttfb = self.ttfb.get(key)
+            if ttfb is None:
+                ttfb = self.ttfb[key] = _Histogram()
+            ttfb.observe(first)
+        if entry.get("hop", "0") not in ("0", ""):
             self.fallbacks[tier.name] = self.fallbacks.get(tier.name, 0) + 1
         took = _last_time(entry.get("request_time", ""))
         if took is not None and tier.latency_target_ms:

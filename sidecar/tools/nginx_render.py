@@ -108,7 +108,8 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                   for path in opts.feedback_sockets]
     # The on-disk access log operators expect: the same JSON fields (no secrets, no
     # prompt text); nginx reopens it on USR1 (`nginx -s reopen`), as logrotate does.
-    lines.append(f"    access_log {opts.access_log or run + '/access.log'} hir_feedback;"
+    # Buffered: one write per 64 KiB or per second, not one per request.
+    lines.append(f"    access_log {opts.access_log or run + '/access.log'} hir_feedback buffer=64k flush=1s;"
                  if opts.access_log != "off" else "    access_log off;")
     lines += [
               "    server_tokens off;",
