@@ -41,8 +41,8 @@ end
 -- Read the body within the request deadline ($hir_request_timeout seconds from the
 -- request's first byte). nginx's own client_body_timeout is per read, so a client
 -- dripping a byte a second would hold the request for ever; here the whole body
--- must arrive in time. Chunked bodies (no Content-Length) are read by nginx and
--- the deadline is checked once they are in.
+-- must arrive in time. A body without Content-Length (chunked ones are refused
+-- with 411 before this) is read by nginx and the deadline checked once it is in.
 local function read_body_in_time()
     local deadline = req.start_time() + tonumber(var.hir_request_timeout)
     local read_timeout = tonumber(var.hir_read_timeout_ms)
