@@ -105,10 +105,13 @@ function M.route()
     local res = capture("/_decide", DECIDE)
     local status, h = res.status, res.header
 
-    if status == 200 and not res.truncated then
+    local decision = h["X-Route-Decision"]
+    if status == 200 and not res.truncated and decision ~= "answer" then
         local endpoint = h["X-Route-Endpoint"]
         local target = h["X-Accel-Redirect"]
-        if endpoint and (target == "@buffered" or target == "@stream") then
+        -- Only the forwarding locations (one per tier, buffered or streaming).
+        if endpoint and target and (find(target, "^@buffered_[a-z][a-z0-9-]*$")
+                                    or find(target, "^@stream_[a-z][a-z0-9-]*$")) then
             var.route_endpoint = endpoint
             var.route_auth = h["X-Route-Auth"] or ""
             var.route_path = h["X-Route-Path"] or ""
@@ -131,7 +134,9 @@ function M.route()
             var.route_overhead_ms = string.format("%.1f", (ngx.now() - req.start_time()) * 1000)
             return exec(target)
         end
-    elseif status >= 400 and status < 500 and h["X-Route-Decision"] == "deny" then
+    elseif (status >= 400 and status < 500 and decision == "deny")
+        or (status == 200 and decision == "answer" and not res.truncated) then
+        -- A refusal, or the router's own answer (GET /v1/models): to the client as is.
         ngx.status = status
         for name, value in pairs(h) do
             if not INTERNAL[lower(name)] then
@@ -213,7 +218,50 @@ local function record_usage(ctx, chunk, eof)
     if prompt then
         var.route_usage_prompt = prompt
         var.route_usage_completion = string.match(text, '"completion_tokens"%s*:%s*(%d+)', at) or "0"
+        return
     end
+    -- Anthropic Messages and OpenAI Responses: input_tokens / output_tokens.
+    prompt = string.match(text, '"input_tokens"%s*:%s*(%d+)', at)
+    if prompt then
+        var.route_usage_prompt = prompt
+        var.route_usage_completion = string.match(text, '"output_tokens"%s*:%s*(%d+)', at) or "0"
+    end
+end
+
+-- A stream that cannot finish (the endpoint went silent past its deadline, or
+-- closed mid-stream) or ran past its tier's max_stream_s ends with an error event
+-- both OpenAI's and Anthropic's SDKs raise on, never by hanging.
+local function stream_error(message, code)
+    return 'event: error\ndata: {"type":"error","error":{"message":"' .. message
+        .. '","type":"server_error","param":null,"code":"' .. code .. '"}}\n\n'
+end
+
+local function end_broken_stream(ctx)
+    if ctx.hir_stream_ended then
+        ngx.arg[1] = ""
+        return true
+    end
+    local chunk, eof = ngx.arg[1], ngx.arg[2]
+    -- nginx finalizing a stream whose endpoint failed sends one empty flush, after it
+    -- has set the hop's response time ("-" while the stream is still running).
+    if chunk == "" and not eof then
+        local times = var.upstream_response_time
+        if times and times ~= "" and sub(times, -1) ~= "-" then
+            ctx.hir_stream_ended = true
+            ngx.arg[1] = stream_error("the model endpoint stopped before the answer was complete",
+                                      "upstream_stream_interrupted")
+            return true
+        end
+    end
+    local max_s = tonumber(var.route_max_stream_s)
+    if max_s and max_s > 0 and not eof and ngx.now() - req.start_time() > max_s then
+        ctx.hir_stream_ended = true
+        ngx.arg[1] = chunk .. stream_error("the answer ran past this tier's maximum stream duration ("
+                                           .. max_s .. " s)", "stream_too_long")
+        ngx.arg[2] = true
+        return true
+    end
+    return false
 end
 
 -- The router asked a stream for its usage (stream_options.include_usage) on the
@@ -256,6 +304,9 @@ end
 function M.upstream_body()
     local ctx = ngx.ctx
     if not ctx.hir_unframed then
+        if var.route_stream == "1" and ngx.status == 200 and end_broken_stream(ctx) then
+            return
+        end
         if ngx.status == 200 then
             record_usage(ctx, ngx.arg[1], ngx.arg[2])
             if var.route_strip_usage == "1" then

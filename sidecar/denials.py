@@ -34,6 +34,9 @@ DENIALS: dict[str, Denial] = {
     "tier_not_allowed": Denial(403, "permission_error"),
     "rate_limit_exceeded": Denial(429, "rate_limit_error"),
     "budget_exceeded": Denial(429, "rate_limit_error"),
+    "model_not_found": Denial(404, "invalid_request_error"),
+    "api_not_served": Denial(404, "invalid_request_error"),
+    "context_length_exceeded": Denial(400, "invalid_request_error"),
 }
 
 

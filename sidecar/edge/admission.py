@@ -34,7 +34,7 @@ def admit(policy: Policy, client: Client, route: Route, feats, store, now_ns: in
             raise Denied("tier_not_allowed", f"tenant '{tenant.name}' may not use tier "
                          f"'{route.endpoint.tier.name}'", status=403)
         tier = _allowed_below(policy, allowed, route.endpoint.tier.rank)
-        route = policy.route_to_tier(tier, f"{route.rule}+tier-downgrade", allowed)
+        route = policy.route_to_tier(tier, f"{route.rule}+tier-downgrade", feats, allowed)
     elif allowed is not None:
         route = route._replace(fallbacks=tuple(e for e in route.fallbacks if e.tier.name in allowed))
 
@@ -45,7 +45,7 @@ def admit(policy: Policy, client: Client, route: Route, feats, store, now_ns: in
     if tenant.when_budget_spent == "downgrade":
         cheapest = min((t for t in policy.tiers if allowed is None or t.name in allowed),
                        key=lambda t: t.rank)
-        route = policy.route_to_tier(cheapest, f"{route.rule}+budget-downgrade", allowed)
+        route = policy.route_to_tier(cheapest, f"{route.rule}+budget-downgrade", feats, allowed)
         admitted = _checked(policy, client, route, feats, store, now_ns)
         if admitted is not None:
             return admitted

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.edge import admission, constitution, decision, features
+from sidecar.edge.catalog import Catalog
 from sidecar.edge.settlement import Pending
 from sidecar.access import clients, limits
 from sidecar.denials import Denied
@@ -25,16 +26,28 @@ from sidecar.policy.compiled import Policy
 
 log = logging.getLogger("sidecar")
 JSON = {"Content-Type": "application/json"}
+MODELS_PATH = "/v1/models"
+
+
+class Answer(Exception):
+    """The router answers the request itself (a model listing): 200 with this JSON."""
+
+    def __init__(self, body: bytes):
+        super().__init__()
+        self.body = body
 
 
 class Runtime:
     """The per-process state decisions read and update: the feature cache, the
     limit and budget store, and the clock (injected in tests)."""
 
-    __slots__ = ("cache", "store", "clock_ns", "shadow_denied", "settlements")
+    __slots__ = ("cache", "store", "clock_ns", "shadow_denied", "settlements", "catalog",
+                 "retries")
 
     def __init__(self, cache=None, store=None, clock_ns=time.time_ns):
         self.cache = cache
+        self.catalog = Catalog()
+        self.retries = None                 # retry_budget.RetryBudget when feedback is on
         self.shadow_denied: list[str] = []  # drained into metrics after each decision
         self.store = store if store is not None else limits.MemoryStore()
         self.clock_ns = clock_ns
@@ -57,16 +70,20 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     runtime = runtime if runtime is not None else Runtime()
     now_ns = runtime.clock_ns()
     path = uri.split("?", 1)[0]
-    if path not in features.ROUTED_PATHS:
+    listing = path == MODELS_PATH or path.startswith(MODELS_PATH + "/")
+    if path not in features.ROUTED_PATHS and not listing:
         raise Denied("unknown_url", f"unknown URL {path!r}; the router serves "
-                     f"{', '.join(features.ROUTED_PATHS)}")
-    if method != "POST":
-        raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use POST",
-                     headers=(("Allow", "POST"),))
+                     f"{', '.join((*features.ROUTED_PATHS, MODELS_PATH))}")
+    wanted = "GET" if listing else "POST"
+    if method != wanted:
+        raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use {wanted}",
+                     headers=(("Allow", wanted),))
     _check_arrival(headers)
     constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash,
                        policy.previous_hashes, now_ns / 1e9)
     client = clients.identify(policy.clients, headers, peer)
+    if listing:
+        raise Answer(runtime.catalog.answer(policy, client.tenant, path[len(MODELS_PATH) + 1:]))
     feats = features.Features(method, path, headers, client.ip)
     content_type = features.content_type(headers)
     cache = runtime.cache
@@ -80,7 +97,10 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
             cache.store(feats, key, len(raw))
     admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store, now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
-    out_headers, out_body = decision.allow(admitted.route, feats, lua_mode, path[3:],
+    route = admitted.route
+    if runtime.retries is not None and route.fallbacks and not runtime.retries.allow():
+        route = route._replace(fallbacks=())  # the retry budget is spent
+    out_headers, out_body = decision.allow(route, feats, lua_mode, path[3:],
                                            admitted.admission.headers)
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
@@ -89,7 +109,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         runtime.settlements.hold(headers.get("X-Hir-Internal-Id", ""), Pending(
             reservation, admitted.spend_key, admitted.budget_micros, admitted.route.endpoint.name,
             feats.tokens, now_ns))
-    return admitted.route, out_headers, out_body
+    return route, out_headers, out_body
 
 
 def _check_arrival(headers) -> None:
@@ -132,6 +152,8 @@ class Sidecar:
                 headers.get("X-Original-URI", ""), headers, body,
                 peer=headers.get("X-Peer-Addr", ""), lua_mode=headers.get("X-Route-Mode") == "lua",
                 runtime=self.runtime)
+        except Answer as answer:
+            return 200, decision.ANSWER_HEADERS, answer.body
         except Denied as denied:
             metrics.count_denied(denied.reason, denied.limit)
             return decision.deny(denied)

@@ -13,6 +13,7 @@ import os
 import orjson
 
 from sidecar.denials import Denied
+from sidecar.policy.apis import OPENAI_STREAMS
 from sidecar.policy.compiled import Route
 
 # A marker no client can guess, used to find where the model value sits in the
@@ -21,13 +22,16 @@ _SENTINEL = "hir-model-" + os.urandom(12).hex()
 _SENTINEL_JSON = orjson.dumps(_SENTINEL)
 
 DENY_MARK = ("X-Route-Decision", "deny")
+# The router's own answer (a model listing): nginx passes it to the client as is.
+ANSWER_HEADERS = {"Content-Type": "application/json", "X-Route-Decision": "answer"}
 
 
 def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_headers=()):
     """Headers and body for an allowed request."""
     endpoint = route.endpoint
     headers = {
-        "X-Accel-Redirect": "@stream" if features.stream else "@buffered",
+        # One forwarding location per tier (its first-byte deadline), streaming or not.
+        "X-Accel-Redirect": f"{'@stream' if features.stream else '@buffered'}_{endpoint.tier.name}",
         "X-Route-Endpoint": endpoint.name,
         "X-Route-Auth": endpoint.authorization,
         "X-Route-Path": path_suffix,
@@ -42,7 +46,8 @@ def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_header
     body = b""
     # A stream's usage is only sent when asked for: ask (lua mode can rewrite the
     # body), and have nginx drop that extra chunk if the client did not ask.
-    ask_usage = lua_mode and features.stream and _usage_not_asked(features.body)
+    ask_usage = (lua_mode and features.stream and features.api in OPENAI_STREAMS
+                 and _usage_not_asked(features.body))
     if lua_mode and (ask_usage or any(e.model != features.model for e in (endpoint, *route.fallbacks))):
         fields = features.body
         if ask_usage:

@@ -11,16 +11,12 @@ from collections import OrderedDict
 
 
 from sidecar.complexity import complexity, signals
-from sidecar.edge import strictjson
 from sidecar.denials import Denied
+from sidecar.edge import bodies, strictjson
+from sidecar.policy.apis import API_BY_PATH
 
-# Paths the router forwards, and the body field that carries the prompt.
-ROUTED_PATHS = {
-    "/v1/chat/completions": "messages",
-    "/v1/completions": "prompt",
-}
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-MAX_MESSAGES = 2048
+# Paths the router forwards, and the API each one is (sidecar.policy.apis).
+ROUTED_PATHS = API_BY_PATH
 CODE_MARKERS = ("```", "def ", "function ", "#include", "public static", "=> {", "};", "import ")
 MATH_MARKERS = ("\\frac", "\\sqrt", "\\int", "\\sum", "$$", "\\(", "\\[", "^{", "_{", "∫", "√", "∑")
 
@@ -32,13 +28,14 @@ BODY_FEATURES = ("body", "model", "prompt", "tokens", "messages", "system_prompt
 
 
 class Features:
-    __slots__ = ("method", "path", "headers", "body", "model", "text", "prompt", "tokens",
+    __slots__ = ("method", "path", "api", "headers", "body", "model", "text", "prompt", "tokens",
                  "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
                  "complexity", "tier_hint", "ip")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
         self.method = method
         self.path = path
+        self.api = API_BY_PATH.get(path, "chat")
         self.headers = headers  # case-insensitive mapping
         self.ip = ip
         self.body: dict = {}
@@ -57,8 +54,7 @@ class Features:
         self.tier_hint = 1
 
 
-def _bad(message: str) -> Denied:
-    return Denied("invalid_request", message)
+_bad = bodies.bad
 
 
 def content_type(headers) -> str:
@@ -90,99 +86,17 @@ def parse_body(raw: bytes, content_type: str) -> dict:
     return body
 
 
-def _json_type(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _message_text(messages: list, feats: Features) -> str:
-    if not messages:
-        raise _bad("'messages' must be a non-empty array")
-    if len(messages) > MAX_MESSAGES:
-        raise _bad(f"'messages' has {len(messages)} entries; at most {MAX_MESSAGES} are allowed")
-    parts = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise _bad(f"'messages[{i}]' must be an object, got {_json_type(message)}")
-        role = message.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            raise _bad(f"'messages[{i}].role' must be one of {', '.join(sorted(ROLES))}")
-        if role in ("system", "developer"):
-            feats.system_prompt = True
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise _bad(f"'messages[{i}].content[{j}]' must be an object with a 'type'")
-                text = part.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
-        elif content is not None:
-            raise _bad(f"'messages[{i}].content' must be a string, an array or null, "
-                       f"got {_json_type(content)}")
-    return "\n".join(parts)
-
-
-def _prompt_text(prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return "\n".join(prompt)
-    raise _bad("'prompt' must be a string or a non-empty array of strings")
-
-
-def _optional(body: dict, field: str, kind, label: str):
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) and kind is not bool:
-        raise _bad(f"'{field}' must be {label}, got boolean")
-    if not isinstance(value, kind):
-        raise _bad(f"'{field}' must be {label}, got {_json_type(value)}")
-    return value
+_json_type = bodies.json_type
 
 
 def extract(feats: Features, body: dict) -> Features:
     """Fill `feats` from a parsed body. Raises Denied on wrong field types."""
     feats.body = body
-    prompt_field = ROUTED_PATHS[feats.path]
-    model = _optional(body, "model", str, "a string")
+    model = bodies.optional(body, "model", str, "a string")
     feats.model = model if model is not None else ""
-    if prompt_field == "messages":
-        if "messages" not in body:
-            raise _bad("'messages' is required")
-        messages = body["messages"]
-        if not isinstance(messages, list):
-            raise _bad(f"'messages' must be an array, got {_json_type(messages)}")
-        feats.text = _message_text(messages, feats)
-        feats.messages = len(messages)
-    else:
-        if "prompt" not in body:
-            raise _bad("'prompt' is required")
-        feats.text = _prompt_text(body["prompt"])
-        feats.messages = 1
-    stream = _optional(body, "stream", bool, "a boolean")
-    feats.stream = bool(stream)
-    max_tokens = _optional(body, "max_tokens", int, "an integer")
-    if max_tokens is None:
-        max_tokens = _optional(body, "max_completion_tokens", int, "an integer")
-    if max_tokens is not None and max_tokens < 1:
-        raise _bad("'max_tokens' must be at least 1")
-    feats.max_tokens = max_tokens or 0
-    tools = _optional(body, "tools", list, "an array")
-    functions = _optional(body, "functions", list, "an array")
-    feats.tools = bool(tools) or bool(functions)
+    read = bodies.READERS[feats.api](body)
+    feats.text, feats.messages, feats.system_prompt = read.text, read.messages, read.system_prompt
+    feats.stream, feats.max_tokens, feats.tools = read.stream, read.max_tokens, read.tools
 
     text = feats.text
     # ~4 characters per token for English; 4 tokens of framing per message.
@@ -191,7 +105,8 @@ def extract(feats: Features, body: dict) -> Features:
     feats.code = any(marker in head for marker in CODE_MARKERS)
     feats.math = any(marker in head for marker in MATH_MARKERS) or (
         head.count("$") >= 2 and any(op in head for op in ("^", "=", "\\")))  # $x^2$, not "$5"
-    feats.complexity, feats.tier_hint = complexity.assess(text, feats.messages)
+    if feats.api != "embeddings":  # an embedding costs the same however hard the text
+        feats.complexity, feats.tier_hint = complexity.assess(text, feats.messages)
     return feats
 
 

@@ -3,8 +3,11 @@ unix socket, tells the sidecar how each forwarded request went (DESIGN.md).
 Non-blocking for nginx and free on the hot path.
 
 Here it drives passive health: an endpoint that fails `threshold` times in a row
-(502/503/504 or no answer) is marked down for `down_seconds`, so decisions stop
-sending traffic to it and its fallbacks take over; one success resets it.
+(5xx, a missed first-byte deadline, or no answer) is marked down for
+`down_seconds`, so decisions stop sending traffic to it and its fallbacks take
+over; one success resets it. An endpoint that answers 429 cools down at once for
+as long as its Retry-After says (bounded), and the retry budget is charged for
+every fallback hop nginx made.
 """
 
 from __future__ import annotations
@@ -18,7 +21,18 @@ import orjson
 
 log = logging.getLogger("sidecar.edge.feedback")
 
-FAILED = {"502", "503", "504", "-"}
+FAILED = {"500", "502", "503", "504", "-"}
+DEFAULT_COOLDOWN_S = 5.0      # a 429 without a usable Retry-After
+MAX_COOLDOWN_S = 300.0
+
+
+def cooldown_seconds(value: str) -> float:
+    """Retry-After in seconds (delay-seconds form; an HTTP date counts as absent)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_COOLDOWN_S
+    return min(max(seconds, 0.0), MAX_COOLDOWN_S)
 
 # What the feedback log says of each request (the nginx log_format rendered by
 # nginx_render): the decision, each hop's status and times, sizes, and the token
@@ -33,10 +47,13 @@ FIELDS = {
     "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
     "upstream_bytes": "$upstream_bytes_received", "prompt_tokens": "$route_usage_prompt",
     "completion_tokens": "$route_usage_completion",
+    # Retry-After of each hop that answered one: the failed hops', then the last.
+    "retry_after": ["$route_retry_after1", "$route_retry_after2", "$upstream_http_retry_after"],
 }
 # nginx variables the server block initialises (set "") so every log line has them.
 FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_rule", "route_tenant",
-                      "route_stream", "route_usage_prompt", "route_usage_completion")
+                      "route_stream", "route_usage_prompt", "route_usage_completion",
+                      "route_retry_after1", "route_retry_after2")
 
 
 def _log_format() -> str:
@@ -64,9 +81,18 @@ def hop_statuses(entry: dict) -> list[tuple[str, str]]:
     return [(name, group.split(",")[-1].strip()) for name, group in zip(names, groups)]
 
 
+def _retry_after(entry: dict, hop: int, hops: int) -> str:
+    """Hop `hop`'s Retry-After: a failed hop's was saved by the next hop's location,
+    the last hop's is nginx's $upstream_http_retry_after."""
+    values = entry.get("retry_after") or ("", "", "")
+    if hop == hops - 1:
+        return values[-1]
+    return values[hop] if hop < len(values) - 1 else ""
+
+
 class Feedback:
     def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0, outcomes=None,
-                 settlements=None, policy_ref=None):
+                 settlements=None, policy_ref=None, retries=None):
         self.health_ref = health_ref  # callable -> the live policy's Health
         self.threshold = threshold
         self.down_seconds = down_seconds
@@ -75,8 +101,12 @@ class Feedback:
         self.outcomes = outcomes      # sidecar.edge.outcomes.Outcomes, or None
         self.settlements = settlements  # sidecar.edge.settlement.Settlements, or None
         self.policy_ref = policy_ref
+        self.retries = retries        # sidecar.edge.retry_budget.RetryBudget, or None
+        self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
         if outcomes is not None:
             outcomes.failures = self.failures
+            outcomes.cooldowns = self.cooldowns
+            outcomes.retries = retries
 
     def record(self, entry: dict) -> None:
         self.received += 1
@@ -87,8 +117,17 @@ class Feedback:
             self.settlements.settle(entry, self.policy_ref(), ratio)
             self.settlements.expire()
         health = self.health_ref()
-        for endpoint, status in hop_statuses(entry):
-            if status in FAILED:
+        hops = hop_statuses(entry)
+        if self.retries is not None and len(hops) > 1:
+            self.retries.spend(len(hops) - 1)
+        for i, (endpoint, status) in enumerate(hops):
+            if status == "429":
+                # Rate-limited, not broken: out of rotation for its Retry-After.
+                seconds = cooldown_seconds(_retry_after(entry, i, len(hops)))
+                if seconds > 0:
+                    health.mark_down(endpoint, seconds)
+                    self.cooldowns[endpoint] = self.cooldowns.get(endpoint, 0) + 1
+            elif status in FAILED:
                 count = self.failures.get(endpoint, 0) + 1
                 self.failures[endpoint] = count
                 if count >= self.threshold:

@@ -69,6 +69,8 @@ class Outcomes:
         self.datagrams = {"ok": 0, "unparsable": 0}
         self.bytes_per_token = DEFAULT_BYTES_PER_TOKEN
         self.failures: dict[str, int] = {}    # the health tracker's consecutive failures
+        self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
+        self.retries = None                   # the retry budget, when there is one
         self._tenants: tuple[str, frozenset] = ("", frozenset())
 
     def _tenant_names(self, policy) -> frozenset:
@@ -163,6 +165,14 @@ class Outcomes:
         for e in policy.endpoints:
             failing.add_metric([e.name], float(self.failures.get(e.name, 0)))
         yield failing
+        yield _counter("router_endpoint_cooldowns", "Times an endpoint was taken out of rotation "
+                       "for its Retry-After after a 429", ["endpoint"],
+                       {(k,): v for k, v in self.cooldowns.items()})
+        if self.retries is not None:
+            refused = CounterMetricFamily("router_retry_budget_exhausted", "Decisions sent without "
+                                          "fallbacks because the retry budget was spent")
+            refused.add_metric([], self.retries.refused)
+            yield refused
         budget = GaugeMetricFamily("router_tenant_budget_usd", "Each tenant's daily budget from the "
                                    "policy (spent: increase(router_cost_usd_total[1d]))", labels=["tenant"])
         for _, tenant in {t.name: (None, t) for _, t in policy.clients.by_digest.values()}.values():

@@ -71,6 +71,8 @@ def run(args, policy) -> int:
             return
         new.health = ref.policy.health  # endpoint health outlives a policy edit
         ref.policy = new
+        if runtime.retries is not None:
+            runtime.retries.ratio, runtime.retries.floor = new.retry_budget
         metrics.reloads.labels("ok").inc()
         log.info("policy reloaded: version %s", new.version)
 
@@ -85,14 +87,18 @@ def run(args, policy) -> int:
         if args.feedback_socket:
             from sidecar.edge import feedback
             from sidecar.edge.outcomes import Outcomes
+            from sidecar.edge.retry_budget import RetryBudget
             from sidecar.edge.settlement import Settlements
             outcomes = Outcomes(lambda: ref.policy)
             metrics.registry.register(outcomes)
             runtime.settlements = Settlements(lambda: runtime.store, runtime.clock_ns)
             metrics.registry.register(runtime.settlements)
+            # Retries are counted from the feedback log, so the budget needs it.
+            runtime.retries = RetryBudget(*ref.policy.retry_budget)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
                                          args.health_down_seconds, outcomes=outcomes,
-                                         settlements=runtime.settlements, policy_ref=lambda: ref.policy)
+                                         settlements=runtime.settlements, policy_ref=lambda: ref.policy,
+                                         retries=runtime.retries)
             servers.append(await feedback.listen(args.feedback_socket, listener))
         if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,

@@ -10,9 +10,11 @@ from typing import NamedTuple
 
 from sidecar.access.clients import NO_CLIENTS
 from sidecar.denials import Denied
+from sidecar.policy.apis import APIS, DEFAULT_SERVES
 from sidecar.policy.matchers import compile_rules
 
 MAX_FALLBACKS = 2
+UNLIMITED = 1 << 62
 
 
 class Tier(NamedTuple):
@@ -20,6 +22,12 @@ class Tier(NamedTuple):
     rank: int
     latency_target_ms: int
     description: str
+    first_byte_timeout_ms: int = 0   # an endpoint silent this long: next hop (0: nginx's 300 s)
+    max_stream_s: int = 0            # a stream longer than this is ended with an error event
+
+
+# Endpoint statuses that move a request to the next hop unless the endpoint says otherwise.
+FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class Endpoint(NamedTuple):
@@ -35,6 +43,10 @@ class Endpoint(NamedTuple):
     weight: int
     api_key: str         # resolved from the environment; never logged
     down: bool           # marked down in the policy
+    serves: frozenset = frozenset(DEFAULT_SERVES)   # API names (sidecar.policy.apis)
+    auth: str = "bearer"                             # bearer | x-api-key
+    context_tokens: int = 0                          # prompt + completion window; 0: unknown
+    failover_on: frozenset = FAILOVER_STATUSES       # statuses that move on to the next hop
 
     @property
     def host_header(self) -> str:
@@ -43,7 +55,10 @@ class Endpoint(NamedTuple):
 
     @property
     def authorization(self) -> str:
-        return f"Bearer {self.api_key}" if self.api_key else ""
+        """The credential header's value nginx sends (Authorization or x-api-key)."""
+        if not self.api_key:
+            return ""
+        return self.api_key if self.auth == "x-api-key" else f"Bearer {self.api_key}"
 
 
 class RouteAction(NamedTuple):
@@ -61,6 +76,22 @@ class Rule(NamedTuple):
     name: str
     when: object         # a matcher (sidecar.policy.matchers)
     action: RouteAction | DenyAction
+
+
+class Models(NamedTuple):
+    """What model names mean: `auto`, the tier names and the aliases are known;
+    any other name is routed by the rules, or refused (`unknown: reject`)."""
+    reject_unknown: bool = False
+    status: int = 404                       # for an unknown name: 404 or 400
+    aliases: tuple = ()                     # (name, Tier | None, Endpoint | None)
+
+
+class Cors(NamedTuple):
+    origins: tuple = ()                     # exact origins, or ("*",)
+    headers: tuple = ()                     # request headers a browser may send
+    expose: tuple = ()                      # response headers a page may read
+    max_age: int = 600
+    credentials: bool = False
 
 
 class Failover(NamedTuple):
@@ -150,9 +181,12 @@ class Policy:
                  missing_env: tuple[str, ...] = (), health: Health | None = None,
                  clients=None, limits: tuple = (),
                  pass_request_headers: tuple[str, ...] = (),
-                 pass_response_headers: tuple[str, ...] = ()):
+                 pass_response_headers: tuple[str, ...] = (),
+                 models: Models = Models(), cors: Cors | None = None,
+                 retry_budget: tuple[float, float] = (0.2, 10.0)):
         self.source = source
         self.version = version
+        self.created = int(time.time())     # the model list's `created`
         self.constitutional_hash = constitutional_hash
         self.previous_hashes = previous_hashes
         self.tiers = tiers
@@ -161,6 +195,12 @@ class Policy:
         self.rules = rules
         self.default = default
         self._first_match = compile_rules([rule.when for rule in rules])
+        self.models = models
+        self.known_models = frozenset({"auto", *(t.name for t in tiers),
+                                       *(name for name, _, _ in models.aliases)})
+        self.alias_routes = {name: RouteAction(tier, endpoint) for name, tier, endpoint in models.aliases}
+        self.cors = cors
+        self.retry_budget = retry_budget    # (share of requests, retries per second floor)
         self.failover = failover
         self.clients = clients if clients is not None else NO_CLIENTS
         self.limits = limits
@@ -169,58 +209,120 @@ class Policy:
         self.pass_response_headers = pass_response_headers
         self.missing_env = missing_env
         self.health = health or Health()
-        self.pools = {t.name: TierPool(tuple(e for e in endpoints if e.tier == t)) for t in tiers}
-        # For each endpoint: where to go if it fails (rest of its tier, then tiers above).
-        ranked = sorted(tiers, key=lambda t: t.rank)
-        self.chains: dict[str, tuple[Endpoint, ...]] = {}
+        self.ranked = tuple(sorted(tiers, key=lambda t: t.rank))
+        # Per (tier, API): the tier's endpoints that serve the API. A tier with none
+        # for an API sends it to the nearest tier that has some (above first).
+        self.pools: dict[tuple[str, str], TierPool] = {}
+        for t in tiers:
+            for api in APIS:
+                members = tuple(e for e in endpoints if e.tier == t and api in e.serves)
+                if members:
+                    self.pools[(t.name, api)] = TierPool(members)
+        self.tier_order = {(t.name, api): self._nearest_tiers(t, api) for t in tiers for api in APIS}
+        # Per (endpoint, API): where to go if it fails (rest of its tier, then the
+        # tiers above), only endpoints that serve the API.
+        self.chains: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
         for e in endpoints:
-            same = self.pools[e.tier.name].endpoints
-            i = same.index(e)
-            chain = list(same[i + 1:] + same[:i])
-            for t in ranked:
-                if t.rank > e.tier.rank:
-                    chain.extend(self.pools[t.name].endpoints)
-            self.chains[e.name] = tuple(chain)
+            for api in APIS:
+                pool = self.pools.get((e.tier.name, api))
+                same = pool.endpoints if pool else ()
+                chain = list(same[same.index(e) + 1:] + same[:same.index(e)]) if e in same else list(same)
+                for t in self.ranked:
+                    if t.rank > e.tier.rank and (t.name, api) in self.pools:
+                        chain.extend(self.pools[(t.name, api)].endpoints)
+                self.chains[(e.name, api)] = tuple(chain)
+        # The smallest context window among an API's endpoints: a request that fits
+        # it fits everywhere, and the per-endpoint check is skipped (the usual case).
+        self.min_context = {api: min((e.context_tokens or UNLIMITED for e in endpoints
+                                      if api in e.serves), default=UNLIMITED) for api in APIS}
+        self.served_apis = frozenset(api for api in APIS if any(api in e.serves for e in endpoints))
+
+    def _nearest_tiers(self, tier: Tier, api: str) -> tuple[Tier, ...]:
+        """`tier` and then the others that serve `api`: above by rank, then below."""
+        above = [t for t in self.ranked if t.rank > tier.rank]
+        below = [t for t in reversed(self.ranked) if t.rank < tier.rank]
+        return tuple(t for t in (tier, *above, *below) if (t.name, api) in self.pools)
 
     def match(self, features) -> Rule:
         i = self._first_match(features)
         return self.rules[i] if i >= 0 else self.default
 
     def route(self, features) -> Route:
-        rule = self.match(features)
-        action = rule.action
-        if isinstance(action, DenyAction):
-            raise Denied(action.code, action.message, status=action.status)
-        endpoint = action.endpoint or self.pick_in_tier(action.tier)
-        if not self.health.is_up(endpoint):
-            endpoint = next((e for e in self.chains[endpoint.name] if self.health.is_up(e)), endpoint)
-        return Route(rule.name, endpoint, self.fallbacks_for(endpoint))
+        model = features.model
+        if self.models.reject_unknown and model and model not in self.known_models:
+            raise Denied("model_not_found", f"the model '{model}' does not exist; GET /v1/models "
+                         "lists the models this router serves", status=self.models.status)
+        alias = self.alias_routes.get(model) if self.alias_routes else None
+        if alias is not None:
+            rule, action = f"alias:{features.model}", alias
+        else:
+            matched = self.match(features)
+            rule, action = matched.name, matched.action
+            if isinstance(action, DenyAction):
+                raise Denied(action.code, action.message, status=action.status)
+        api = features.api
+        if action.endpoint is not None and api in action.endpoint.serves:
+            endpoint = action.endpoint
+        else:  # a pinned endpoint that does not serve this API: its tier's that do
+            endpoint = self.pick_in_tier(action.tier or action.endpoint.tier, api)
+        need = features.tokens + features.max_tokens
+        if need > self.min_context[api]:
+            endpoint = self._fitting(endpoint, api, need)
+        elif not self.health.is_up(endpoint):
+            endpoint = next((e for e in self.chains[(endpoint.name, api)] if self.health.is_up(e)),
+                            endpoint)
+        return Route(rule, endpoint, self.fallbacks_for(endpoint, api, need))
 
-    def pick_in_tier(self, tier: Tier) -> Endpoint:
-        endpoint = self.pools[tier.name].pick(self.health)
-        if endpoint is not None:
-            return endpoint
-        # Whole tier down: the tiers above, else try the tier anyway (nginx falls back).
-        for e in self.chains[self.pools[tier.name].endpoints[-1].name]:
-            if e.tier.rank > tier.rank and self.health.is_up(e):
-                return e
-        return self.pools[tier.name].schedule[0]
+    def pick_in_tier(self, tier: Tier, api: str = "chat") -> Endpoint:
+        order = self.tier_order[(tier.name, api)]
+        if not order:
+            raise Denied("api_not_served", f"no endpoint of this router serves {APIS[api]}",
+                         status=404)
+        for t in order:
+            endpoint = self.pools[(t.name, api)].pick(self.health)
+            if endpoint is not None:
+                return endpoint
+        # Every candidate is down: try the first anyway (nginx falls back).
+        return self.pools[(order[0].name, api)].schedule[0]
 
-    def route_to_tier(self, tier: Tier, rule: str, allowed=None) -> Route:
+    def _fitting(self, endpoint: Endpoint, api: str, need: int) -> Endpoint:
+        """The first endpoint, from `endpoint` along its chain and then any other that
+        serves `api`, whose context window holds `need` tokens (up ones first)."""
+        rest = sorted((e for e in self.endpoints if api in e.serves),
+                      key=lambda e: (e.tier.rank < endpoint.tier.rank, abs(e.tier.rank - endpoint.tier.rank)))
+        candidates = [e for e in (endpoint, *self.chains[(endpoint.name, api)], *rest) if fits(e, need)]
+        if not candidates:
+            largest = max((e.context_tokens for e in self.endpoints if api in e.serves), default=0)
+            raise Denied("context_length_exceeded", f"the request needs about {need} tokens (prompt "
+                         f"estimate + max_tokens); the largest context window here is {largest}")
+        return next((e for e in candidates if self.health.is_up(e)), candidates[0])
+
+    def route_to_tier(self, tier: Tier, rule: str, features, allowed=None) -> Route:
         """A route to `tier` (a downgrade), with fallbacks kept inside `allowed` tiers."""
-        endpoint = self.pick_in_tier(tier)
-        return Route(rule, endpoint, self.fallbacks_for(endpoint, allowed))
+        need = features.tokens + features.max_tokens
+        endpoint = self.pick_in_tier(tier, features.api)
+        if need > self.min_context[features.api]:
+            endpoint = self._fitting(endpoint, features.api, need)
+        return Route(rule, endpoint, self.fallbacks_for(endpoint, features.api, need, allowed))
 
     def tier_by_name(self, name: str) -> Tier:
         return next(t for t in self.tiers if t.name == name)
 
-    def fallbacks_for(self, endpoint: Endpoint, allowed=None) -> tuple[Endpoint, ...]:
+    def fallbacks_for(self, endpoint: Endpoint, api: str = "chat", need: int = 0,
+                      allowed=None) -> tuple[Endpoint, ...]:
         out = []
-        for e in self.chains[endpoint.name]:
+        check_fit = need > self.min_context[api]
+        for e in self.chains[(endpoint.name, api)]:
             if allowed is not None and e.tier.name not in allowed:
+                continue
+            if check_fit and not fits(e, need):
                 continue
             if self.health.is_up(e):
                 out.append(e)
                 if len(out) == MAX_FALLBACKS:
                     break
         return tuple(out)
+
+
+def fits(endpoint: Endpoint, need: int) -> bool:
+    return not endpoint.context_tokens or need <= endpoint.context_tokens

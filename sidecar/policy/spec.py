@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import xxhash
 import yaml
 
-from sidecar.policy import access_spec, conditions_spec, headers_spec
+from sidecar.policy import access_spec, conditions_spec, headers_spec, surface_spec
 from sidecar.policy import matchers as m
 from sidecar.policy.compiled import DenyAction, Endpoint, Failover, Policy, RouteAction, Rule, Tier
 from sidecar.policy.strict_yaml import Ctx, PolicyError, StrictLoader, join, mapping, show, typed
@@ -45,7 +45,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         raise ctx.error("", f"{where}invalid YAML: {problem}") from None
     doc = mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
                    optional=("constitutional_hash", "previous_hashes", "rules", "failover",
-                             "clients", "limits", "pass_headers"))
+                             "clients", "limits", "pass_headers", "models", "cors", "retry_budget"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -65,12 +65,15 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
                         "API keys, so with clients.require_key: true every path must fail closed")
     limits = access_spec.limits(ctx, doc.get("limits") or [], tiers)
     pass_request, pass_response = headers_spec.pass_headers(ctx, doc.get("pass_headers"))
+    models = surface_spec.models(ctx, doc.get("models"), tiers, endpoints)
     return Policy(source=file, version=xxhash.xxh3_64_hexdigest(raw), constitutional_hash=chash,
                   previous_hashes=previous,
                   tiers=tuple(tiers.values()), endpoints=tuple(endpoints.values()),
                   rules=tuple(rules), default=default, failover=failover,
                   clients=clients, limits=limits,
                   pass_request_headers=pass_request, pass_response_headers=pass_response,
+                  models=models, cors=surface_spec.cors(ctx, doc.get("cors")),
+                  retry_budget=surface_spec.retry_budget(ctx, doc.get("retry_budget")),
                   missing_env=tuple(ctx.missing_env))
 
 
@@ -83,7 +86,8 @@ def _tiers(ctx, value, path="tiers"):
         if not isinstance(name, str) or not NAME.match(name):
             raise ctx.error(where, "tier names are lowercase letters, digits and '-'")
         spec = mapping(ctx, spec, where, required=("rank",),
-                        optional=("latency_target_ms", "description"))
+                        optional=("latency_target_ms", "description", "first_byte_timeout_ms",
+                                  "max_stream_s"))
         rank = typed(ctx, spec["rank"], int, "an integer rank", join(where, "rank"))
         if rank in ranks:
             raise ctx.error(join(where, "rank"), f"rank {rank} is already used by tier '{ranks[rank]}'")
@@ -92,7 +96,13 @@ def _tiers(ctx, value, path="tiers"):
                          join(where, "latency_target_ms"))
         description = typed(ctx, spec.get("description", ""), str, "a string",
                              join(where, "description"))
-        tiers[name] = Tier(name, rank, latency, description)
+        deadlines = []
+        for key in ("first_byte_timeout_ms", "max_stream_s"):
+            v = typed(ctx, spec.get(key, 0), int, "a whole number", join(where, key))
+            if v < 0:
+                raise ctx.error(join(where, key), f"expected a positive number, got {v}")
+            deadlines.append(v)
+        tiers[name] = Tier(name, rank, latency, description, *deadlines)
     return tiers
 
 
@@ -103,7 +113,8 @@ def _endpoints(ctx, value, tiers, path="endpoints"):
     for i, spec in enumerate(value):
         where = f"{path}[{i}]"
         spec = mapping(ctx, spec, where, required=("name", "tier", "url", "model"),
-                        optional=("price", "weight", "api_key", "down"))
+                        optional=("price", "weight", "api_key", "down", "serves", "auth",
+                                  "context_tokens", "failover_on"))
         name = typed(ctx, spec["name"], str, "a string", join(where, "name"))
         if not NAME.match(name):
             raise ctx.error(join(where, "name"), "endpoint names are lowercase letters, digits and "
@@ -131,7 +142,8 @@ def _endpoints(ctx, value, tiers, path="endpoints"):
         api_key = _secret(ctx, spec.get("api_key", ""), join(where, "api_key"))
         down = typed(ctx, spec.get("down", False), bool, "true or false", join(where, "down"))
         endpoints[name] = Endpoint(name, tier, scheme, host, port, base, model, prices[0],
-                                   prices[1], weight, api_key, down)
+                                   prices[1], weight, api_key, down,
+                                   **surface_spec.endpoint_surface(ctx, spec, where))
     for tier in tiers.values():
         if not any(e.tier == tier for e in endpoints.values()):
             raise ctx.error(path, f"tier '{tier.name}' has no endpoints")

@@ -1,5 +1,8 @@
 """Simulated OpenAI-compatible model endpoints: one process, one port per endpoint.
 
+Each serves chat and text completions, embeddings, the Responses API and
+Anthropic Messages, streamed where the API streams (sidecar.tools.mock_apis).
+
 Serves every loopback endpoint of a policy like a provider under load: per-tier
 time to first token and tokens per second drawn from distributions
 (sidecar.tools.mock_generation), real `usage`, SSE streaming (with the usage
@@ -15,6 +18,8 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
     accel             answer 200 with an X-Accel-Redirect header (must be ignored)
     garbage           write bytes that are not HTTP, then close
     bare              write a JSON body with no status line or headers, then close
+    cut               (streams) close the connection after the first event
+    hang              (streams) go silent after the first event (30 s)
 `POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
 compromised or careless provider might send), and `{"rates": {"429": 0.01,
 "503": 0.01, "stall": 0.002, "drop": 0.002}}` (or `mockllm --fault-rates`) makes
@@ -33,6 +38,7 @@ from collections import deque
 import orjson
 from aiohttp import web
 
+from sidecar.tools import mock_apis
 from sidecar.tools.mock_generation import TOKENS_PER_CHUNK, Model, parse_rates
 
 STALL_S = 30.0
@@ -65,18 +71,6 @@ def _text(ep: MockEndpoint, tokens: int) -> list[str]:
     """`tokens` words, the first ones saying who served the request."""
     words = f"served by {ep.name} ({ep.model})".split()
     return (words + ["lorem"] * tokens)[:tokens]
-
-
-def _completion(ep: MockEndpoint, body: dict, prompt_tokens: int, tokens: int) -> dict:
-    content = " ".join(_text(ep, tokens))
-    return {
-        "id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion",
-        "created": int(time.time()), "model": body.get("model", ep.model),
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
-                  "total_tokens": prompt_tokens + tokens},
-    }
 
 
 def create_endpoint_app(ep: MockEndpoint) -> web.Application:
@@ -117,12 +111,18 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
         prompt_tokens = max(1, len(raw) // 4)
         gen = ep.generator.generation(body)
-        if not body.get("stream"):
+        api = mock_apis.api_of(request.path)
+        model = body.get("model", ep.model)
+        if api == "embeddings":
+            await asyncio.sleep(gen.ttft_s)
+            answer = mock_apis.embeddings(model, body, prompt_tokens)
+        elif not body.get("stream"):
             await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
-            echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
-            return web.Response(body=orjson.dumps(_completion(ep, body, prompt_tokens, gen.tokens)),
-                                content_type="application/json", headers=echo)
-        return await _stream(request, ep, body, prompt_tokens, echo, gen)
+            answer = mock_apis.answer(api, model, _text(ep, gen.tokens), prompt_tokens)
+        else:
+            return await _stream(request, ep, body, prompt_tokens, echo, gen, api, fault)
+        echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
+        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=echo)
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -143,8 +143,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         return web.json_response({"cleared": True})
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/{prefix:.*}/chat/completions", completions)
-    app.router.add_post("/{prefix:.*}/completions", completions)
+    for suffix in ("chat/completions", "completions", "embeddings", "responses", "messages"):
+        app.router.add_post("/{prefix:.*}/" + suffix, completions)
     app.router.add_get("/{prefix:.*}/models", models)
     app.router.add_post("/_mock/faults", set_fault)
     app.router.add_get("/_mock/requests", list_received)
@@ -152,31 +152,28 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
     return app
 
 
-async def _stream(request, ep: MockEndpoint, body: dict, prompt_tokens: int, echo: dict, gen):
+async def _stream(request, ep: MockEndpoint, body: dict, prompt_tokens: int, echo: dict, gen,
+                  api: str, fault: dict):
     await asyncio.sleep(gen.ttft_s)
     response = web.StreamResponse(headers={**echo, "Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
-    created = int(time.time())
+    events = mock_apis.StreamEvents(api, body.get("model", ep.model), prompt_tokens, gen.tokens)
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
+    await response.write(events.start())
     for i in range(0, len(words), step):
         last = i + step >= len(words)
-        chunk = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created,
-                 "model": body.get("model", ep.model),
-                 "choices": [{"index": 0, "delta": {"content": " ".join(words[i:i + step]) + " "},
-                              "finish_reason": "stop" if last else None}]}
-        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await response.write(events.delta(" ".join(words[i:i + step]) + " ", last))
+        if i == 0 and "cut" in fault:
+            request.transport.close()
+            raise asyncio.CancelledError
+        if i == 0 and "hang" in fault:
+            await asyncio.sleep(STALL_S)
         if not last and gen.seconds_per_token:
             await asyncio.sleep(gen.seconds_per_token * step)
     options = body.get("stream_options") or {}
-    if isinstance(options, dict) and options.get("include_usage"):
-        usage = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created,
-                 "model": body.get("model", ep.model), "choices": [],
-                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": gen.tokens,
-                           "total_tokens": prompt_tokens + gen.tokens}}
-        await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
+    await response.write(events.end(isinstance(options, dict) and options.get("include_usage") is True))
     await response.write_eof()
     return response
 

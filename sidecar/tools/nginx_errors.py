@@ -36,10 +36,15 @@ RENAMED = {494: 431,   # request header or cookie too large
            496: 400,   # no client certificate
            497: 400}   # plain HTTP sent to the HTTPS port
 PREFIX = "/_hir/error/"
+# Answers nginx gives for an endpoint, never for its own errors (no error page).
+ENDPOINT_ANSWERS = {
+    429: ("rate_limit_error", "upstream_rate_limited", "The model endpoints are rate-limiting "
+          "this request; retry after the time in Retry-After."),
+}
 
 
 def body(status: int) -> str:
-    etype, code, message = OWN[status]
+    etype, code, message = OWN.get(status) or ENDPOINT_ANSWERS[status]
     return ('{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
             % (message, etype, code))
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from sidecar.tools import nginx_errors
+from sidecar.tools import nginx_cors, nginx_errors
 
 HSTS = "max-age=63072000; includeSubDomains"
 SECURITY = (
@@ -60,6 +60,8 @@ def security_headers_conf() -> str:
     lines = ["# Rendered by sidecar.tools.nginx_headers: the secure-headers set for a JSON API",
              "# (OWASP), the request id, the hash and the policy version, on every response."]
     lines += [f'add_header {name} "{value}" always;' for name, value in SECURITY]
+    lines.append("# CORS: values from the policy's maps; empty (no header) without `cors:`.")
+    lines += [f'add_header {name} "{value}" always;' for name, value in nginx_cors.HEADERS]
     return "\n".join(lines) + "\n"
 
 
@@ -69,7 +71,10 @@ def endpoint_request_headers(policy, indent: str) -> list[str]:
     lines = [f"{indent}proxy_pass_request_headers off;",
              f"{indent}proxy_set_header Content-Type $content_type;",
              f"{indent}proxy_set_header Accept $http_accept;",
-             f"{indent}proxy_set_header X-Request-Id $hir_request_id;"]
+             f"{indent}proxy_set_header X-Request-Id $hir_request_id;",
+             # Anthropic Messages needs its version header (and betas) end to end.
+             f"{indent}proxy_set_header anthropic-version $http_anthropic_version;",
+             f"{indent}proxy_set_header anthropic-beta $http_anthropic_beta;"]
     lines += [f"{indent}proxy_set_header {name} $http_{name.replace('-', '_')};"
               for name in policy.pass_request_headers]
     return lines

@@ -1,8 +1,13 @@
 """The forwarding locations: one per hop of a decision (the chosen endpoint,
-then its fallbacks), buffered and streaming, and what failing open checks.
-Every hop sends only the allowed request headers and hides the router's own
-response headers from the endpoint (sidecar.tools.nginx_headers). `opts` is
-the renderer's NginxOptions."""
+then its fallbacks), per tier (each has its own first-byte deadline), buffered
+and streaming, and what failing open checks. Every hop sends only the allowed
+request headers and hides the router's own response headers from the endpoint
+(sidecar.tools.nginx_headers). `opts` is the renderer's NginxOptions.
+
+Where a failed hop goes next depends on the next endpoint's tier and on whether
+the failed endpoint fails over on that status, so each `error_page` target is a
+map variable (`next_hop_maps`, rendered into upstreams.conf): nginx evaluates a
+named-location target at run time."""
 
 from __future__ import annotations
 
@@ -17,12 +22,49 @@ NGINX_DIR = Path(__file__).resolve().parents[2] / "nginx"
 HOPS = (("", "route_endpoint", "route_auth"),
         ("_fb1", "route_fallback", "route_fallback_auth"),
         ("_fb2", "route_fallback2", "route_fallback2_auth"))
+FLAVOURS = (("buffered", False), ("stream", True))
+# Where a request ends when its chain cannot go on, by the failed hop's status.
+STOP = {429: "@endpoint_429", 500: "@upstream_failed", 502: "@upstream_failed",
+        503: "@upstream_failed", 504: "@upstream_timeout"}
+DEFAULT_READ_TIMEOUT_MS = 300_000
 
 
-def hop_location(policy: Policy, name: str, hop: int, opts, streaming: bool,
-                  last: bool) -> list[str]:
+def location_name(flavour: str, tier: str, hop: int) -> str:
+    return f"@{flavour}_{tier}" + (f"_fb{hop}" if hop else "")
+
+
+def hop_locations(policy: Policy, opts) -> list[str]:
+    lines = []
+    for flavour, streaming in FLAVOURS:
+        for tier in policy.tiers:
+            for hop in range(len(HOPS)):
+                lines += hop_location(policy, tier, flavour, hop, opts, streaming)
+    return lines
+
+
+def next_hop_maps(policy: Policy) -> list[str]:
+    """For hops 0 and 1, per flavour and failover status: the location of the next
+    hop (by the next endpoint's tier), or the answer that ends the chain when there
+    is no next hop or the failed endpoint does not fail over on that status."""
+    out = []
+    for hop in range(len(HOPS) - 1):
+        this, after = HOPS[hop][1], HOPS[hop + 1][1]
+        for flavour, _ in FLAVOURS:
+            for status, stop in STOP.items():
+                out.append(f'map "${this}|${after}" $hir_next{hop}_{flavour}_{status} {{')
+                out.append(f"    default {stop};")
+                staying = [e.name for e in policy.endpoints if status not in e.failover_on]
+                if staying:
+                    out.append(f'    "~^({"|".join(staying)})\\|" {stop};')
+                for e in policy.endpoints:
+                    out.append(f'    "~\\|{e.name}$" {location_name(flavour, e.tier.name, hop + 1)};')
+                out.append("}")
+    return out
+
+
+def hop_location(policy: Policy, tier, flavour: str, hop: int, opts, streaming: bool) -> list[str]:
     suffix, source, auth = HOPS[hop]
-    lines = [f"        location {name} {{"]
+    lines = [f"        location {location_name(flavour, tier.name, hop)} {{"]
     if hop == 0 and opts.mode == "stock":
         # Copy the decision out of the sidecar's response before the next proxy_pass
         # replaces $upstream_http_*.
@@ -35,22 +77,29 @@ def hop_location(policy: Policy, name: str, hop: int, opts, streaming: bool,
                             ("route_ratelimit_policy", "ratelimit_policy"),
                             ("route_rule", "rule"), ("route_tenant", "tenant")):
             lines.append(f"            set ${var} $upstream_http_x_route_{header};")
+    if hop > 0:
+        # The failed hop's Retry-After (its endpoint's cooldown), before proxy_pass replaces it.
+        lines.append(f"            set $route_retry_after{hop} $upstream_http_retry_after;")
     # Which hop served, for the feedback log (the last hop location that ran wins).
     lines += [f"            set $route_hop {hop};", f"            set $route_served ${source};",
-              f"            set $route_served_tier $hop{suffix}_tier;"]
+              f"            set $route_served_tier $hop{suffix}_tier;",
+              f"            set $route_max_stream_s {tier.max_stream_s};"]
     if streaming:
         lines.append("            set $route_stream 1;")
     if hop > 0 and opts.mode == "lua":
         lines.append(f"            rewrite_by_lua_block {{ require('hir').splice_fallback({hop}) }}")
-    nxt = None if last else f"{name.split('_fb')[0]}_fb{hop + 1}"
-    return lines + forward(policy, opts, hop, streaming, nxt) + ["        }"]
+    timeout = tier.first_byte_timeout_ms or DEFAULT_READ_TIMEOUT_MS
+    lines.append(f"            proxy_read_timeout {timeout}ms;  # first byte (then between reads)")
+    nexts = None if hop == len(HOPS) - 1 else {
+        status: f"$hir_next{hop}_{flavour}_{status}" for status in STOP}
+    return lines + forward(policy, opts, hop, streaming, nexts) + ["        }"]
 
 
 def forward(policy: Policy, opts, hop: int, streaming: bool,
-             next_hop: str | None) -> list[str]:
+             nexts: dict[int, str] | None) -> list[str]:
     """The body of a location that forwards to hop `hop` of the decision and, on
-    a 5xx (from the endpoint or nginx), goes to `next_hop` (None: the chain is
-    over, answer in JSON). An endpoint's 4xx is its answer and passes through."""
+    a 429 or 5xx (from the endpoint or nginx), goes where `nexts` says for that
+    status (None: the chain is over, answer in JSON). Other 4xx pass through."""
     suffix, source, auth = HOPS[hop]
     pad = "            "
     lines = [f"{pad}include {NGINX_DIR / 'endpoint_proxy.conf'};",
@@ -67,21 +116,20 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
              *nginx_headers.endpoint_request_headers(policy, pad),
              *nginx_headers.hide_from_endpoints(pad),
              f"{pad}proxy_set_header Host $hop{suffix}_host;",
-             f"{pad}proxy_set_header Authorization ${auth};",
+             # The credential in the header the endpoint takes (an empty one is not sent).
+             f"{pad}proxy_set_header Authorization $hop{suffix}_authorization;",
+             f"{pad}proxy_set_header x-api-key $hop{suffix}_x_api_key;",
              f"{pad}proxy_ssl_name $hop{suffix}_sni;"]
     if opts.mode == "lua":
         lines += [f"{pad}header_filter_by_lua_block {{ require('hir').upstream_headers() }}",
                   f"{pad}body_filter_by_lua_block {{ require('hir').upstream_body() }}"]
     if streaming:
         lines += [f"{pad}proxy_buffering off;", f"{pad}proxy_cache off;"]
-    if next_hop is None:
-        pages = {500: "= @upstream_failed", 502: "= @upstream_failed", 503: "= @upstream_failed",
-                 504: "= @upstream_timeout"}
-    else:
-        pages = {status: f"= {next_hop}" for status in (500, 502, 503, 504)}
-    # Only the 5xx: this location is reached with the body read, so nginx raises
-    # nothing else here, and an error_page for a 4xx would swallow the endpoint's own.
-    lines += [f"{pad}error_page {status} {target};" for status, target in pages.items()]
+    pages = nexts or STOP
+    # Only 429 and the 5xx: this location is reached with the body read, so nginx
+    # raises nothing else here, and an error_page for another 4xx would swallow the
+    # endpoint's own answer.
+    lines += [f"{pad}error_page {status} = {target};" for status, target in pages.items()]
     return lines + [f"{pad}proxy_pass $hop{suffix}_target$route_path;"]
 
 

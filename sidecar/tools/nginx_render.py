@@ -15,8 +15,8 @@ from pathlib import Path
 from sidecar.edge import feedback
 from sidecar.edge.feedback import FEEDBACK_VARIABLES
 from sidecar.policy.compiled import Policy
-from sidecar.tools import nginx_errors, nginx_headers
-from sidecar.tools.nginx_hops import HOPS, NGINX_DIR, fail_open_checks, forward, hop_location
+from sidecar.tools import nginx_cors, nginx_errors, nginx_headers
+from sidecar.tools.nginx_hops import NGINX_DIR, fail_open_checks, forward, hop_locations
 from sidecar.tools.nginx_upstreams import render_upstreams
 
 LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so",
@@ -127,7 +127,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "    large_client_header_buffers 4 16k;",
               *[f"    {line}" for line in nginx_headers.raw_response_maps()],
               "    # Several sidecar processes: the same client always reaches the same one.",
-              "    map $http_authorization $hir_client_key { \"\" $remote_addr; default $http_authorization; }",
+              "    map $http_authorization$http_x_api_key $hir_client_key { \"\" $remote_addr; default $http_authorization$http_x_api_key; }",
               "    map $uri $hir_failover_path { ~^/v1(?<rest>/.*)$ $rest; default $uri; }",
               "    # The router's time before forwarding, in ms: lua mode measures it; stock mode",
               "    # reads the sidecar's entry, the first in $upstream_response_time (seconds).",
@@ -161,6 +161,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";",
               "        set $route_ratelimit \"\";", "        set $route_ratelimit_policy \"\";",
               "        set $route_overhead_ms \"\";", "        set $route_strip_usage \"\";",
+              "        set $route_max_stream_s \"\";",
               *[f"        set ${v} \"\";" for v in FEEDBACK_VARIABLES],
               *nginx_errors.error_pages("        ")]
     sidecar_headers = ["proxy_http_version 1.1;", "proxy_set_header Connection \"\";",
@@ -176,7 +177,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                        "proxy_hide_header X-Constitutional-Hash;"]
     if opts.mode == "lua":
         lines += ["        location /v1/ {",
-                  HTTP09, NO_CHUNKED,
+                  HTTP09, *nginx_cors.preflight("            "), NO_CHUNKED,
                   "            access_by_lua_block { require('hir').route() }",
                   "            content_by_lua_block { ngx.exit(503) }",
                   "        }",
@@ -191,7 +192,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
     else:
         sidecar_failed = {status: "= @sidecar_failed" for status in (500, 502, 503, 504)}
         lines += ["        location /v1/ {",
-                  HTTP09, NO_CHUNKED,
+                  HTTP09, *nginx_cors.preflight("            "), NO_CHUNKED,
                   "            proxy_pass http://hir_sidecar;",
                   *[f"            {h}" for h in sidecar_headers],
                   # nginx read the whole body before this: how long headers + body took,
@@ -210,10 +211,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                                             statuses=(411, 413, 500, 502, 503, 504)),
                   "            recursive_error_pages on;  # @sidecar_failed may chain to another",
                   "        }"]
-    for streaming, base in ((False, "@buffered"), (True, "@stream")):
-        for hop in range(len(HOPS)):
-            name = base if hop == 0 else f"{base}_fb{hop}"
-            lines += hop_location(policy, name, hop, opts, streaming, last=hop == len(HOPS) - 1)
+    lines += hop_locations(policy, opts)
     # No decision: forward to the path's failover endpoint as hop 0 would (no
     # credentials are known, so $route_auth is empty), or refuse with 503.
     lines += ["        location @sidecar_failed {",
@@ -223,6 +221,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "            if ($route_endpoint = \"\") { return 418; }",
               *fail_open_checks(),
               "            add_header X-Route-Failover \"sidecar-unavailable\" always;",
+              "            proxy_read_timeout 300s;",
               *forward(policy, opts, 0, True, None),
               "        }",
               "        location @sidecar_unavailable {",
@@ -234,6 +233,14 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        location @upstream_failed {",
               "            default_type application/json;",
               f"            return 502 '{nginx_errors.body(502)}';",
+              "        }",
+              # An endpoint rate-limited the request and the chain cannot go on: its
+              # Retry-After, the router's JSON (the provider's own body is not passed on).
+              "        location @endpoint_429 {",
+              f"            {security}",
+              "            add_header Retry-After $upstream_http_retry_after always;",
+              "            default_type application/json;",
+              f"            return 429 '{nginx_errors.body(429)}';",
               "        }",
               "        location @upstream_timeout {",
               "            default_type application/json;",

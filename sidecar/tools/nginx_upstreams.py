@@ -6,8 +6,8 @@ Host, SNI name, tier and model, and the policy's values nginx uses itself
 from __future__ import annotations
 
 from sidecar.policy.compiled import Policy
-from sidecar.tools import nginx_headers
-from sidecar.tools.nginx_hops import HOPS
+from sidecar.tools import nginx_cors, nginx_headers
+from sidecar.tools.nginx_hops import HOPS, next_hop_maps
 
 
 def _q(value: str) -> str:
@@ -31,8 +31,9 @@ def render_upstreams(policy: Policy) -> str:
         "sni": lambda e: e.host,
         "tier": lambda e: e.tier.name,
         "model": lambda e: e.model,
+        "auth_style": lambda e: e.auth,
     }
-    for suffix, source, _ in HOPS:
+    for suffix, source, auth in HOPS:
         for column, value in columns.items():
             default = '"http://hir_unrouted"' if column == "target" else '""'
             out.append(f"map ${source} $hop{suffix}_{column} {{")
@@ -40,6 +41,12 @@ def render_upstreams(policy: Policy) -> str:
             for e in policy.endpoints:
                 out.append(f"    {e.name} {_q(value(e))};")
             out.append("}")
+        # The decision's credential goes in the header this endpoint takes.
+        out.append(f'map $hop{suffix}_auth_style $hop{suffix}_authorization {{ x-api-key ""; default ${auth}; }}')
+        out.append(f'map $hop{suffix}_auth_style $hop{suffix}_x_api_key {{ x-api-key ${auth}; default ""; }}')
+    out.append("# Where a failed hop goes: the next endpoint's location, or the end of the chain.")
+    out += next_hop_maps(policy)
+    out += nginx_cors.maps(policy)
     out.append("# Where nginx forwards when the sidecar is down, slow or answers garbage.")
     out.append("map $uri $hir_failover_endpoint {")
     for rule in policy.failover:

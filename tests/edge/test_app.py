@@ -57,7 +57,7 @@ def test_a_decision_and_its_metrics(tmp_path, listener):
     async def fn(session, metrics):
         async with session.post("http://s/_decide", data=BODY, headers=decide_headers(**{"X-Route-Mode": "lua"})) as r:
             assert r.status == 200
-            assert r.headers["X-Accel-Redirect"] == "@buffered"
+            assert r.headers["X-Accel-Redirect"] == "@buffered_nano"
             assert r.headers["X-Route-Endpoint"].startswith("nano-")
             assert json.loads(await r.read())["model"].startswith("qwen3-")
         async with session.get("http://s/metrics") as r:

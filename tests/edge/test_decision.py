@@ -46,7 +46,7 @@ def test_allow_names_the_endpoint_its_fallbacks_and_credentials_internally():
     f.body, f.model, f.stream = {"model": "auto", "messages": []}, "auto", True
     route = policy.route(f)
     headers, body = allow(route, f, lua_mode=True, path_suffix="/chat/completions")
-    assert headers["X-Accel-Redirect"] == "@stream"
+    assert headers["X-Accel-Redirect"] == f"@stream_{route.endpoint.tier.name}"
     assert headers["X-Route-Endpoint"] == route.endpoint.name
     assert headers["X-Route-Fallback"] == route.fallbacks[0].name
     assert headers["X-Route-Fallback2"] == route.fallbacks[1].name

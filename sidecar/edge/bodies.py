@@ -1,0 +1,213 @@
+"""What each API's request body says, read strictly: the text a prompt carries,
+how many messages, whether there is a system prompt, stream, max tokens, tools.
+
+One reader per API (sidecar.policy.apis); a body that is not what such an
+endpoint expects is refused here (400), never forwarded.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sidecar.denials import Denied
+
+MAX_MESSAGES = 2048
+OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+ANTHROPIC_ROLES = frozenset({"user", "assistant"})
+
+
+class Read(NamedTuple):
+    text: str
+    messages: int
+    system_prompt: bool
+    stream: bool
+    max_tokens: int
+    tools: bool
+
+
+def bad(message: str) -> Denied:
+    return Denied("invalid_request", message)
+
+
+def json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def optional(body: dict, field: str, kind, label: str):
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) and kind is not bool:
+        raise bad(f"'{field}' must be {label}, got boolean")
+    if not isinstance(value, kind):
+        raise bad(f"'{field}' must be {label}, got {json_type(value)}")
+    return value
+
+
+def _max_tokens(body: dict, *fields: str) -> int:
+    for field in fields:
+        value = optional(body, field, int, "an integer")
+        if value is not None:
+            if value < 1:
+                raise bad(f"'{field}' must be at least 1")
+            return value
+    return 0
+
+
+def _tools(body: dict) -> bool:
+    return bool(optional(body, "tools", list, "an array")) or bool(
+        optional(body, "functions", list, "an array"))
+
+
+def _stream(body: dict) -> bool:
+    return bool(optional(body, "stream", bool, "a boolean"))
+
+
+def _required_list(body: dict, field: str) -> list:
+    if field not in body:
+        raise bad(f"'{field}' is required")
+    value = body[field]
+    if not isinstance(value, list):
+        raise bad(f"'{field}' must be an array, got {json_type(value)}")
+    if not value:
+        raise bad(f"'{field}' must be a non-empty array")
+    if len(value) > MAX_MESSAGES:
+        raise bad(f"'{field}' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
+    return value
+
+
+def _parts_text(content, where: str, parts: list) -> None:
+    """Text of a content value: a string, or an array of typed parts whose `text`
+    (and, for tool results, nested `content`) is kept."""
+    if isinstance(content, str):
+        parts.append(content)
+    elif isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise bad(f"'{where}[{j}]' must be an object with a 'type'")
+            text = part.get("text")
+            if isinstance(text, str):
+                parts.append(text)
+            nested = part.get("content")
+            if isinstance(nested, (str, list)):
+                _parts_text(nested, f"{where}[{j}].content", parts)
+    elif content is not None:
+        raise bad(f"'{where}' must be a string, an array or null, got {json_type(content)}")
+
+
+def _messages(messages: list, roles: frozenset, where: str = "messages") -> tuple[str, bool]:
+    parts, system = [], False
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise bad(f"'{where}[{i}]' must be an object, got {json_type(message)}")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in roles:
+            raise bad(f"'{where}[{i}].role' must be one of {', '.join(sorted(roles))}")
+        if role in ("system", "developer"):
+            system = True
+        _parts_text(message.get("content"), f"{where}[{i}].content", parts)
+    return "\n".join(parts), system
+
+
+def chat(body: dict) -> Read:
+    messages = _required_list(body, "messages")
+    text, system = _messages(messages, OPENAI_ROLES)
+    return Read(text, len(messages), system, _stream(body),
+                _max_tokens(body, "max_tokens", "max_completion_tokens"), _tools(body))
+
+
+def completions(body: dict) -> Read:
+    if "prompt" not in body:
+        raise bad("'prompt' is required")
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompt = "\n".join(prompt)
+    elif not isinstance(prompt, str):
+        raise bad("'prompt' must be a string or a non-empty array of strings")
+    return Read(prompt, 1, False, _stream(body), _max_tokens(body, "max_tokens"), False)
+
+
+def embeddings(body: dict) -> Read:
+    """`input`: a string, an array of strings, an array of token ids or an array of
+    such arrays. Token ids count as one token each (4 characters' worth)."""
+    if "input" not in body:
+        raise bad("'input' is required")
+    value = body["input"]
+    if isinstance(value, str):
+        return Read(value, 1, False, False, 0, False)
+    if not isinstance(value, list) or not value:
+        raise bad("'input' must be a string or a non-empty array")
+    if len(value) > MAX_MESSAGES:
+        raise bad(f"'input' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
+    if all(isinstance(v, str) for v in value):
+        return Read("\n".join(value), len(value), False, False, 0, False)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return Read("    " * len(value), 1, False, False, 0, False)
+    if all(isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+           for v in value):
+        return Read("    " * sum(map(len, value)), len(value), False, False, 0, False)
+    raise bad("'input' must be a string, an array of strings, an array of token ids, or an array "
+              "of arrays of token ids")
+
+
+def responses(body: dict) -> Read:
+    """OpenAI Responses: `input` is a string or an array of items (messages with a
+    role and content parts, tool outputs, ...); `instructions` is the system prompt."""
+    if "input" not in body:
+        raise bad("'input' is required")
+    value = body["input"]
+    instructions = optional(body, "instructions", str, "a string")
+    parts = [instructions] if instructions else []
+    count = 1
+    if isinstance(value, str):
+        parts.append(value)
+    elif isinstance(value, list) and value:
+        if len(value) > MAX_MESSAGES:
+            raise bad(f"'input' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise bad(f"'input[{i}]' must be an object, got {json_type(item)}")
+            role = item.get("role")
+            if role is not None and (not isinstance(role, str) or role not in OPENAI_ROLES):
+                raise bad(f"'input[{i}].role' must be one of {', '.join(sorted(OPENAI_ROLES))}")
+            if role in ("system", "developer"):
+                instructions = instructions or "system"
+            _parts_text(item.get("content"), f"input[{i}].content", parts)
+            output = item.get("output")
+            if isinstance(output, str):
+                parts.append(output)
+        count = len(value)
+    else:
+        raise bad("'input' must be a string or a non-empty array of items")
+    return Read("\n".join(parts), count, bool(instructions), _stream(body),
+                _max_tokens(body, "max_output_tokens"), _tools(body))
+
+
+def messages(body: dict) -> Read:
+    """Anthropic Messages: user/assistant turns with string or block content, a
+    top-level `system` (string or text blocks), and a required `max_tokens`."""
+    turns = _required_list(body, "messages")
+    text, _ = _messages(turns, ANTHROPIC_ROLES)
+    system = body.get("system")
+    parts = []
+    _parts_text(system, "system", parts)
+    if "max_tokens" not in body:
+        raise bad("'max_tokens' is required")
+    max_tokens = _max_tokens(body, "max_tokens")
+    if parts:
+        text = "\n".join(parts) + "\n" + text
+    return Read(text, len(turns), bool(parts), _stream(body), max_tokens, _tools(body))
+
+
+READERS = {"chat": chat, "completions": completions, "embeddings": embeddings,
+           "responses": responses, "messages": messages}

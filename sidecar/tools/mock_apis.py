@@ -1,0 +1,130 @@
+"""What a simulated endpoint answers on each API, in that API's own shapes:
+OpenAI chat and completions (and their chunks), embeddings, the Responses API
+(and its typed stream events), and Anthropic Messages (and its event stream).
+`words` is the answer, already as tokens; usage is real for what was sent."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import xxhash
+
+EMBEDDING_DIMENSIONS = 8
+
+
+def api_of(path: str) -> str:
+    for suffix, api in (("/chat/completions", "chat"), ("/embeddings", "embeddings"),
+                        ("/responses", "responses"), ("/messages", "messages"),
+                        ("/completions", "completions")):
+        if path.endswith(suffix):
+            return api
+    return "chat"
+
+
+def _usage(api: str, prompt: int, completion: int) -> dict:
+    if api in ("responses", "messages"):
+        usage = {"input_tokens": prompt, "output_tokens": completion}
+        if api == "responses":
+            usage["total_tokens"] = prompt + completion
+        return usage
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def embeddings(model: str, body: dict, prompt_tokens: int) -> dict:
+    value = body.get("input")
+    inputs = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
+    data = []
+    for i, item in enumerate(inputs):
+        seed = xxhash.xxh64_intdigest(orjson.dumps(item))
+        vector = [((seed >> (8 * d)) & 0xFF) / 127.5 - 1.0 for d in range(EMBEDDING_DIMENSIONS)]
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+
+def answer(api: str, model: str, words: list[str], prompt_tokens: int) -> dict:
+    """A whole (non-streamed) answer."""
+    text = " ".join(words)
+    now = int(time.time())
+    usage = _usage(api, prompt_tokens, len(words))
+    if api == "messages":
+        return {"id": f"msg_{time.monotonic_ns()}", "type": "message", "role": "assistant",
+                "model": model, "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": None, "usage": usage}
+    if api == "responses":
+        return {"id": f"resp_{time.monotonic_ns()}", "object": "response", "created_at": now,
+                "status": "completed", "model": model,
+                "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                "usage": usage}
+    if api == "completions":
+        return {"id": f"cmpl-{time.monotonic_ns()}", "object": "text_completion", "created": now,
+                "model": model, "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                "usage": usage}
+    return {"id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion", "created": now,
+            "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": text}}],
+            "usage": usage}
+
+
+def _sse(event: str | None, data) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
+
+
+class StreamEvents:
+    """The events of one streamed answer: `start()`, `delta(text, last)` per chunk,
+    `end(include_usage)`; each returns the bytes to write."""
+
+    def __init__(self, api: str, model: str, prompt_tokens: int, tokens: int):
+        self.api, self.model = api, model
+        self.prompt_tokens, self.tokens = prompt_tokens, tokens
+        self.created = int(time.time())
+
+    def start(self) -> bytes:
+        if self.api == "messages":
+            message = {"id": "msg_stream", "type": "message", "role": "assistant", "model": self.model,
+                       "content": [], "stop_reason": None, "stop_sequence": None,
+                       "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}
+            return (_sse("message_start", {"type": "message_start", "message": message})
+                    + _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                                   "content_block": {"type": "text", "text": ""}}))
+        if self.api == "responses":
+            return _sse("response.created", {"type": "response.created", "response": {
+                "id": "resp_stream", "object": "response", "status": "in_progress", "model": self.model}})
+        return b""
+
+    def delta(self, text: str, last: bool) -> bytes:
+        if self.api == "messages":
+            return _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta", "text": text}})
+        if self.api == "responses":
+            return _sse("response.output_text.delta", {"type": "response.output_text.delta",
+                                                       "output_index": 0, "content_index": 0, "delta": text})
+        if self.api == "completions":
+            choice = {"index": 0, "text": text, "finish_reason": "stop" if last else None}
+            kind = "text_completion"
+        else:
+            choice = {"index": 0, "delta": {"content": text}, "finish_reason": "stop" if last else None}
+            kind = "chat.completion.chunk"
+        return _sse(None, {"id": "chatcmpl-stream", "object": kind, "created": self.created,
+                           "model": self.model, "choices": [choice]})
+
+    def end(self, include_usage: bool) -> bytes:
+        if self.api == "messages":
+            usage = {"input_tokens": self.prompt_tokens, "output_tokens": self.tokens}
+            return (_sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+                    + _sse("message_delta", {"type": "message_delta", "usage": usage,
+                                             "delta": {"stop_reason": "end_turn", "stop_sequence": None}})
+                    + _sse("message_stop", {"type": "message_stop"}))
+        if self.api == "responses":
+            return _sse("response.completed", {"type": "response.completed", "response": {
+                "id": "resp_stream", "object": "response", "status": "completed", "model": self.model,
+                "usage": _usage("responses", self.prompt_tokens, self.tokens)}})
+        out = b""
+        if include_usage:
+            out += _sse(None, {"id": "chatcmpl-stream", "object": "chat.completion.chunk",
+                               "created": self.created, "model": self.model, "choices": [],
+                               "usage": _usage("chat", self.prompt_tokens, self.tokens)})
+        return out + b"data: [DONE]\n\n"
