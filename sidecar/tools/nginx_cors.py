@@ -10,6 +10,8 @@ headers for an allowed origin, 403 in JSON for any other.
 
 from __future__ import annotations
 
+import re
+
 from sidecar.policy.compiled import Policy
 
 METHODS = "GET, POST, OPTIONS"
@@ -39,9 +41,11 @@ def maps(policy: Policy) -> list[str]:
     if cors.origins == ("*",):
         out.append('map $http_origin $hir_cors_origin { default "*"; "" ""; }')
     else:
+        # Case-sensitive regexes: nginx matches plain map keys ignoring case, and a
+        # browser compares the echoed origin with its own byte for byte.
         out.append("map $http_origin $hir_cors_origin {")
         out.append('    default "";')
-        out += [f"    {_q(origin)} $http_origin;" for origin in cors.origins]
+        out += [f"    {_q('~^' + re.escape(origin) + '$')} $http_origin;" for origin in cors.origins]
         out.append("}")
     out += ["# A preflight: OPTIONS with Access-Control-Request-Method; refused if the origin is not allowed.",
             'map "$request_method|$http_access_control_request_method|$hir_cors_origin" $hir_cors_preflight {',

@@ -46,3 +46,42 @@ def test_consecutive_failures_mark_an_endpoint_down_and_success_resets():
     fb.datagram(b"garbage without json")
     fb.datagram(b"<190>hir: {not json")
     assert fb.received == 6
+
+
+@pytest.mark.parametrize("retry_after, hops, served, cooldown", [
+    # One hop answered 429 and it went to the client: nginx's own $upstream_http_retry_after.
+    (["", "", "7"], "429", "a", 7.0),
+    # Hop 0 answered 429, hop 1 served: hop 0's value was saved by hop 1's location.
+    (["30", "", ""], "429 : 200", "a", 30.0),
+    (["", "12", "3"], "502 : 429 : 200", "b", 12.0),
+    # Absent or an HTTP date: the default; huge: bounded.
+    (["", "", ""], "429", "a", 5.0),
+    (["", "", "Wed, 21 Oct 2026 07:28:00 GMT"], "429", "a", 5.0),
+    (["", "", "86400"], "429", "a", 300.0),
+])
+def test_a_429_cools_its_endpoint_down_for_its_retry_after(retry_after, hops, served, cooldown):
+    clock = Clock()
+    health = Health(clock)
+    fb = Feedback(lambda: health, threshold=3, down_seconds=10)
+    fb.record({"mode": "lua", "endpoints": ["a", "b", "c"], "upstream_status": hops,
+               "retry_after": retry_after})
+    assert health.down_until[served] == pytest.approx(clock.now + cooldown)
+    assert fb.cooldowns == {served: 1}
+    assert served not in fb.failures       # rate-limited is not broken
+
+
+def test_a_retry_after_of_zero_leaves_the_endpoint_in_rotation():
+    health = Health(Clock())
+    fb = Feedback(lambda: health)
+    fb.record({"mode": "lua", "endpoints": ["a", "", ""], "upstream_status": "429", "retry_after": ["", "", "0"]})
+    assert not health.down_until
+
+
+def test_fallback_hops_are_charged_to_the_retry_budget():
+    from sidecar.edge.retry_budget import RetryBudget
+
+    budget = RetryBudget(ratio=0.0, floor=0.1, clock=Clock())   # one retry per 10 s window
+    fb = Feedback(lambda: Health(Clock()), retries=budget)
+    assert budget.allow()
+    fb.record({"mode": "lua", "endpoints": ["a", "b", ""], "upstream_status": "503 : 200"})
+    assert budget.total_retries == 1 and not budget.allow()

@@ -1,0 +1,95 @@
+"""Each API's body reader: the text and signals it takes, and that any JSON at
+all either reads or is refused with a 400, never an exception of another kind."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.denials import Denied
+from sidecar.edge import bodies
+from sidecar.edge.catalog import Catalog
+from sidecar.policy.spec import load_policy
+from conftest import DEMO
+
+
+def test_embeddings_take_strings_and_token_ids():
+    assert bodies.embeddings({"input": "hello"}).text == "hello"
+    read = bodies.embeddings({"input": ["a", "b", "c"]})
+    assert (read.text, read.messages) == ("a\nb\nc", 3)
+    assert len(bodies.embeddings({"input": [1, 2, 3]}).text) == 12          # a token id ~ 4 chars
+    assert len(bodies.embeddings({"input": [[1, 2], [3]]}).text) == 12
+    for bad in ({}, {"input": []}, {"input": [1, "a"]}, {"input": [[]]}, {"input": {"a": 1}},
+                {"input": [True]}):
+        with pytest.raises(Denied):
+            bodies.embeddings(bad)
+
+
+def test_responses_read_instructions_items_and_max_output_tokens():
+    read = bodies.responses({"input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "part one"}]},
+        {"type": "function_call_output", "call_id": "c1", "output": "tool said"},
+        {"role": "assistant", "content": "earlier answer"}],
+        "instructions": "be terse", "max_output_tokens": 300, "stream": True,
+        "tools": [{"type": "function", "name": "f"}]})
+    assert read.text.split("\n") == ["be terse", "part one", "tool said", "earlier answer"]
+    assert (read.messages, read.system_prompt, read.max_tokens, read.stream, read.tools) == (3, True, 300, True, True)
+    assert bodies.responses({"input": "hi"}).text == "hi"
+    for bad in ({}, {"input": 3}, {"input": [3]}, {"input": "x", "max_output_tokens": 0},
+                {"input": [{"role": "king", "content": "x"}]}):
+        with pytest.raises(Denied):
+            bodies.responses(bad)
+
+
+def test_anthropic_messages_read_system_blocks_and_need_max_tokens():
+    read = bodies.messages({"system": [{"type": "text", "text": "you are terse"}], "max_tokens": 64,
+                            "messages": [{"role": "user", "content": [
+                                {"type": "text", "text": "question"},
+                                {"type": "tool_result", "tool_use_id": "t", "content": "result text"}]}]})
+    assert read.text.split("\n") == ["you are terse", "question", "result text"]
+    assert (read.system_prompt, read.max_tokens, read.messages) == (True, 64, 1)
+    with pytest.raises(Denied, match="'max_tokens' is required"):
+        bodies.messages({"messages": [{"role": "user", "content": "hi"}]})
+    with pytest.raises(Denied, match="role"):   # system is not a turn in Anthropic's API
+        bodies.messages({"max_tokens": 5, "messages": [{"role": "system", "content": "hi"}]})
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                        st.sampled_from(["role", "content", "type", "text", "input", "messages",
+                                         "prompt", "system", "max_tokens", "instructions", "output",
+                                         "stream", "tools", "max_output_tokens"]), kids, max_size=4),
+                    max_leaves=12)
+FIELDS = st.dictionaries(st.sampled_from(["messages", "prompt", "input", "system", "instructions",
+                                          "max_tokens", "max_output_tokens", "stream", "tools",
+                                          "functions", "max_completion_tokens"]), JSON, max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(bodies.READERS)), FIELDS)
+def test_any_json_reads_or_is_refused_with_a_400(api, body):
+    try:
+        read = bodies.READERS[api](body)
+    except Denied as denied:
+        assert denied.status == 400 and denied.reason == "invalid_request"
+        return
+    assert isinstance(read.text, str) and read.messages >= 1 and read.max_tokens >= 0
+
+
+def test_the_model_list_is_openai_shaped_and_follows_the_tenants_tiers():
+    policy = load_policy(DEMO, {})
+    listing = orjson.loads(Catalog().answer(policy, None, ""))
+    ids = [m["id"] for m in listing["data"]]
+    assert listing["object"] == "list" and ids[:6] == ["auto", "nano", "fast", "balanced", "premium", "expert"]
+    assert {"gpt-4o", "text-embedding-3-small"} <= set(ids)
+    assert all(m["object"] == "model" and isinstance(m["created"], int) for m in listing["data"])
+
+    class Tenant:
+        tiers = frozenset({"nano", "fast"})
+    limited = [m["id"] for m in orjson.loads(Catalog().answer(policy, Tenant, ""))["data"]]
+    assert "premium" not in limited and "gpt-4o" not in limited and "gpt-4o-mini" in limited
+    with pytest.raises(Denied) as info:
+        Catalog().answer(policy, None, "gpt-9")
+    assert (info.value.status, info.value.reason) == (404, "model_not_found")
