@@ -73,9 +73,11 @@ def summarise(rows: list[dict], policy) -> dict:
     endpoints = policy.endpoint_by_name
     edge = [r for r in rows if str(r["kind"]).startswith("edge:")]
     routed = [r for r in rows if r["tier"] in tiers and not str(r["kind"]).startswith("edge:")]
-    mean_price = {t: (statistics.mean(e.price_in for e in endpoints.values() if e.tier.name == t),
-                      statistics.mean(e.price_out for e in endpoints.values() if e.tier.name == t))
-                  for t in tiers}
+    # What a chat request would cost on each tier (the kit sends chat): its chat endpoints' prices.
+    chat = [e for e in endpoints.values() if "chat" in e.serves]
+    mean_price = {t: (statistics.mean(e.price_in for e in chat if e.tier.name == t),
+                      statistics.mean(e.price_out for e in chat if e.tier.name == t))
+                  for t in tiers if any(e.tier.name == t for e in chat)}
     per_tier, actual, as_premium, as_expert, sources = {}, 0.0, 0.0, 0.0, Counter()
     for r in routed:
         e = endpoints.get(r["endpoint"])

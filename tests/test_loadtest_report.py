@@ -31,7 +31,7 @@ def test_cost_against_premium_and_expert_uses_reported_usage_and_prices():
     actual = 100 * nano.price_in + 50 * nano.price_out + 100 * grok.price_in + 50 * grok.price_out
     assert s["cost_per_1k_usd"]["routed"] == pytest.approx(1000 * actual / 2)
     assert s["cost_per_1k_usd"]["all_expert"] == pytest.approx(1000 * 2 * 150 * grok.price_in / 2)
-    premium = [e for e in POLICY.endpoints if e.tier.name == "premium"]
+    premium = [e for e in POLICY.endpoints if e.tier.name == "premium" and "chat" in e.serves]
     mean = sum(e.price_in for e in premium) / len(premium)
     assert s["cost_per_1k_usd"]["all_premium"] == pytest.approx(1000 * 2 * 150 * mean / 2)
 
