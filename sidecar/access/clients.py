@@ -96,16 +96,21 @@ def identify(clients: Clients, headers, peer: str) -> Client:
     unknown key, before any per-key state exists."""
     ip = client_ip(peer, headers, clients.trusted)
     auth = headers.get("Authorization", "")
-    if not auth:
-        if clients.require_key:
-            raise Denied("missing_api_key", "an API key is required: Authorization: Bearer <key>",
+    if auth:
+        scheme, _, key = auth.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise Denied("invalid_api_key", "the Authorization header must be 'Bearer <key>'",
                          headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
-        return Client(None, "", ip)
-    scheme, _, key = auth.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        raise Denied("invalid_api_key", "the Authorization header must be 'Bearer <key>'",
-                     headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
+    else:
+        # Anthropic's SDKs send the key in x-api-key.
+        key = headers.get("x-api-key", "").strip(" \t")
+        if not key:
+            if clients.require_key:
+                raise Denied("missing_api_key", "an API key is required: Authorization: Bearer "
+                             "<key> (or x-api-key: <key>)",
+                             headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
+            return Client(None, "", ip)
     if not clients.by_digest:
         return Client(None, "", ip)  # no keys configured: the header is the upstream's business
     wanted = _seen_digests.get(key)

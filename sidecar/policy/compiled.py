@@ -255,6 +255,10 @@ class Policy:
         alias = self.alias_routes.get(model) if self.alias_routes else None
         if alias is not None:
             rule, action = f"alias:{features.model}", alias
+            if alias.endpoint is not None and features.api not in alias.endpoint.serves:
+                # An embedding model asked to chat is the client's mistake: say so.
+                raise Denied("invalid_request", f"the model '{model}' does not serve "
+                             f"{APIS[features.api]}")
         else:
             matched = self.match(features)
             rule, action = matched.name, matched.action

@@ -45,9 +45,17 @@ def explain(policy: Policy, raw: bytes, *, path: str = "/v1/chat/completions",
         a = chosen.action
         lines.append(f"decision: deny {a.status} {a.code}: {a.message}")
         return "\n".join(lines)
-    route = policy.route(feats)
+    try:
+        route = policy.route(feats)
+    except Denied as denied:  # model names, the API or the context window
+        lines.append(f"decision: deny {denied.status} {denied.reason}: {denied.message}")
+        return "\n".join(lines)
     e = route.endpoint
     lines.append(f"decision: tier {e.tier.name} (rank {e.tier.rank}), endpoint {e.name} "
                  f"(model {e.model}) by rule {route.rule}")
+    wanted = chosen.action.tier or chosen.action.endpoint.tier
+    if route.rule == chosen.name and e.tier != wanted:
+        lines.append(f"  (tier {wanted.name} has no endpoint for {feats.api} that is up and holds "
+                     f"{feats.tokens + feats.max_tokens} tokens: the nearest tier that does)")
     lines.append("fallback: " + (" -> ".join(f.name for f in route.fallbacks) or "none"))
     return "\n".join(lines)

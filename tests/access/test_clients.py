@@ -40,6 +40,18 @@ def test_bad_keys_are_401(auth, reason):
     assert dict(info.value.headers)["WWW-Authenticate"].startswith("Bearer")
 
 
+def test_an_anthropic_style_x_api_key_identifies_the_same_tenant():
+    client = identify(CLIENTS, headers(x_api_key="good-key"), "192.0.2.1")
+    assert client.tenant == ACME
+    assert client.key_id == identify(CLIENTS, headers(Authorization="Bearer good-key"), "192.0.2.1").key_id
+    with pytest.raises(Denied) as info:
+        identify(CLIENTS, headers(x_api_key="wrong-key"), "192.0.2.1")
+    assert (info.value.status, info.value.reason) == (401, "invalid_api_key")
+    # Authorization wins when both are sent: one credential decides, never a mix.
+    with pytest.raises(Denied):
+        identify(CLIENTS, headers(Authorization="Bearer wrong-key", x_api_key="good-key"), "192.0.2.1")
+
+
 def test_no_key_is_anonymous_unless_keys_are_required():
     assert identify(CLIENTS, headers(), "192.0.2.1").id == "ip:192.0.2.1"
     with pytest.raises(Denied) as info:

@@ -122,6 +122,9 @@ def test_aliases_pin_before_the_rules_and_unknown_names_are_routed_or_refused():
     assert routed.route(request("chat", model="gpt-4o")).rule == "alias:gpt-4o"
     assert routed.route(request("embeddings", model="text-embedding-3-small")).endpoint.name == "low-embed"
     assert routed.route(request("chat", model="whatever")).rule == "default"
+    with pytest.raises(Denied) as info:   # an embedding model asked to chat
+        routed.route(request("chat", model="text-embedding-3-small"))
+    assert (info.value.status, info.value.reason) == (400, "invalid_request")
     strict = policy(extra.replace("models:\n", "models:\n  unknown: reject\n"))
     for known in ("auto", "low", "mid", "high", "gpt-4o", ""):
         strict.route(request("chat", model=known))
