@@ -62,13 +62,40 @@ def run(args, policy) -> int:
     runtime = Runtime(cache=FeatureCache(), store=store)
     sidecar = Sidecar(ref, metrics, runtime)
 
+    # A reload compiles the policy (~20 ms for the demo) in a thread, so decisions
+    # keep flowing meanwhile; SIGHUPs that arrive during one are folded into one more.
+    reloading = {"busy": False, "again": False}
+
     def reload() -> None:
+        if reloading["busy"]:
+            reloading["again"] = True
+            return
+        reloading["busy"] = True
+        # The future's callback runs on the event loop, where the swap belongs.
+        asyncio.get_running_loop().run_in_executor(None, _load).add_done_callback(_swap)
+
+    def _load():
+        return load_policy(args.policy, os.environ)
+
+    def _swap(done) -> None:
+        reloading["busy"] = False
         try:
-            new = load_policy(args.policy, os.environ)
+            new = done.result()
         except PolicyError as exc:
             metrics.reloads.labels("error").inc()
             log.error("reload failed, keeping policy %s: %s", ref.policy.version, exc)
-            return
+            new = None
+        except Exception:  # a bug in the compiler: keep serving the policy we have
+            metrics.reloads.labels("error").inc()
+            log.exception("reload failed, keeping policy %s", ref.policy.version)
+            new = None
+        if reloading["again"]:
+            reloading["again"] = False
+            reload()
+        if new is not None:
+            _apply(new)
+
+    def _apply(new) -> None:
         new.health = ref.policy.health  # endpoint health outlives a policy edit
         ref.policy = new
         if runtime.retries is not None:

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import xxhash
+
 from sidecar.tools import nginx_render
 from sidecar.policy.spec import PolicyError, load_policy
 
@@ -198,30 +200,45 @@ class Stack:
     def reload(self, timeout: float = 10.0) -> str:
         """Apply an edited policy: validate it, re-render and reload nginx if its
         endpoints changed, and have every sidecar swap to it. Raises PolicyError
-        (and changes nothing) if the edit does not load."""
+        (and changes nothing) if the edit does not load, ReloadSuperseded if the
+        file changed again meanwhile (apply the newer one), RuntimeError if a
+        process did not take it in time."""
         new = load_policy(self.policy_path, self.env)
         rendered = (nginx_render.render_upstreams(new), nginx_render.render_config(new, self.nginx_options()))
         on_disk = ((self.run_dir / "upstreams.conf").read_text(), (self.run_dir / "nginx.conf").read_text())
         self.policy = new
         deadline = time.monotonic() + timeout
+
+        def wait(done, what: str) -> None:
+            while not done():
+                if self.file_version() != new.version:
+                    raise ReloadSuperseded(f"{self.policy_path.name} changed again while {what} "
+                                           f"was taking {new.version}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not take policy {new.version}")
+                time.sleep(0.02)
+
         if rendered != on_disk:
             old_workers = self._nginx_workers()
             self.start_nginx(reload=True)
             # Old workers finish their requests while new ones start, and until they
             # exit they may still accept a connection: wait until they are gone.
-            while (self.nginx_health().get("policy_version") != new.version
-                   or old_workers & self._nginx_workers()):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not take policy {new.version}")
-                time.sleep(0.02)
+            wait(lambda: (self.nginx_health().get("policy_version") == new.version
+                          and not old_workers & self._nginx_workers()), "nginx")
+        # Each sidecar reads the file itself on SIGHUP: if it changed since `new`
+        # was loaded, the sidecar has the newer edit and `wait` says so.
         for i in range(self.workers):
             self.procs[f"sidecar-{i}"].send_signal(signal.SIGHUP)
         for i in range(self.workers):
-            while self.sidecar_health(i)["policy_version"] != new.version:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"sidecar {i} did not take policy {new.version}")
-                time.sleep(0.02)
+            wait(lambda: self.sidecar_health(i)["policy_version"] == new.version, f"sidecar {i}")
         return new.version
+
+    def file_version(self) -> str:
+        """The policy version of the file as it is now (what a reload would load)."""
+        try:
+            return xxhash.xxh3_64_hexdigest(self.policy_path.read_bytes())
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         for name, proc in reversed(list(self.procs.items())):
@@ -258,6 +275,35 @@ def start_prometheus(stack: "Stack", listen: str = "127.0.0.1:9090") -> subproce
                                        f"--storage.tsdb.path={run / 'data'}", f"--web.listen-address={listen}"])
 
 
+class ReloadSuperseded(RuntimeError):
+    """The policy file changed again while a reload was being verified."""
+
+
+def watch_policy(stack: Stack, interval: float = 0.5, retry_after: float = 1.0) -> None:
+    """Apply every edit of the policy file until a process exits. A newer edit
+    supersedes the one being verified; a reload that cannot be verified is logged
+    and retried; an edit that does not load is reported and the old policy kept.
+    Nothing here stops the stack."""
+    applied = stack.policy.version
+    retry_at = 0.0
+    while all(p.poll() is None for p in stack.procs.values()):
+        time.sleep(interval)
+        wanted = stack.file_version()
+        if wanted in ("", applied) or time.monotonic() < retry_at:
+            continue
+        try:
+            applied = stack.reload()
+            print(f"policy reloaded: version {applied}", flush=True)
+        except PolicyError as exc:
+            applied = wanted  # reported once; the next edit is tried again
+            print(f"policy NOT reloaded, still serving the previous one: {exc}", flush=True)
+        except ReloadSuperseded as exc:
+            print(f"policy reload superseded by a newer edit: {exc}", flush=True)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            retry_at = time.monotonic() + retry_after
+            print(f"policy reload not verified, retrying in {retry_after:g} s: {exc}", flush=True)
+
+
 def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: float,
         tls_listen: str = "", redirect_http: bool = False, fault_rates: str = "",
         admin_listen: str = "127.0.0.1:9200", monitoring: bool = False) -> int:
@@ -282,16 +328,8 @@ def run(policy: str, *, mode: str, listen: str, run_dir: str, latency_scale: flo
         else:
             print("--monitoring: prometheus is not installed (apt-get install prometheus)")
     print(f"  edit {stack.policy_path} and the stack reloads it")
-    mtime = stack.policy_path.stat().st_mtime
     try:
-        while all(p.poll() is None for p in stack.procs.values()):
-            time.sleep(0.5)
-            if stack.policy_path.stat().st_mtime != mtime:
-                mtime = stack.policy_path.stat().st_mtime
-                try:
-                    print(f"policy reloaded: version {stack.reload()}")
-                except PolicyError as exc:
-                    print(f"policy NOT reloaded, still serving the previous one: {exc}")
+        watch_policy(stack)
         failed = [n for n, p in stack.procs.items() if p.poll() is not None]
         print(f"stopped: {', '.join(failed)} exited; see {stack.run_dir}/*.log", file=sys.stderr)
         return 1
