@@ -1,20 +1,50 @@
-# The router in one container: nginx (lua mode) + one sidecar process.
-# The policy is checked at build time (STYLE 4): a broken policy fails the build.
-FROM debian:bookworm-slim
+# The router in one image: nginx (lua mode) + the sidecar, under a supervisor
+# (python -m sidecar container) that stops the container when either dies,
+# reloads the policy on SIGHUP (or when the mounted file changes) and drains on
+# SIGTERM. Runs as an unprivileged user on 8080 (HTTP), 8443 (HTTPS, when a
+# certificate is mounted at /etc/hir/tls/tls.crt + tls.key) and 9200 (metrics);
+# everything it writes is under /tmp/hir, so `--read-only --tmpfs /tmp` works.
+#
+#   podman build --format docker -t hir .      (docker format: HEALTHCHECK)
+#   podman run -p 8080:8080 -v ./policies/production.yaml:/etc/hir/policy.yaml:ro \
+#       -e GROQ_API_KEY -e OPENROUTER_API_KEY --read-only --tmpfs /tmp hir
+# scripts/container-smoke builds and checks it (CI runs it).
 
+FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      nginx libnginx-mod-http-lua lua-cjson python3 python3-venv ca-certificates tini \
+      python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-
-WORKDIR /app
+WORKDIR /opt/hir/src
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
 COPY nginx ./nginx
 COPY policies ./policies
-RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir -e . \
- && /venv/bin/python -m sidecar check policies/production.yaml policies/demo.yaml
+# A non-editable install would leave nginx/ (hir.lua, the shared snippet) behind:
+# the package finds it beside itself, so the source tree is what the image runs.
+RUN python3 -m venv /opt/hir/venv \
+ && /opt/hir/venv/bin/pip install --no-cache-dir --no-compile -e '.[redis]' \
+ && /opt/hir/venv/bin/python -m sidecar check policies/production.yaml policies/demo.yaml \
+ && /opt/hir/venv/bin/python -m compileall -q sidecar /opt/hir/venv/lib \
+ && /opt/hir/venv/bin/pip uninstall -y -q pip setuptools \
+ && rm -rf /opt/hir/venv/bin/pip* /opt/hir/venv/bin/activate*
 
-ENV POLICY=/app/policies/production.yaml LISTEN=0.0.0.0:8080 RUN_DIR=/run/hir
-EXPOSE 8080
-ENTRYPOINT ["/usr/bin/tini", "--", "/app/nginx/container-entrypoint"]
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      nginx libnginx-mod-http-lua lua-cjson python3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hir \
+ && mkdir -p /etc/hir/tls
+COPY --from=build /opt/hir /opt/hir
+COPY policies/production.yaml /etc/hir/policy.yaml
+ENV HIR_POLICY=/etc/hir/policy.yaml HIR_RUN_DIR=/tmp/hir PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/hir/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
+USER 10001:10001
+WORKDIR /opt/hir/src
+EXPOSE 8080 8443 9200
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/opt/hir/venv/bin/python", "-m", "sidecar", "container-health"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/opt/hir/venv/bin/python", "-m", "sidecar"]
+CMD ["container"]

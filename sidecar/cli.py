@@ -107,7 +107,8 @@ def cmd_mockllm(args) -> int:
     install_uvloop()
 
     async def run() -> None:
-        runners = await mockllm.serve(policy, args.latency_scale, args.fault, args.fault_rates, args.seed)
+        runners = await mockllm.serve(policy, args.latency_scale, args.fault, args.fault_rates, args.seed,
+                                      host=args.host)
         log.info("mockllm serving %d endpoints", len(runners))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -151,6 +152,16 @@ def cmd_stack(args) -> int:
 def cmd_audit(args) -> int:
     from sidecar.tools import audit
     return audit.main(args)
+
+
+def cmd_container(args) -> int:
+    from sidecar.tools import container
+    return container.main(args)
+
+
+def cmd_container_health(args) -> int:
+    from sidecar.tools import container
+    return container.healthcheck()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-rates", default="",
                    help="random faults per request, e.g. 429=0.01,503=0.005,stall=0.001,drop=0.001")
     p.add_argument("--seed", type=int, default=None, help="seed the latency and fault draws")
+    p.add_argument("--host", default="", help="listen on this address instead of each endpoint's own "
+                   "(e.g. 0.0.0.0 in a container)")
     p.set_defaults(func=cmd_mockllm)
 
     p = sub.add_parser("train", help="train the complexity model on labelled prompts (JSONL)")
@@ -267,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=100.0, help="exit 1 below this (percent)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=cmd_audit)
+
+    from sidecar.tools.container import add_arguments
+    p = sub.add_parser("container", help="supervise nginx + sidecar in a container (the image's entrypoint)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_container)
+    p = sub.add_parser("container-health", help="the image's HEALTHCHECK: nginx and sidecar /healthz")
+    p.set_defaults(func=cmd_container_health)
     return parser
 
 

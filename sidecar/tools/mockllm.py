@@ -191,12 +191,12 @@ def endpoints_from_policy(policy, latency_scale: float = 1.0, fault_rates: dict 
 
 
 async def serve(policy, latency_scale: float = 1.0, fault: str = "", fault_rates: str = "",
-                seed: int | None = None) -> list[web.AppRunner]:
+                seed: int | None = None, host: str = "") -> list[web.AppRunner]:
     runners = []
-    for ep, host, port in endpoints_from_policy(policy, latency_scale, parse_rates(fault_rates), seed):
+    for ep, own_host, port in endpoints_from_policy(policy, latency_scale, parse_rates(fault_rates), seed):
         ep.fault = fault
         runner = web.AppRunner(create_endpoint_app(ep), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host or own_host, port, reuse_address=True).start()
         runners.append(runner)
     return runners

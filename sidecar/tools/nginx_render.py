@@ -113,6 +113,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                  if opts.access_log != "off" else "    access_log off;")
     lines += [
               "    server_tokens off;",
+              "    variables_hash_max_size 2048;  # the per-hop and per-tier maps",
               "    default_type application/json;",
               f"    client_body_temp_path {run}/client_body;",
               f"    proxy_temp_path {run}/proxy;",
@@ -257,11 +258,11 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config(policy: Policy, opts: NginxOptions) -> Path:
+def write_config(policy: Policy, opts: NginxOptions, unresolved=frozenset()) -> Path:
     run = Path(opts.run_dir)
     for sub in ("", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (run / sub).mkdir(parents=True, exist_ok=True)
-    (run / "upstreams.conf").write_text(render_upstreams(policy))
+    (run / "upstreams.conf").write_text(render_upstreams(policy, unresolved))
     (run / "security_headers.conf").write_text(nginx_headers.security_headers_conf())
     conf = run / "nginx.conf"
     conf.write_text(render_config(policy, opts))

@@ -1,0 +1,127 @@
+"""`python -m sidecar policy diff A B`: what routes differently, in words.
+
+Two parts: what changed in the policy's own terms (tiers, endpoints, rules,
+default, limits, model names), and what that does to requests: every golden
+case of either policy is decided by both, and the cases whose tier, endpoint or
+denial differ are listed."""
+
+from __future__ import annotations
+
+import yaml
+
+from sidecar.policy.spec import load_policy
+from sidecar.tools import golden
+
+
+def _named(items, key="name") -> dict:
+    return {item.get(key): item for item in items or [] if isinstance(item, dict)}
+
+
+def _changes(what: str, old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    parts = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return [f"{what}: " + "; ".join(parts)] if parts else []
+
+
+def structure(a: dict, b: dict) -> list[str]:
+    out = []
+    tiers_a, tiers_b = a.get("tiers") or {}, b.get("tiers") or {}
+    for name in sorted(set(tiers_a) | set(tiers_b)):
+        if name not in tiers_b:
+            out.append(f"tier {name} removed")
+        elif name not in tiers_a:
+            out.append(f"tier {name} added (rank {tiers_b[name].get('rank')})")
+        else:
+            out += _changes(f"tier {name}", tiers_a[name], tiers_b[name])
+    ends_a, ends_b = _named(a.get("endpoints")), _named(b.get("endpoints"))
+    for name in sorted(set(ends_a) | set(ends_b), key=str):
+        if name not in ends_b:
+            out.append(f"endpoint {name} removed (was in tier {ends_a[name].get('tier')})")
+        elif name not in ends_a:
+            e = ends_b[name]
+            out.append(f"endpoint {name} added to tier {e.get('tier')} ({e.get('model')} at {e.get('url')})")
+        else:
+            out += _changes(f"endpoint {name}", ends_a[name], ends_b[name])
+    rules_a, rules_b = _named(a.get("rules")), _named(b.get("rules"))
+    order_a = [r for r in rules_a if r in rules_b]
+    order_b = [r for r in rules_b if r in rules_a]
+    for i, name in enumerate(rules_b):
+        if name not in rules_a:
+            out.append(f"rule {name} added at position {i + 1}: when {rules_b[name].get('when', 'always')}"
+                       f" -> {_action(rules_b[name])}")
+    for name in rules_a:
+        if name not in rules_b:
+            out.append(f"rule {name} removed (was: when {rules_a[name].get('when', 'always')} -> "
+                       f"{_action(rules_a[name])})")
+        elif rules_a[name] != rules_b[name]:
+            ra, rb = rules_a[name], rules_b[name]
+            if ra.get("when") != rb.get("when"):
+                out.append(f"rule {name}: condition {ra.get('when')} -> {rb.get('when')}")
+            if _action(ra) != _action(rb):
+                out.append(f"rule {name}: now {_action(rb)} (was {_action(ra)})")
+    if order_a != order_b:
+        out.append(f"rules reordered: {', '.join(order_a)} -> {', '.join(order_b)}")
+    if a.get("default") != b.get("default"):
+        out.append(f"default: {_action(a.get('default') or {})} -> {_action(b.get('default') or {})}")
+    limits_a, limits_b = _named(a.get("limits")), _named(b.get("limits"))
+    for name in sorted(set(limits_a) | set(limits_b), key=str):
+        if name not in limits_b:
+            out.append(f"limit {name} removed")
+        elif name not in limits_a:
+            out.append(f"limit {name} added: {limits_b[name]}")
+        else:
+            out += _changes(f"limit {name}", limits_a[name], limits_b[name])
+    for key in ("constitutional_hash", "models", "cors", "retry_budget", "clients", "failover",
+                "pass_headers", "previous_hashes"):
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return out
+
+
+def _action(rule: dict) -> str:
+    for key in ("tier", "endpoint", "split"):
+        if key in rule:
+            return f"{key} {rule[key]}"
+    if "deny" in rule:
+        return f"deny {rule['deny'].get('status')} {rule['deny'].get('code')}"
+    return "?"
+
+
+def behaviour(path_a, path_b) -> list[str]:
+    a, b = load_policy(path_a, {}), load_policy(path_b, {})
+    cases, seen = [], set()
+    for path in (path_a, path_b):
+        suite = golden.suite_for(path)
+        if suite.exists():
+            for case in (yaml.safe_load(suite.read_text()) or {}).get("cases") or []:
+                if case.get("name") not in seen:
+                    seen.add(case.get("name"))
+                    cases.append(case)
+    out = []
+    for case in cases:
+        request = case.get("request") or {}
+        got_a, got_b = golden.outcome(a, request), golden.outcome(b, request)
+        if got_a.get("deny") != got_b.get("deny") or got_a.get("tier") != got_b.get("tier"):
+            out.append(f"'{case.get('name')}': {_said(got_a)} -> {_said(got_b)}")
+    return out
+
+
+def _said(outcome: dict) -> str:
+    if "deny" in outcome:
+        return f"refused {outcome['deny']['status']} {outcome['deny']['code']}"
+    return f"tier {outcome['tier']} ({outcome['endpoint']}, rule {outcome['rule']})"
+
+
+def diff(path_a, path_b) -> str:
+    a = yaml.safe_load(open(path_a, "rb")) or {}
+    b = yaml.safe_load(open(path_b, "rb")) or {}
+    changed = structure(a, b)
+    moved = behaviour(path_a, path_b)
+    lines = [f"{path_a} -> {path_b}"]
+    lines += ["policy:"] + [f"  {c}" for c in changed] if changed else ["policy: no change"]
+    if moved:
+        lines += [f"requests that route differently ({len(moved)} of the golden cases):"]
+        lines += [f"  {m}" for m in moved]
+    else:
+        lines.append("requests: every golden case routes the same")
+    return "\n".join(lines)
