@@ -124,6 +124,9 @@ function M.route()
             var.route_rule = h["X-Route-Rule"] or ""
             var.route_strip_usage = h["X-Route-Strip-Usage"] or ""
             var.route_tenant = h["X-Route-Tenant"] or ""
+            var.route_features = h["X-Route-Features"] or ""
+            var.route_shadow = h["X-Route-Shadow"] or ""
+            var.route_shadow_auth = h["X-Route-Shadow-Auth"] or ""
             local at = h["X-Route-Model-At"]
             if at and res.body ~= "" then
                 var.route_model_at = at

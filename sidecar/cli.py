@@ -154,6 +154,31 @@ def cmd_audit(args) -> int:
     return audit.main(args)
 
 
+def cmd_policy(args) -> int:
+    from sidecar.tools import lifecycle, policy_diff
+    if args.action == "diff":
+        print(policy_diff.diff(args.a, args.b, args.cases or ()))
+        return 0
+    if args.action in ("history", "backup", "restore"):
+        return getattr(lifecycle, args.action)(args)
+    try:
+        version = lifecycle.deploy(args) if args.action == "deploy" else lifecycle.rollback(args)
+    except lifecycle.DeployFailed as exc:
+        print(f"{args.action} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.action}: policy {version} is live")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    import json
+
+    from sidecar.tools import replay
+    result = replay.replay(args.current, args.policy, args.file, args.examples)
+    print(json.dumps(result, indent=2) if args.json else replay.report(result))
+    return 0
+
+
 def cmd_container(args) -> int:
     from sidecar.tools import container
     return container.main(args)
@@ -280,6 +305,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=100.0, help="exit 1 below this (percent)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("policy", help="deploy, roll back, diff, back up and restore policy versions")
+    acts = p.add_subparsers(dest="action", required=True)
+    for name in ("deploy", "rollback"):
+        a = acts.add_parser(name, help=f"{name} with a health check; a failed one rolls itself back")
+        if name == "deploy":
+            a.add_argument("candidate", help="the policy file to deploy")
+        else:
+            a.add_argument("version", nargs="?", default="", help="default: the one applied before")
+        a.add_argument("--live", required=True, help="the policy file the router serves")
+        a.add_argument("--state", default=".hir-state", help="where versions and history are kept")
+        a.add_argument("--health", required=True, help="the sidecar's /healthz URL")
+        a.add_argument("--probe", action="append", help="a chat URL that must answer 2xx (repeatable)")
+        a.add_argument("--pid-file", default="", help="SIGHUP this process (else a file watcher reloads)")
+        a.add_argument("--timeout", type=float, default=20.0)
+        a.set_defaults(func=cmd_policy)
+    a = acts.add_parser("history", help="the versions applied, and how each deploy ended")
+    a.add_argument("--state", default=".hir-state")
+    a.set_defaults(func=cmd_policy)
+    a = acts.add_parser("diff", help="what routes differently between two policy files, in words")
+    a.add_argument("a")
+    a.add_argument("b")
+    a.add_argument("--cases", action="append", help="golden suites whose requests to compare "
+                   "(default: the suites beside A and B)")
+    a.set_defaults(func=cmd_policy)
+    for name in ("backup", "restore"):
+        a = acts.add_parser(name, help=f"{name} the kept versions and (--redis) limit/budget state")
+        a.add_argument("archive", help="a .tar.gz")
+        a.add_argument("--state", default=".hir-state")
+        a.add_argument("--redis", default="")
+        a.add_argument("--redis-prefix", default="hir:")
+        a.set_defaults(func=cmd_policy)
+
+    p = sub.add_parser("replay", help="what-if: recorded requests through the current and a candidate policy")
+    p.add_argument("file", help="the access log (JSON lines) or request bodies (JSONL)")
+    p.add_argument("--policy", required=True, help="the candidate")
+    p.add_argument("--current", required=True, help="the policy serving now")
+    p.add_argument("--examples", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
 
     from sidecar.tools.container import add_arguments
     p = sub.add_parser("container", help="supervise nginx + sidecar in a container (the image's entrypoint)")

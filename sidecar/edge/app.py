@@ -85,6 +85,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     if listing:
         raise Answer(runtime.catalog.answer(policy, client.tenant, path[len(MODELS_PATH) + 1:]))
     feats = features.Features(method, path, headers, client.ip)
+    feats.sticky = client.id
     content_type = features.content_type(headers)
     cache = runtime.cache
     if cache is None:
@@ -102,6 +103,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         route = route._replace(fallbacks=())  # the retry budget is spent
     out_headers, out_body = decision.allow(route, feats, lua_mode, path[3:],
                                            admitted.admission.headers)
+    if policy.shadow is not None:
+        decision.add_shadow(out_headers, policy.shadow, headers.get("X-Hir-Internal-Id", ""))
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
     reservation = admitted.admission.reservation

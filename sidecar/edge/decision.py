@@ -9,8 +9,10 @@ Deny: the status from the denial table and an OpenAI-style JSON error.
 from __future__ import annotations
 
 import os
+import re
 
 import orjson
+import xxhash
 
 from sidecar.denials import Denied
 from sidecar.policy.apis import OPENAI_STREAMS
@@ -36,6 +38,7 @@ def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_header
         "X-Route-Auth": endpoint.authorization,
         "X-Route-Path": path_suffix,
         "X-Route-Rule": route.rule,
+        "X-Route-Features": features_header(features),
     }
     for name, value in limit_headers:  # RateLimit-Policy / RateLimit for the client
         headers[f"X-Route-{name}"] = value
@@ -56,6 +59,29 @@ def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_header
         body, at = rewrite_model(fields, endpoint.model)
         headers["X-Route-Model-At"] = at
     return headers, body
+
+
+def add_shadow(headers: dict, shadow, request_id: str) -> None:
+    """Mirror a sampled share of requests to the shadow endpoint (nginx `mirror`);
+    its answer is discarded, its outcome counted apart. Sampled by request id, so a
+    retried decision samples the same way."""
+    endpoint, share = shadow
+    if xxhash.xxh3_64_intdigest(request_id.encode()) % 10_000 < share * 10_000:
+        headers["X-Route-Shadow"] = endpoint.name
+        headers["X-Route-Shadow-Auth"] = endpoint.authorization
+
+
+_SAFE_MODEL = re.compile(r"[^A-Za-z0-9._:/@-]")
+
+
+def features_header(f) -> str:
+    """What the decision saw, for the access log (and `replay`): no prompt text.
+    api;tokens;messages;max_tokens;complexity;tier_hint;flags;model"""
+    flags = "".join(letter for letter, on in (("s", f.system_prompt), ("c", f.code), ("m", f.math),
+                                               ("t", f.tools), ("r", f.stream)) if on)
+    model = _SAFE_MODEL.sub("?", f.model[:64])  # the client's text: never raw into a header
+    return (f"{f.api};{f.tokens};{f.messages};{f.max_tokens};{f.complexity:.4f};{f.tier_hint};"
+            f"{flags};{model}")
 
 
 def _usage_not_asked(body: dict) -> bool:

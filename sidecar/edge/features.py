@@ -30,7 +30,7 @@ BODY_FEATURES = ("body", "model", "prompt", "tokens", "messages", "system_prompt
 class Features:
     __slots__ = ("method", "path", "api", "headers", "body", "model", "text", "prompt", "tokens",
                  "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
-                 "complexity", "tier_hint", "ip")
+                 "complexity", "tier_hint", "ip", "sticky")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
         self.method = method
@@ -38,6 +38,7 @@ class Features:
         self.api = API_BY_PATH.get(path, "chat")
         self.headers = headers  # case-insensitive mapping
         self.ip = ip
+        self.sticky = ""  # the client's id: keeps a canary split the same for one client
         self.body: dict = {}
         self.model = ""
         self.text = ""

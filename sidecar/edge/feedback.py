@@ -41,7 +41,7 @@ def cooldown_seconds(value: str) -> float:
 FIELDS = {
     "request_id": "$hir_request_id", "internal_id": "$request_id", "endpoints": ["$route_endpoint", "$route_fallback", "$route_fallback2"],
     "served": "$route_served", "hop": "$route_hop", "tier": "$route_served_tier", "rule": "$route_rule",
-    "tenant": "$route_tenant", "stream": "$route_stream", "status": "$status",
+    "tenant": "$route_tenant", "features": "$route_features", "stream": "$route_stream", "status": "$status",
     "upstream_status": "$upstream_status", "upstream_connect_time": "$upstream_connect_time",
     "upstream_header_time": "$upstream_header_time", "upstream_response_time": "$upstream_response_time",
     "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
@@ -53,7 +53,13 @@ FIELDS = {
 # nginx variables the server block initialises (set "") so every log line has them.
 FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_rule", "route_tenant",
                       "route_stream", "route_usage_prompt", "route_usage_completion",
-                      "route_retry_after1", "route_retry_after2")
+                      "route_retry_after1", "route_retry_after2", "route_features")
+
+
+# The mirror subrequest's own line (sidecar.tools.nginx_hops.shadow_location).
+SHADOW_FIELDS = {"shadow": "1", "served": "$route_shadow", "status": "$status",
+                 "upstream_status": "$upstream_status", "upstream_header_time": "$upstream_header_time",
+                 "upstream_response_time": "$upstream_response_time"}
 
 
 def _log_format() -> str:
@@ -63,6 +69,8 @@ def _log_format() -> str:
 
 
 LOG_FORMAT = _log_format()
+SHADOW_LOG_FORMAT = ("log_format hir_shadow escape=json '"
+                     + orjson.dumps(SHADOW_FIELDS).decode().replace("'", "") + "';")
 
 
 def hop_statuses(entry: dict) -> list[tuple[str, str]]:
@@ -110,6 +118,10 @@ class Feedback:
 
     def record(self, entry: dict) -> None:
         self.received += 1
+        if entry.get("shadow"):  # a mirrored request: its own metrics, nothing else
+            if self.outcomes is not None:
+                self.outcomes.record_shadow(entry)
+            return
         if self.outcomes is not None:
             self.outcomes.record(entry)
         if self.settlements is not None:

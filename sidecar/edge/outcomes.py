@@ -37,6 +37,12 @@ def _last_time(value: str) -> float | None:
     return None
 
 
+def _last_time_status(value: str) -> str:
+    """The last status in nginx's "502, 200 : 200"."""
+    parts = [p.strip() for p in value.replace(":", ",").split(",") if p.strip() and p.strip() != "-"]
+    return parts[-1] if parts else ""
+
+
 def _int(value) -> int | None:
     try:
         return int(value)
@@ -71,6 +77,8 @@ class Outcomes:
         self.failures: dict[str, int] = {}    # the health tracker's consecutive failures
         self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
         self.retries = None                   # the retry budget, when there is one
+        self.shadow_requests: dict[tuple, int] = {}   # (tier, endpoint, status class)
+        self.shadow_latency: dict[tuple, _Histogram] = {}
         self._tenants: tuple[str, frozenset] = ("", frozenset())
 
     def _tenant_names(self, policy) -> frozenset:
@@ -112,6 +120,21 @@ class Outcomes:
             self.target[(tier.name, verdict)] = self.target.get((tier.name, verdict), 0) + 1
         if status.startswith("2"):
             self._count_usage(entry, endpoint, tenant)
+
+    def record_shadow(self, entry: dict) -> None:
+        """A mirrored request's outcome (its answer went nowhere)."""
+        endpoint = self.policy_ref().endpoint_by_name.get(entry.get("served") or "")
+        if endpoint is None:
+            return
+        status = _last_time_status(entry.get("upstream_status", "")) or entry.get("status", "")
+        key = (endpoint.tier.name, endpoint.name, status[:1] + "xx")
+        self.shadow_requests[key] = self.shadow_requests.get(key, 0) + 1
+        took = _last_time(entry.get("upstream_response_time", ""))
+        if took is not None:
+            h = self.shadow_latency.get(key[:2])
+            if h is None:
+                h = self.shadow_latency[key[:2]] = _Histogram()
+            h.observe(took)
 
     def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
         prompt, completion = _int(entry.get("prompt_tokens")), _int(entry.get("completion_tokens"))
@@ -165,6 +188,11 @@ class Outcomes:
         for e in policy.endpoints:
             failing.add_metric([e.name], float(self.failures.get(e.name, 0)))
         yield failing
+        yield _counter("router_shadow_requests", "Mirrored requests to the policy's shadow endpoint "
+                       "(answers discarded), by tier, endpoint and status class",
+                       ["tier", "endpoint", "status_class"], self.shadow_requests)
+        yield _histogram("router_shadow_duration_seconds", "Shadow endpoint response time",
+                         self.shadow_latency)
         yield _counter("router_endpoint_cooldowns", "Times an endpoint was taken out of rotation "
                        "for its Retry-After after a 429", ["endpoint"],
                        {(k,): v for k, v in self.cooldowns.items()})

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+import xxhash
+
 from sidecar.access.clients import NO_CLIENTS
 from sidecar.denials import Denied
 from sidecar.policy.apis import APIS, DEFAULT_SERVES
@@ -64,6 +66,13 @@ class Endpoint(NamedTuple):
 class RouteAction(NamedTuple):
     tier: Tier | None
     endpoint: Endpoint | None
+
+
+class SplitAction(NamedTuple):
+    """A canary: one of several routes by weight, the same one for a client every
+    time (a hash of the client and the rule), so a conversation stays on one side."""
+    arms: tuple          # ((RouteAction, label, cumulative weight), ...)
+    total: int
 
 
 class DenyAction(NamedTuple):
@@ -183,7 +192,7 @@ class Policy:
                  pass_request_headers: tuple[str, ...] = (),
                  pass_response_headers: tuple[str, ...] = (),
                  models: Models = Models(), cors: Cors | None = None,
-                 retry_budget: tuple[float, float] = (0.2, 10.0)):
+                 retry_budget: tuple[float, float] = (0.2, 10.0), shadow=None):
         self.source = source
         self.version = version
         self.created = int(time.time())     # the model list's `created`
@@ -201,6 +210,7 @@ class Policy:
         self.alias_routes = {name: RouteAction(tier, endpoint) for name, tier, endpoint in models.aliases}
         self.cors = cors
         self.retry_budget = retry_budget    # (share of requests, retries per second floor)
+        self.shadow = shadow                # (Endpoint, share) mirrored, or None
         self.failover = failover
         self.clients = clients if clients is not None else NO_CLIENTS
         self.limits = limits
@@ -264,6 +274,10 @@ class Policy:
             rule, action = matched.name, matched.action
             if isinstance(action, DenyAction):
                 raise Denied(action.code, action.message, status=action.status)
+            if isinstance(action, SplitAction):
+                point = xxhash.xxh3_64_intdigest(f"{rule}|{features.sticky}".encode()) % action.total
+                action, label = next((a, l) for a, l, upto in action.arms if point < upto)
+                rule = f"{rule}:{label}"
         api = features.api
         if action.endpoint is not None and api in action.endpoint.serves:
             endpoint = action.endpoint

@@ -16,7 +16,8 @@ import yaml
 
 from sidecar.policy import access_spec, conditions_spec, headers_spec, surface_spec
 from sidecar.policy import matchers as m
-from sidecar.policy.compiled import DenyAction, Endpoint, Failover, Policy, RouteAction, Rule, Tier
+from sidecar.policy.compiled import (DenyAction, Endpoint, Failover, Policy, RouteAction, Rule,
+                                     SplitAction, Tier)
 from sidecar.policy.strict_yaml import Ctx, PolicyError, StrictLoader, join, mapping, show, typed
 
 DEFAULT_HASH = "cdd01ef066bc6cf2"
@@ -45,7 +46,8 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         raise ctx.error("", f"{where}invalid YAML: {problem}") from None
     doc = mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
                    optional=("constitutional_hash", "previous_hashes", "rules", "failover",
-                             "clients", "limits", "pass_headers", "models", "cors", "retry_budget"))
+                             "clients", "limits", "pass_headers", "models", "cors", "retry_budget",
+                             "shadow"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -74,6 +76,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
                   pass_request_headers=pass_request, pass_response_headers=pass_response,
                   models=models, cors=surface_spec.cors(ctx, doc.get("cors")),
                   retry_budget=surface_spec.retry_budget(ctx, doc.get("retry_budget")),
+                  shadow=surface_spec.shadow(ctx, doc.get("shadow"), endpoints),
                   missing_env=tuple(ctx.missing_env))
 
 
@@ -185,7 +188,7 @@ def _rules(ctx, value, tiers, endpoints, path="rules"):
     catch_all = None
     for i, spec in enumerate(value):
         where = f"{path}[{i}]"
-        spec = mapping(ctx, spec, where, optional=("name", "when", "tier", "endpoint", "deny"))
+        spec = mapping(ctx, spec, where, optional=("name", "when", "tier", "endpoint", "deny", "split"))
         name = typed(ctx, spec.get("name", where), str, "a string", join(where, "name"))
         if name in names:
             raise ctx.error(join(where, "name"), f"duplicate rule name '{name}'")
@@ -197,17 +200,19 @@ def _rules(ctx, value, tiers, endpoints, path="rules"):
         else:
             when = m.Always()
             catch_all = f"{where} ('{name}')"
-        action_spec = {k: spec[k] for k in ("tier", "endpoint", "deny") if k in spec}
+        action_spec = {k: spec[k] for k in ("tier", "endpoint", "deny", "split") if k in spec}
         rules.append(Rule(name, when, _action(ctx, action_spec, where, tiers, endpoints)))
     return rules
 
 
 def _action(ctx, spec, path, tiers, endpoints):
-    spec = mapping(ctx, spec, path, optional=("tier", "endpoint", "deny"))
-    given = [k for k in ("tier", "endpoint", "deny") if k in spec]
+    spec = mapping(ctx, spec, path, optional=("tier", "endpoint", "deny", "split"))
+    given = [k for k in ("tier", "endpoint", "deny", "split") if k in spec]
     if len(given) != 1:
-        raise ctx.error(path, "expected exactly one action: tier, endpoint or deny")
+        raise ctx.error(path, "expected exactly one action: tier, endpoint, split or deny")
     key = given[0]
+    if key == "split":
+        return _split(ctx, spec["split"], join(path, "split"), tiers, endpoints)
     if key == "tier":
         tier = tiers.get(spec["tier"])
         if tier is None:
@@ -230,6 +235,23 @@ def _action(ctx, spec, path, tiers, endpoints):
     message = typed(ctx, deny.get("message", "request refused by policy"), str, "a string",
                      join(where, "message"))
     return DenyAction(status, code, message)
+
+
+def _split(ctx, value, path, tiers, endpoints) -> SplitAction:
+    """split: [{tier: fast, weight: 90}, {tier: balanced, weight: 10}] (or endpoint:)."""
+    if not isinstance(value, list) or len(value) < 2:
+        raise ctx.error(path, f"expected a list of at least two {{tier|endpoint, weight}}, got {show(value)}")
+    arms, upto = [], 0
+    for i, arm in enumerate(value):
+        where = f"{path}[{i}]"
+        arm = mapping(ctx, arm, where, required=("weight",), optional=("tier", "endpoint"))
+        weight = typed(ctx, arm["weight"], int, "an integer weight", join(where, "weight"))
+        if not 1 <= weight <= 10_000:
+            raise ctx.error(join(where, "weight"), f"expected a weight from 1 to 10000, got {weight}")
+        route = _action(ctx, {k: arm[k] for k in ("tier", "endpoint") if k in arm}, where, tiers, endpoints)
+        upto += weight
+        arms.append((route, (route.tier or route.endpoint).name, upto))
+    return SplitAction(tuple(arms), upto)
 
 
 def _failover(ctx, value, endpoints, path="failover"):

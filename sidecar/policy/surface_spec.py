@@ -130,3 +130,18 @@ def retry_budget(ctx, value, path="retry_budget") -> tuple[float, float]:
             raise ctx.error(join(path, key), f"expected a number from 0 to {top:g}, got {show(v)}")
         out.append(float(v))
     return out[0], out[1]
+
+
+def shadow(ctx, value, endpoints, path="shadow"):
+    """shadow: {endpoint: NAME, share: 0.05}: that share of routed requests is also
+    sent to NAME; its answers are discarded and counted apart."""
+    if value is None:
+        return None
+    spec = mapping(ctx, value, path, required=("endpoint", "share"))
+    endpoint = endpoints.get(spec["endpoint"])
+    if endpoint is None:
+        raise ctx.error(join(path, "endpoint"), f"unknown endpoint {show(spec['endpoint'])}")
+    share = spec["share"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ctx.error(join(path, "share"), f"expected a share from 0 to 1, got {show(share)}")
+    return endpoint, float(share)

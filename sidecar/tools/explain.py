@@ -7,7 +7,7 @@ from multidict import CIMultiDict
 from sidecar.complexity import complexity
 from sidecar.edge import constitution, features
 from sidecar.denials import Denied
-from sidecar.policy.compiled import DenyAction, Policy
+from sidecar.policy.compiled import DenyAction, Policy, RouteAction
 
 
 def explain(policy: Policy, raw: bytes, *, path: str = "/v1/chat/completions",
@@ -53,7 +53,8 @@ def explain(policy: Policy, raw: bytes, *, path: str = "/v1/chat/completions",
     e = route.endpoint
     lines.append(f"decision: tier {e.tier.name} (rank {e.tier.rank}), endpoint {e.name} "
                  f"(model {e.model}) by rule {route.rule}")
-    wanted = chosen.action.tier or chosen.action.endpoint.tier
+    action = chosen.action
+    wanted = (action.tier or action.endpoint.tier) if isinstance(action, RouteAction) else e.tier
     if route.rule == chosen.name and e.tier != wanted:
         lines.append(f"  (tier {wanted.name} has no endpoint for {feats.api} that is up and holds "
                      f"{feats.tokens + feats.max_tokens} tokens: the nearest tier that does)")

@@ -28,7 +28,8 @@ from sidecar.denials import Denied
 from sidecar.policy.compiled import Health, Policy
 
 
-def suite_for(policy_path: Path) -> Path:
+def suite_for(policy_path) -> Path:
+    policy_path = Path(policy_path)
     return policy_path.parent / "tests" / policy_path.name
 
 

@@ -75,7 +75,9 @@ def hop_location(policy: Policy, tier, flavour: str, hop: int, opts, streaming: 
                             ("route_fallback2_auth", "fallback2_auth"),
                             ("route_ratelimit", "ratelimit"),
                             ("route_ratelimit_policy", "ratelimit_policy"),
-                            ("route_rule", "rule"), ("route_tenant", "tenant")):
+                            ("route_rule", "rule"), ("route_tenant", "tenant"),
+                            ("route_features", "features"), ("route_shadow", "shadow"),
+                            ("route_shadow_auth", "shadow_auth")):
             lines.append(f"            set ${var} $upstream_http_x_route_{header};")
     if hop > 0:
         # The failed hop's Retry-After (its endpoint's cooldown), before proxy_pass replaces it.
@@ -88,6 +90,8 @@ def hop_location(policy: Policy, tier, flavour: str, hop: int, opts, streaming: 
         lines.append("            set $route_stream 1;")
     if hop > 0 and opts.mode == "lua":
         lines.append(f"            rewrite_by_lua_block {{ require('hir').splice_fallback({hop}) }}")
+    if hop == 0 and policy.shadow is not None:
+        lines.append("            mirror /_hir/shadow;  # the sampled share also goes to the shadow endpoint")
     timeout = tier.first_byte_timeout_ms or DEFAULT_READ_TIMEOUT_MS
     lines.append(f"            proxy_read_timeout {timeout}ms;  # first byte (then between reads)")
     nexts = None if hop == len(HOPS) - 1 else {
@@ -131,6 +135,31 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
     # endpoint's own answer.
     lines += [f"{pad}error_page {status} = {target};" for status, target in pages.items()]
     return lines + [f"{pad}proxy_pass $hop{suffix}_target$route_path;"]
+
+
+SHADOW = ("_shadow", "route_shadow", "route_shadow_auth")
+
+
+def shadow_location(policy: Policy, opts) -> list[str]:
+    """The mirror subrequest: to the shadow endpoint when the decision sampled this
+    request, else nothing. nginx discards its answer; its own log line (tagged
+    shadow) feeds the shadow metrics, never health, limits or cost."""
+    if policy.shadow is None:
+        return []
+    pad = "            "
+    logs = [f"{pad}access_log syslog:server=unix:{path},nohostname,tag=hir hir_shadow;"
+            for path in opts.feedback_sockets] or [f"{pad}access_log off;"]
+    return ["        location = /_hir/shadow {", f"{pad}internal;",
+            f'{pad}if ($route_shadow = "") {{ access_log off; return 204; }}',
+            f"{pad}log_subrequest on;", *logs,
+            f"{pad}include {NGINX_DIR / 'endpoint_proxy.conf'};",
+            *nginx_headers.endpoint_request_headers(policy, pad),
+            f"{pad}proxy_set_header Host $hop_shadow_host;",
+            f"{pad}proxy_set_header Authorization $hop_shadow_authorization;",
+            f"{pad}proxy_set_header x-api-key $hop_shadow_x_api_key;",
+            f"{pad}proxy_ssl_name $hop_shadow_sni;",
+            f"{pad}proxy_read_timeout 300s;",
+            f"{pad}proxy_pass $hop_shadow_target$route_path;", "        }"]
 
 
 def fail_open_checks() -> list[str]:

@@ -16,7 +16,7 @@ from sidecar.edge import feedback
 from sidecar.edge.feedback import FEEDBACK_VARIABLES
 from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_cors, nginx_errors, nginx_headers
-from sidecar.tools.nginx_hops import NGINX_DIR, fail_open_checks, forward, hop_locations
+from sidecar.tools.nginx_hops import NGINX_DIR, fail_open_checks, forward, hop_locations, shadow_location
 from sidecar.tools.nginx_upstreams import render_upstreams
 
 LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so",
@@ -101,7 +101,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
     if opts.mode == "lua":
         lines += [f"load_module {m};" for m in LUA_MODULES]
     lines += ["events { worker_connections 4096; }", "", "http {",
-              "    " + feedback.LOG_FORMAT % opts.mode]
+              "    " + feedback.LOG_FORMAT % opts.mode, "    " + feedback.SHADOW_LOG_FORMAT]
     if opts.feedback_sockets:
         # Every sidecar process hears every outcome, so health is the same in all.
         lines += [f"    access_log syslog:server=unix:{path},nohostname,tag=hir hir_feedback;"
@@ -152,19 +152,22 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                   f"        location / {{ return 308 https://$host:{tls_port}$request_uri; }}",
                   *nginx_errors.error_locations("        "), "    }"]
     lines += [""] + _server_head(opts)
-    lines += [
-              f"        {security}",
-              f"        set $hir_request_timeout {opts.request_timeout_s};",
-              f"        set $hir_read_timeout_ms {_milliseconds(opts.client_timeout)};",
-              "        set $route_endpoint \"\";", "        set $route_auth \"\";",
-              "        set $route_path \"\";", "        set $route_fallback \"\";",
-              "        set $route_fallback_auth \"\";", "        set $route_fallback2 \"\";",
-              "        set $route_fallback2_auth \"\";", "        set $route_model_at \"\";",
-              "        set $route_ratelimit \"\";", "        set $route_ratelimit_policy \"\";",
-              "        set $route_overhead_ms \"\";", "        set $route_strip_usage \"\";",
-              "        set $route_max_stream_s \"\";",
-              *[f"        set ${v} \"\";" for v in FEEDBACK_VARIABLES],
-              *nginx_errors.error_pages("        ")]
+    initial = [f"set $hir_request_timeout {opts.request_timeout_s};",
+               f"set $hir_read_timeout_ms {_milliseconds(opts.client_timeout)};",
+               *[f'set ${v} "";' for v in ("route_endpoint", "route_auth", "route_path", "route_fallback",
+                                            "route_fallback_auth", "route_fallback2", "route_fallback2_auth",
+                                            "route_model_at", "route_ratelimit", "route_ratelimit_policy",
+                                            "route_overhead_ms", "route_strip_usage", "route_max_stream_s",
+                                            *FEEDBACK_VARIABLES)]]
+    if policy.shadow is None:
+        initial = [f"        {line}" for line in initial]
+    else:
+        # A mirror subrequest shares its request's variables and runs the server's
+        # `set`s again: they would clear the decision in mid-request. ($uri is read
+        # afresh, never cached, so it tells the mirror apart.)
+        initial = ['        if ($uri != "/_hir/shadow") {', *[f"            {line}" for line in initial],
+                   "        }"]
+    lines += [f"        {security}", *initial, *nginx_errors.error_pages("        ")]
     sidecar_headers = ["proxy_http_version 1.1;", "proxy_set_header Connection \"\";",
                        "proxy_set_header X-Original-URI $request_uri;",
                        "proxy_set_header X-Original-Method $request_method;",
@@ -213,10 +216,14 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                   "            recursive_error_pages on;  # @sidecar_failed may chain to another",
                   "        }"]
     lines += hop_locations(policy, opts)
+    lines += shadow_location(policy, opts)
     # No decision: forward to the path's failover endpoint as hop 0 would (no
     # credentials are known, so $route_auth is empty), or refuse with 503.
     lines += ["        location @sidecar_failed {",
               "            set $route_endpoint $hir_failover_endpoint;",
+              # Not set for the whole server: a mirror subrequest runs the server's `set`s
+              # again on the variables it shares with its request, and would clear these.
+              "            set $route_shadow \"\";", "            set $route_shadow_auth \"\";",
               "            set $route_path $hir_failover_path;",
               "            error_page 418 = @sidecar_unavailable;",
               "            if ($route_endpoint = \"\") { return 418; }",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_cors, nginx_headers
-from sidecar.tools.nginx_hops import HOPS, next_hop_maps
+from sidecar.tools.nginx_hops import HOPS, SHADOW, next_hop_maps
 
 
 def _q(value: str) -> str:
@@ -37,7 +37,7 @@ def render_upstreams(policy: Policy, unresolved=frozenset()) -> str:
         "model": lambda e: e.model,
         "auth_style": lambda e: e.auth,
     }
-    for suffix, source, auth in HOPS:
+    for suffix, source, auth in (*HOPS, SHADOW):
         for column, value in columns.items():
             default = '"http://hir_unrouted"' if column == "target" else '""'
             out.append(f"map ${source} $hop{suffix}_{column} {{")

@@ -7,6 +7,8 @@ denial differ are listed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from sidecar.policy.spec import load_policy
@@ -87,11 +89,10 @@ def _action(rule: dict) -> str:
     return "?"
 
 
-def behaviour(path_a, path_b) -> list[str]:
+def behaviour(path_a, path_b, suites=()) -> list[str]:
     a, b = load_policy(path_a, {}), load_policy(path_b, {})
     cases, seen = [], set()
-    for path in (path_a, path_b):
-        suite = golden.suite_for(path)
+    for suite in (*map(Path, suites), golden.suite_for(path_a), golden.suite_for(path_b)):
         if suite.exists():
             for case in (yaml.safe_load(suite.read_text()) or {}).get("cases") or []:
                 if case.get("name") not in seen:
@@ -112,11 +113,11 @@ def _said(outcome: dict) -> str:
     return f"tier {outcome['tier']} ({outcome['endpoint']}, rule {outcome['rule']})"
 
 
-def diff(path_a, path_b) -> str:
+def diff(path_a, path_b, suites=()) -> str:
     a = yaml.safe_load(open(path_a, "rb")) or {}
     b = yaml.safe_load(open(path_b, "rb")) or {}
     changed = structure(a, b)
-    moved = behaviour(path_a, path_b)
+    moved = behaviour(path_a, path_b, suites)
     lines = [f"{path_a} -> {path_b}"]
     lines += ["policy:"] + [f"  {c}" for c in changed] if changed else ["policy: no change"]
     if moved:

@@ -195,3 +195,52 @@ def test_routes_only_ever_name_endpoints_that_serve_and_hold_the_request(p, api,
     if any(p.health.is_up(e) for e in fitting) and route.endpoint.tier.name in {
             e.tier.name for e in fitting if p.health.is_up(e)}:
         assert p.health.is_up(route.endpoint)
+
+
+def test_a_split_sends_each_client_to_one_side_by_weight():
+    p = compile_policy(BASE.replace("rules:\n", "rules:\n  - {name: canary, when: {model: gpt}, split: "
+                                    "[{tier: low, weight: 80}, {tier: mid, weight: 20}]}\n").encode(), "p.yaml", {"K": "k"})
+    sides = {}
+    for client in range(2000):
+        f = request("chat", model="gpt")
+        f.sticky = f"ip:10.0.{client // 256}.{client % 256}"
+        route = p.route(f)
+        again = p.route(f)
+        assert route.rule == again.rule            # sticky
+        sides[f.sticky] = route.rule
+    share = sum(rule == "canary:mid" for rule in sides.values()) / len(sides)
+    assert set(sides.values()) == {"canary:low", "canary:mid"} and 0.15 < share < 0.25
+    with pytest.raises(PolicyError, match="at least two"):
+        compile_policy(BASE.replace("rules:\n", "rules:\n  - {name: c, split: [{tier: low, weight: 1}]}\n").encode(),
+                       "p.yaml", {"K": "k"})
+
+
+def test_shadow_samples_its_share_by_request_id():
+    from sidecar.edge.decision import add_shadow
+    p = policy("shadow: {endpoint: high-chat, share: 0.1}\n")
+    sampled = 0
+    for i in range(5000):
+        headers = {}
+        add_shadow(headers, p.shadow, f"req-{i}")
+        if headers:
+            assert headers["X-Route-Shadow"] == "high-chat"
+            sampled += 1
+        again = {}
+        add_shadow(again, p.shadow, f"req-{i}")
+        assert again == headers
+    assert 400 < sampled < 600
+    with pytest.raises(PolicyError, match="shadow.share"):
+        policy("shadow: {endpoint: high-chat, share: 2}\n")
+
+
+def test_the_logged_features_never_carry_header_breaking_model_text():
+    from sidecar.edge.decision import features_header
+    from sidecar.tools.replay import parse_features
+    f = request("messages", model="evil\r\nX-Injected: 1;x")
+    f.complexity, f.tier_hint, f.code, f.stream = 0.4321, 3, True, True
+    text = features_header(f)
+    assert "\r" not in text and "\n" not in text and " " not in text
+    back = parse_features(text)
+    assert (back.api, back.tokens, back.complexity, back.tier_hint, back.code, back.stream, back.math) == \
+        ("messages", 10, 0.4321, 3, True, True, False)
+    assert all(c.isalnum() or c in "._:/@-?" for c in back.model)
