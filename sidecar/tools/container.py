@@ -31,6 +31,7 @@ can be read-only.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
@@ -95,7 +96,10 @@ class Supervisor:
             mode=a.mode, listen=a.listen, sidecar_sockets=[str(self.run_dir / "sidecar.sock")],
             run_dir=str(self.run_dir), feedback_sockets=[str(self.run_dir / "feedback.sock")],
             tls_listen=a.tls_listen if tls else "", tls_cert=a.tls_cert if tls else "",
-            tls_key=a.tls_key if tls else "", daemon=False)
+            tls_key=a.tls_key if tls else "", daemon=False,
+            # Started as root (not in the image, which runs as uid 10001): workers keep
+            # this user so they can reach the run dir's sockets.
+            user=getpass.getuser() if os.geteuid() == 0 else "")
 
     def render(self, policy) -> Path:
         unresolved = unresolvable(policy)
