@@ -116,14 +116,11 @@ def replay(current_path: str, candidate_path: str, log_path: str, examples: int 
             text = f"{feats.api}, {feats.tokens} tokens, complexity {feats.complexity:.2f}"
         else:
             a, b = golden.outcome(current, payload), golden.outcome(candidate, payload)
-            try:
-                _, path, headers, raw = golden.request_parts(current, payload)
-                body = payload.get("body") or {}
-                text = json.dumps(body)[:80]
-            except (TypeError, ValueError):
-                text = ""
-            prompt = len(json.dumps(payload.get("body") or {})) // 4
-            completion = (payload.get("body") or {}).get("max_tokens") or DEFAULT_COMPLETION
+            body = payload.get("body") or {}
+            text = json.dumps(body)[:80]
+            prompt = len(json.dumps(body)) // 4
+            asked = body.get("max_tokens") if isinstance(body, dict) else None
+            completion = asked if isinstance(asked, int) and asked > 0 else DEFAULT_COMPLETION
         n += 1
         blind += kind == "log"
         cost_now += _cost(current, a, prompt, completion)
