@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
-from conftest import HASH, Client, Mocks, free_port, shifted_policy, user, wait_until
+from conftest import Client, Mocks, free_port, shifted_policy, user, wait_until
 from sidecar.cli import main
 from sidecar.tools.stack import Stack, watch_policy
 
