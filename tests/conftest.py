@@ -150,11 +150,16 @@ def tls_both(request, tmp_path_factory):
     st.stop()
 
 
+def fresh_mocks(st):
+    """`st` with its mock endpoints' faults and records cleared before and after a test."""
+    st.mocks.clear()
+    yield st
+    st.mocks.clear()
+
+
 @pytest.fixture
 def clean(stack):
-    stack.mocks.clear()
-    yield stack
-    stack.mocks.clear()
+    yield from fresh_mocks(stack)
 
 
 def wait_until(predicate, timeout=5.0):

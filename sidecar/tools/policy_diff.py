@@ -25,25 +25,26 @@ def _changes(what: str, old: dict, new: dict) -> list[str]:
     return [f"{what}: " + "; ".join(parts)] if parts else []
 
 
+def _members(kind: str, old: dict, new: dict, added, removed) -> list[str]:
+    """Sentences for the named members of one section: added, removed, changed."""
+    out = []
+    for name in sorted(set(old) | set(new), key=str):
+        if name not in new:
+            out.append(f"{kind} {name} removed {removed(old[name])}".rstrip())
+        elif name not in old:
+            out.append(f"{kind} {name} added {added(new[name])}".rstrip())
+        else:
+            out += _changes(f"{kind} {name}", old[name], new[name])
+    return out
+
+
 def structure(a: dict, b: dict) -> list[str]:
     out = []
-    tiers_a, tiers_b = a.get("tiers") or {}, b.get("tiers") or {}
-    for name in sorted(set(tiers_a) | set(tiers_b)):
-        if name not in tiers_b:
-            out.append(f"tier {name} removed")
-        elif name not in tiers_a:
-            out.append(f"tier {name} added (rank {tiers_b[name].get('rank')})")
-        else:
-            out += _changes(f"tier {name}", tiers_a[name], tiers_b[name])
-    ends_a, ends_b = _named(a.get("endpoints")), _named(b.get("endpoints"))
-    for name in sorted(set(ends_a) | set(ends_b), key=str):
-        if name not in ends_b:
-            out.append(f"endpoint {name} removed (was in tier {ends_a[name].get('tier')})")
-        elif name not in ends_a:
-            e = ends_b[name]
-            out.append(f"endpoint {name} added to tier {e.get('tier')} ({e.get('model')} at {e.get('url')})")
-        else:
-            out += _changes(f"endpoint {name}", ends_a[name], ends_b[name])
+    out += _members("tier", a.get("tiers") or {}, b.get("tiers") or {},
+                    lambda t: f"(rank {t.get('rank')})", lambda t: "")
+    out += _members("endpoint", _named(a.get("endpoints")), _named(b.get("endpoints")),
+                    lambda e: f"to tier {e.get('tier')} ({e.get('model')} at {e.get('url')})",
+                    lambda e: f"(was in tier {e.get('tier')})")
     rules_a, rules_b = _named(a.get("rules")), _named(b.get("rules"))
     order_a = [r for r in rules_a if r in rules_b]
     order_b = [r for r in rules_b if r in rules_a]
@@ -65,14 +66,8 @@ def structure(a: dict, b: dict) -> list[str]:
         out.append(f"rules reordered: {', '.join(order_a)} -> {', '.join(order_b)}")
     if a.get("default") != b.get("default"):
         out.append(f"default: {_action(a.get('default') or {})} -> {_action(b.get('default') or {})}")
-    limits_a, limits_b = _named(a.get("limits")), _named(b.get("limits"))
-    for name in sorted(set(limits_a) | set(limits_b), key=str):
-        if name not in limits_b:
-            out.append(f"limit {name} removed")
-        elif name not in limits_a:
-            out.append(f"limit {name} added: {limits_b[name]}")
-        else:
-            out += _changes(f"limit {name}", limits_a[name], limits_b[name])
+    out += _members("limit", _named(a.get("limits")), _named(b.get("limits")),
+                    lambda rule: f"{rule}", lambda rule: "")
     for key in ("constitutional_hash", "models", "cors", "retry_budget", "clients", "failover",
                 "pass_headers", "previous_hashes"):
         if a.get(key) != b.get(key):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import HASH, SECURITY, Client, Mocks, free_port, shifted_policy, user
+from conftest import HASH, SECURITY, Client, Mocks, free_port, fresh_mocks, shifted_policy, user
 from sidecar.tools.stack import Stack
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -41,9 +41,7 @@ def surface(request, tmp_path_factory):
 
 @pytest.fixture
 def api(surface):
-    surface.mocks.clear()
-    yield surface
-    surface.mocks.clear()
+    yield from fresh_mocks(surface)
 
 
 def get(st, path, headers=None):

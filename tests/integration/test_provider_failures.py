@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import HASH, SECURITY, Client, Mocks, free_port, shifted_policy, wait_until
+from conftest import HASH, SECURITY, Client, Mocks, free_port, fresh_mocks, shifted_policy, wait_until
 from sidecar.tools.stack import Stack
 
 
@@ -47,9 +47,7 @@ def flaky(request, tmp_path_factory):
 
 @pytest.fixture
 def fx(flaky):
-    flaky.mocks.clear()
-    yield flaky
-    flaky.mocks.clear()
+    yield from fresh_mocks(flaky)
 
 
 def pinned(st, endpoint, **extra):

@@ -11,15 +11,19 @@ from sidecar.policy.spec import PolicyError
 from sidecar.tools.stack import Stack
 
 
-@pytest.fixture
-def own_stack(tmp_path):
-    policy, ports = shifted_policy(tmp_path)
+def lua_stack(tmp_path, extra: str = ""):
+    policy, ports = shifted_policy(tmp_path, extra=extra)
     port = free_port()
     st = Stack(policy, tmp_path / "run", mode="lua", listen=f"127.0.0.1:{port}", latency_scale=0)
     st.start()
     st.client, st.mocks = Client(port), Mocks(ports)
     yield st
     st.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    yield from lua_stack(tmp_path)
 
 
 def test_an_edited_rule_takes_effect_on_reload(own_stack):
@@ -108,13 +112,7 @@ class Load:
 @pytest.fixture
 def unlimited(tmp_path):
     """The demo without client limits, so load only measures what reloads do."""
-    policy, ports = shifted_policy(tmp_path, extra="limits: []\n")
-    port = free_port()
-    st = Stack(policy, tmp_path / "run", mode="lua", listen=f"127.0.0.1:{port}", latency_scale=0)
-    st.start()
-    st.client, st.mocks = Client(port), Mocks(ports)
-    yield st
-    st.stop()
+    yield from lua_stack(tmp_path, extra="limits: []\n")
 
 
 def test_quick_successive_edits_under_load_never_take_the_stack_down(unlimited):
