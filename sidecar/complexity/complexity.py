@@ -145,6 +145,13 @@ class ComplexityModel:
                           for w in sorted({*general.words, *gate_words})}
 
     def _sums(self, clamped, bins, words) -> list[float]:
+        if self.known is None:
+            # Rows of width one: the same additions in the same order (so the same
+            # float), without zipping ~40 one-element rows.
+            general = self.general
+            first = sum((general.bias, *map(tuple.__getitem__, general.steps, bins),
+                         *filter(None, map(general.words.get, words))))
+            return [first + sum(map(operator.mul, general.dense, clamped))]
         sums = list(map(sum, zip(self.bias_row, *map(tuple.__getitem__, self.bin_rows, bins),
                                  *filter(None, map(self.word_rows.get, words)))))
         sums[0] += sum(map(operator.mul, self.general.dense, clamped))

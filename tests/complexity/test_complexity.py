@@ -3,6 +3,7 @@ shapes it must not be fooled by."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -166,3 +167,16 @@ def test_malformed_known_sources_are_refused_with_the_file_named(tmp_path, known
     path.write_text(json.dumps(spec))
     with pytest.raises(ValueError, match=r"damaged\.json: malformed known_sources"):
         complexity.load(path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(min_size=1, max_size=600))
+def test_the_shipped_models_shortcut_gives_the_merged_tables_float_exactly(text):
+    # A model without known sources skips the merged (width-one) tables; the
+    # score must be the same float, not merely close: tiers cut on it.
+    assert MODEL.known is None
+    merged = copy.copy(MODEL)
+    merged.known = object()  # any non-None value takes the merged-table path
+    clamped, bins = MODEL._prepare(complexity.signals.extract(text)[0])
+    words = complexity.signals.extract(text)[1]
+    assert MODEL._sums(clamped, bins, words) == merged._sums(clamped, bins, words)[:1]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.denials import Denied
-from sidecar.edge.features import Features, extract, parse_body
+from sidecar.edge.features import (_CODE_SCAN, _MATH_SCAN, CODE_MARKERS, MATH_MARKERS, Features,
+                                   extract, parse_body)
 
 CHAT = "/v1/chat/completions"
 
@@ -104,7 +107,9 @@ def test_the_feature_cache_reuses_body_features_and_counts_hits():
     assert (cache.hits, cache.misses) == (1, 4) and len(cache.entries) == 2
     # The same body on another path is another entry: paths read bodies differently.
     key = ("/v1/chat/completions", xxhash.xxh3_64_intdigest(bodies[0]))
-    assert len(cache.entries[key]) == len(BODY_FEATURES)
+    kept = cache.entries[key]
+    assert isinstance(kept, Features) and kept.prompt == "q0"
+    assert all(hasattr(kept, name) for name in BODY_FEATURES)
 
 
 def test_large_bodies_are_not_cached_and_media_type_is_still_checked():
@@ -141,3 +146,41 @@ def test_two_content_types_are_refused_in_either_order(first, second):
     with pytest.raises(Denied) as info:
         content_type(CIMultiDict([("Content-Type", first), ("Content-Type", second)]))
     assert (info.value.status, info.value.reason) == (400, "invalid_request")
+
+
+# Texts built from the markers, their pieces and their neighbours, so overlaps and near misses occur.
+MARKED = st.lists(st.sampled_from([*"ab $^=\\{}_(/[#;\n", *CODE_MARKERS, *MATH_MARKERS]),
+                  max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(MARKED, st.text(max_size=80)))
+def test_one_marker_scan_finds_what_a_test_per_marker_finds(text):
+    assert (_CODE_SCAN(text) is not None) == any(m in text for m in CODE_MARKERS)
+    assert (_MATH_SCAN(text) is not None) == any(m in text for m in MATH_MARKERS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=4), st.booleans())
+def test_a_cache_hit_decides_exactly_what_the_miss_decided(contents, stream):
+    from multidict import CIMultiDict
+
+    from sidecar.edge.app import Runtime, decide
+    from sidecar.edge.features import FeatureCache
+    from sidecar.policy.spec import load_policy
+    from conftest import DEMO, HASH
+
+    policy = load_policy(DEMO, {})
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    body = orjson.dumps({"model": "auto", "stream": stream,
+                         "messages": [{"role": "user", "content": c} for c in contents]})
+    rt = Runtime(cache=FeatureCache())
+    miss = decide(policy, "POST", "/v1/chat/completions", headers, body, runtime=rt)
+    hit = decide(policy, "POST", "/v1/chat/completions", headers, body, runtime=rt)
+    uncached = decide(policy, "POST", "/v1/chat/completions", headers, body, runtime=Runtime())
+    assert rt.cache.hits == 1
+    # Which endpoint of the tier and the limit counters move from call to call;
+    # what the body decides must not.
+    decided = [(route.endpoint.tier, out["X-Route-Rule"], out["X-Route-Features"],
+                out["X-Accel-Redirect"]) for route, out, _ in (miss, hit, uncached)]
+    assert decided[0] == decided[1] == decided[2]
