@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+from pathlib import Path
 
 import orjson
 
@@ -175,8 +176,38 @@ class _Protocol(asyncio.DatagramProtocol):
         self.feedback.datagram(data)
 
 
+# Linux queues at most this many unread datagrams on a unix socket (per network
+# namespace; the kernel's default is 10, systemd's 512). nginx drops a log line
+# that finds the queue full ("send() to syslog failed"): a busy sidecar then
+# loses the usage, health and settlement of ~2% of requests (10 measured at 8
+# connections; docs/operations.md).
+QUEUE_SYSCTL = Path("/proc/sys/net/unix/max_dgram_qlen")
+QUEUE_ADVISED = 512
+MAX_DATAGRAM = 65536  # nginx's syslog lines are a few KB at most
+
+
+def queue_warning(sysctl: Path = QUEUE_SYSCTL) -> str | None:
+    try:
+        queue = int(sysctl.read_text())
+    except (OSError, ValueError):
+        return None  # not Linux, or not readable: nothing to say
+    if queue >= QUEUE_ADVISED:
+        return None
+    return (f"net.unix.max_dgram_qlen is {queue}: under load nginx will drop feedback datagrams "
+            f"(usage, health, settlement); set it to {QUEUE_ADVISED} or more, e.g. `sysctl -w "
+            f"net.unix.max_dgram_qlen={QUEUE_ADVISED}` or `--sysctl` for a container")
+
+
 async def listen(path: str, feedback: Feedback):
-    """Bind the unix datagram socket nginx logs to."""
+    """Bind the unix datagram socket nginx logs to → (transport, drain).
+
+    The event loop reads it when it gets round to it: once per loop iteration,
+    which under load is several decisions long, and the kernel's queue may be
+    only a few datagrams deep. `drain()` reads whatever is queued without
+    waiting; the decision socket calls it after each answer, so the queue is
+    emptied as often as a decision is made."""
+    if (warning := queue_warning()) is not None:
+        log.warning(warning)
     if os.path.exists(path):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -184,4 +215,18 @@ async def listen(path: str, feedback: Feedback):
     os.chmod(path, 0o666)
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _Protocol(feedback), sock=sock)
-    return transport
+    return transport, _drainer(sock, feedback)
+
+
+def _drainer(sock: socket.socket, feedback: Feedback):
+    recv, nowait = sock.recv, socket.MSG_DONTWAIT
+
+    def drain() -> None:
+        try:
+            while True:
+                feedback.datagram(recv(MAX_DATAGRAM, nowait))
+        except OSError:  # nothing queued (BlockingIOError), or the socket is closed
+            pass
+        except Exception:  # a bug in reading feedback must not cost a decision
+            log.exception("reading a feedback datagram failed")
+    return drain

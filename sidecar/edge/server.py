@@ -105,12 +105,7 @@ def run(args, policy) -> int:
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        servers, runner = [], None
-        if socket_path:
-            Path(socket_path).unlink(missing_ok=True)
-            servers.append(await loop.create_unix_server(
-                lambda: HttpProtocol(sidecar.handle, MAX_BODY), socket_path))
-            os.chmod(socket_path, 0o666)
+        servers, runner, drain_feedback = [], None, None
         if args.feedback_socket:
             from sidecar.edge import feedback
             from sidecar.edge.outcomes import Outcomes
@@ -126,7 +121,13 @@ def run(args, policy) -> int:
                                          args.health_down_seconds, outcomes=outcomes,
                                          settlements=runtime.settlements, policy_ref=lambda: ref.policy,
                                          retries=runtime.retries)
-            servers.append(await feedback.listen(args.feedback_socket, listener))
+            transport, drain_feedback = await feedback.listen(args.feedback_socket, listener)
+            servers.append(transport)
+        if socket_path:
+            Path(socket_path).unlink(missing_ok=True)
+            servers.append(await loop.create_unix_server(
+                lambda: HttpProtocol(sidecar.handle, MAX_BODY, drain_feedback), socket_path))
+            os.chmod(socket_path, 0o666)
         if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
                                    handle_signals=False, shutdown_timeout=1)

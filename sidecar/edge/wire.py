@@ -43,13 +43,14 @@ class HttpProtocol(asyncio.Protocol):
     """Parses pipelined requests and answers them in order with `handler(method,
     target, headers, body) -> (status, headers, body)`."""
 
-    __slots__ = ("handler", "max_body", "transport", "buffer")
+    __slots__ = ("handler", "max_body", "transport", "buffer", "after_answers")
 
-    def __init__(self, handler, max_body: int):
+    def __init__(self, handler, max_body: int, after_answers=None):
         self.handler = handler
         self.max_body = max_body
         self.transport = None
         self.buffer = b""
+        self.after_answers = after_answers  # called once what has arrived is answered
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -69,12 +70,14 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.close()
                 return
             if parsed is None:
-                return  # need more bytes
+                break  # need more bytes
             method, target, headers, body, close = parsed
             status, out_headers, out_body = self.handler(method, target, headers, body)
             self.transport.write(render_response(status, out_headers, out_body, close))
             if close:
                 self.transport.close()
+        if self.after_answers is not None:
+            self.after_answers()
 
     def _parse_one(self):
         buf = self.buffer

@@ -85,3 +85,53 @@ def test_fallback_hops_are_charged_to_the_retry_budget():
     assert budget.allow()
     fb.record({"mode": "lua", "endpoints": ["a", "b", ""], "upstream_status": "503 : 200"})
     assert budget.total_retries == 1 and not budget.allow()
+
+
+def test_the_queue_sysctl_is_named_when_it_is_below_what_a_busy_sidecar_needs(tmp_path):
+    from sidecar.edge.feedback import QUEUE_ADVISED, queue_warning
+    sysctl = tmp_path / "max_dgram_qlen"
+    sysctl.write_text("10\n")
+    assert "net.unix.max_dgram_qlen is 10" in queue_warning(sysctl)
+    sysctl.write_text(f"{QUEUE_ADVISED}\n")
+    assert queue_warning(sysctl) is None
+    assert queue_warning(tmp_path / "absent") is None  # not Linux: nothing to say
+
+
+class Collecting:
+    def __init__(self, fail_on: bytes = b""):
+        self.seen, self.fail_on = [], fail_on
+
+    def datagram(self, data: bytes) -> None:
+        if data == self.fail_on:
+            raise ValueError("a bug in reading feedback")
+        self.seen.append(data)
+
+
+def test_drain_reads_every_queued_datagram_and_returns_when_none_is_left(tmp_path):
+    import socket
+
+    from sidecar.edge.feedback import _drainer
+    path = str(tmp_path / "fb.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sink = Collecting(fail_on=b"bad")
+        drain = _drainer(receiver, sink)
+        drain()  # nothing queued: returns at once
+        assert sink.seen == []
+        for i in range(8):
+            sender.sendto(b"line %d" % i, path)
+        drain()
+        assert sink.seen == [b"line %d" % i for i in range(8)]
+        # A handler bug is logged, never raised into the decision that called drain.
+        sender.sendto(b"bad", path)
+        sender.sendto(b"after", path)
+        drain()
+        drain()
+        assert sink.seen[-1] == b"after"
+        receiver.close()
+        drain()  # a closed socket: nothing to read, no error
+    finally:
+        sender.close()
+        receiver.close()

@@ -97,3 +97,14 @@ def test_incomplete_requests_wait_for_more_bytes():
 def test_malformed_requests_get_400_and_a_closed_connection(raw):
     t = serve(raw)
     assert t.out.startswith(b"HTTP/1.1 400 Bad Request\r\n") and t.closed
+
+
+def test_the_after_answers_hook_runs_once_what_arrived_is_answered():
+    calls = []
+    transport = Transport()
+    proto = HttpProtocol(echo, 1024, lambda: calls.append(len(responses(transport.out))))
+    proto.connection_made(transport)
+    proto.data_received(req(b"1") + req(b"2") + req(b"3")[:10])  # two whole, one begun
+    assert calls == [2]
+    proto.data_received(req(b"3")[10:])
+    assert calls == [2, 3]
