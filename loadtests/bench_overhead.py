@@ -10,6 +10,13 @@ and three limits enforced. Then runs wrk (Debian package) against the
 targets, interleaved round by round, and prints medians of p50/p99 latency at 1
 and 8 connections and of max requests/s, with the router's numbers as added
 latency and ratios against direct. Needs nothing but the repo's setup.
+
+`--bodies` picks what the requests carry, each reported as its own table:
+`repeated` is one constant body (after the first request every decision is a
+feature-cache hit), `unique` a different short chat prompt on every request,
+`mix` different prompts in a realistic size mix (loadtests/prompt_mix.py: 70%
+short, 20% ~1 KB, 8% ~8 KB, 2% ~100 KB). Unique bodies come from a pool far
+larger than the feature cache, cycled, so every decision is a miss.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loadtests import prompt_mix  # noqa: E402
+from sidecar.tools.nginx_render import LUA_MODULES  # noqa: E402
 from sidecar.tools.stack import Stack, _tcp, wait_for  # noqa: E402
 
 HASH = "cdd01ef066bc6cf2"
@@ -36,6 +45,10 @@ COMPLETION = ('{"id":"chatcmpl-bench","object":"chat.completion","created":0,"mo
               '"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant",'
               '"content":"Paris"}}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}')
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+# Distinct bodies per pool: well above the feature cache's 4,096 entries, so a
+# cycled pool never hits it.
+POOL = {"unique": 40_000, "mix": 12_000}
+HEADERS = {"Content-Type": "application/json", "X-Constitutional-Hash": HASH}
 
 
 def free_port() -> int:
@@ -48,7 +61,8 @@ def free_port() -> int:
 def direct_nginx(run: Path, echo_port: int, direct_port: int) -> subprocess.Popen:
     run.mkdir(parents=True, exist_ok=True)
     conf = run / "nginx.conf"
-    conf.write_text(textwrap.dedent(f"""\
+    modules = "".join(f"load_module {m};\n" for m in LUA_MODULES)
+    conf.write_text(modules + textwrap.dedent(f"""\
         worker_processes 2;
         pid {run}/nginx.pid;
         error_log {run}/error.log warn;
@@ -56,12 +70,19 @@ def direct_nginx(run: Path, echo_port: int, direct_port: int) -> subprocess.Pope
         events {{ worker_connections 4096; }}
         http {{
             access_log off;
+            client_max_body_size 4m; client_body_buffer_size 4m;  # as the router's nginx
             client_body_temp_path {run}/body; proxy_temp_path {run}/proxy;
             fastcgi_temp_path {run}/fcgi; uwsgi_temp_path {run}/uwsgi; scgi_temp_path {run}/scgi;
             upstream echo {{ server 127.0.0.1:{echo_port}; keepalive 32; }}
             server {{
                 listen 127.0.0.1:{echo_port};
-                location / {{ default_type application/json; return 200 '{COMPLETION}'; }}
+                # Reads the body before answering: a `return` leaves a large body
+                # unread, closes the keep-alive connection, and the proxy in front
+                # then sees "upstream prematurely closed" (502) on its next request.
+                location / {{
+                    default_type application/json;
+                    content_by_lua_block {{ ngx.req.read_body() ngx.print('{COMPLETION}') }}
+                }}
             }}
             server {{
                 listen 127.0.0.1:{direct_port};
@@ -103,6 +124,43 @@ def bench_policy(tmp: Path, echo_port: int, enforcement: bool) -> Path:
     return path
 
 
+def wrk_script(tmp: Path, kind: str) -> Path:
+    """A wrk script sending `kind` bodies. Unique bodies are read from a file and
+    formatted into requests once, in init (wrk's advice: building a request per
+    call costs the load generator CPU the box needs for the router)."""
+    headers = {**HEADERS, "Authorization": f"Bearer {KEY}"}
+    lua_headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script = tmp / f"{kind}.lua"
+    if kind == "repeated":
+        script.write_text(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n{lua_headers}')
+        return script
+    if kind not in POOL:
+        raise SystemExit(f"unknown --bodies kind {kind!r}; use repeated, unique or mix")
+    make = prompt_mix.short_bodies if kind == "unique" else prompt_mix.mixed_bodies
+    pool = tmp / f"{kind}.bodies"
+    pool.write_bytes(b"\n".join(make(POOL[kind])) + b"\n")
+    script.write_text(f'wrk.method = "POST"\n{lua_headers}' + textwrap.dedent(f"""\
+        local threads, requests, nextone = 0, {{}}, 1
+        function setup(thread)
+            threads = threads + 1
+            thread:set("offset", threads)
+        end
+        function init(args)
+            for line in io.lines("{pool}") do
+                requests[#requests + 1] = wrk.format(nil, nil, nil, line)
+            end
+            -- Threads start far apart in the pool so they do not send the same bodies.
+            nextone = (tonumber(offset or 1) * 7919) % #requests + 1
+        end
+        function request()
+            local r = requests[nextone]
+            nextone = nextone % #requests + 1
+            return r
+        end
+        """))
+    return script
+
+
 def wrk(port: int, connections: int, duration: float, script: Path) -> dict:
     threads = 1 if connections == 1 else 2
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
@@ -124,17 +182,16 @@ def main() -> int:
     parser.add_argument("--max-connections", type=int, default=32)
     parser.add_argument("--loads", default="c1,c8,max",
                         help="which of c1,c8,max to run (c1 alone gives more rounds per minute)")
+    parser.add_argument("--bodies", default="repeated,unique",
+                        help="comma-separated: repeated (one constant body), unique (a new short "
+                             "prompt every request), mix (new prompts, realistic size mix)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="hir-bench-"))
-    script = tmp / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
-                      f'wrk.headers["Content-Type"] = "application/json"\n'
-                      f'wrk.headers["X-Constitutional-Hash"] = "{HASH}"\n'
-                      f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
+    scripts = {kind: wrk_script(tmp, kind) for kind in args.bodies.split(",")}
     echo_port, direct_port = free_port(), free_port()
     procs, stacks = [], []
     try:
@@ -153,17 +210,20 @@ def main() -> int:
 
         loads = {name: conns for name, conns in (("c1", 1), ("c8", 8), ("max", args.max_connections))
                  if name in args.loads.split(",")}
-        results = {t: {load: [] for load in loads} for t in targets}
+        results = {kind: {t: {load: [] for load in loads} for t in targets} for kind in scripts}
         for name, port in targets.items():  # warm-up: keepalive pools, Lua code cache
-            wrk(port, 8, 1, script)
+            wrk(port, 8, 1, scripts[next(iter(scripts))])
         order = list(targets.items())
         for r in range(args.rounds):
-            for load, conns in loads.items():
-                # Rotate the order every round so no target always runs first or last.
-                for name, port in order[r % len(order):] + order[:r % len(order)]:
-                    results[name][load].append(wrk(port, conns, args.duration, script))
+            for kind, script in scripts.items():
+                for load, conns in loads.items():
+                    # Rotate the order every round so no target always runs first or last.
+                    for name, port in order[r % len(order):] + order[:r % len(order)]:
+                        results[kind][name][load].append(wrk(port, conns, args.duration, script))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-        report(results, args)
+        for kind in scripts:
+            print(f"\n== bodies: {kind}")
+            report(results[kind], args)
     finally:
         for stack in stacks:
             stack.stop()

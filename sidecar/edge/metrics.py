@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, GCCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
@@ -38,6 +38,10 @@ class Metrics:
         self.decision_sum = 0.0
         self.cache = None
         registry.register(_HotCollector(self))
+        # The standard process_* and python_gc_* series (memory, CPU, collections
+        # per generation): what a throughput drift is diagnosed with.
+        ProcessCollector(registry=registry)
+        GCCollector(registry=registry)
 
     def watch_cache(self, cache) -> None:
         self.cache = cache

@@ -169,19 +169,22 @@ class Stack:
         host, _, port = self.listen.rpartition(":")
         wait_for(_tcp(host, int(port)), "nginx", proc=proc)
 
-    def sidecar_health(self, index: int = 0) -> dict:
-        """GET /healthz on a sidecar's socket."""
+    def sidecar_get(self, target: str, index: int = 0) -> bytes:
+        """GET `target` (/healthz, /metrics) on a sidecar's socket → the body."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(2)
         try:
             s.connect(self.sockets[index])
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
         finally:
             s.close()
-        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+        return data.split(b"\r\n\r\n", 1)[1]
+
+    def sidecar_health(self, index: int = 0) -> dict:
+        return json.loads(self.sidecar_get("/healthz", index))
 
     def _nginx_workers(self) -> set[int]:
         master = self.procs["nginx"].pid
