@@ -122,9 +122,8 @@ class FeatureCache:
     body): retries and repeated prompts cost a hash and a lookup. Bounded LRU;
     large bodies are not kept (their parsed form would dominate memory).
 
-    An entry is the Features object the miss filled (nothing changes one after
-    `extract`), so a miss, which is most of real traffic, stores a reference
-    instead of copying thirteen fields; a hit copies them out."""
+    An entry is the body's fields alone, taken in one call (a miss is most of
+    real traffic): never the request's headers, which carry the client's key."""
 
     __slots__ = ("capacity", "max_body", "entries", "hits", "misses")
 
@@ -143,13 +142,13 @@ class FeatureCache:
             return False
         self.entries.move_to_end(key)
         self.hits += 1
-        for name, value in zip(BODY_FEATURES, _body_features(values)):
+        for name, value in zip(BODY_FEATURES, values):
             setattr(feats, name, value)
         return True
 
     def store(self, feats: Features, key, size: int) -> None:
         if size > self.max_body:
             return
-        self.entries[key] = feats
+        self.entries[key] = _body_features(feats)
         if len(self.entries) > self.capacity:
             self.entries.popitem(last=False)

@@ -178,9 +178,9 @@ class _Protocol(asyncio.DatagramProtocol):
 
 # Linux queues at most this many unread datagrams on a unix socket (per network
 # namespace; the kernel's default is 10, systemd's 512). nginx drops a log line
-# that finds the queue full ("send() to syslog failed"): a busy sidecar then
-# loses the usage, health and settlement of ~2% of requests (10 measured at 8
-# connections; docs/operations.md).
+# that finds the queue full ("send() to syslog failed"): with the kernel's 10, a
+# busy sidecar lost the usage, health and settlement of 1.2-3.1% of requests at
+# 8 connections before it drained the socket after each answer (docs/operations.md).
 QUEUE_SYSCTL = Path("/proc/sys/net/unix/max_dgram_qlen")
 QUEUE_ADVISED = 512
 MAX_DATAGRAM = 65536  # nginx's syslog lines are a few KB at most
