@@ -180,33 +180,41 @@ class _Protocol(asyncio.DatagramProtocol):
 # namespace; the kernel's default is 10, systemd's 512). nginx drops a log line
 # that finds the queue full ("send() to syslog failed"): with the kernel's 10, a
 # busy sidecar lost the usage, health and settlement of 1.2-3.1% of requests at
-# 8 connections before it drained the socket after each answer (docs/operations.md).
+# 8 connections, 20-35% at 32, unless it drains the socket after each answer
+# (docs/operations.md).
 QUEUE_SYSCTL = Path("/proc/sys/net/unix/max_dgram_qlen")
 QUEUE_ADVISED = 512
 MAX_DATAGRAM = 65536  # nginx's syslog lines are a few KB at most
 
 
-def queue_warning(sysctl: Path = QUEUE_SYSCTL) -> str | None:
+def _queue_length(sysctl: Path) -> int | None:
     try:
-        queue = int(sysctl.read_text())
+        return int(sysctl.read_text())
     except (OSError, ValueError):
-        return None  # not Linux, or not readable: nothing to say
-    if queue >= QUEUE_ADVISED:
+        return None  # not Linux, or not readable
+
+
+def queue_warning(sysctl: Path = QUEUE_SYSCTL) -> str | None:
+    queue = _queue_length(sysctl)
+    if queue is None or queue >= QUEUE_ADVISED:
         return None
     return (f"net.unix.max_dgram_qlen is {queue}: under load nginx will drop feedback datagrams "
             f"(usage, health, settlement); set it to {QUEUE_ADVISED} or more, e.g. `sysctl -w "
             f"net.unix.max_dgram_qlen={QUEUE_ADVISED}` or `--sysctl` for a container")
 
 
-async def listen(path: str, feedback: Feedback):
-    """Bind the unix datagram socket nginx logs to → (transport, drain).
+async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL):
+    """Bind the unix datagram socket nginx logs to → (transport, drain or None).
 
     The event loop reads it when it gets round to it: once per loop iteration,
-    which under load is several decisions long, and the kernel's queue may be
-    only a few datagrams deep. `drain()` reads whatever is queued without
-    waiting; the decision socket calls it after each answer, so the queue is
-    emptied as often as a decision is made."""
-    if (warning := queue_warning()) is not None:
+    which under load is several decisions long. With a short kernel queue that
+    loses lines, so `drain()` reads whatever is queued without waiting and the
+    decision socket calls it after each answer. With a queue of QUEUE_ADVISED
+    or more nothing is lost without it, and the loop's batched reads are
+    cheaper (max req/s 0.19-0.21x nginx alone against 0.16-0.19x drained,
+    bench_overhead.py --loads max --bodies repeated), so there is no drain."""
+    warning = queue_warning(sysctl)
+    if warning is not None:
         log.warning(warning)
     if os.path.exists(path):
         os.unlink(path)
@@ -215,7 +223,7 @@ async def listen(path: str, feedback: Feedback):
     os.chmod(path, 0o666)
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _Protocol(feedback), sock=sock)
-    return transport, _drainer(sock, feedback)
+    return transport, _drainer(sock, feedback) if warning is not None else None
 
 
 def _drainer(sock: socket.socket, feedback: Feedback):

@@ -135,3 +135,19 @@ def test_drain_reads_every_queued_datagram_and_returns_when_none_is_left(tmp_pat
     finally:
         sender.close()
         receiver.close()
+
+
+@pytest.mark.parametrize("queue,drained", [("10", True), ("512", False), ("4096", False)])
+def test_only_a_short_kernel_queue_gets_drained_after_each_answer(tmp_path, queue, drained):
+    import asyncio
+
+    from sidecar.edge.feedback import listen
+    sysctl = tmp_path / "max_dgram_qlen"
+    sysctl.write_text(queue)
+
+    async def bind():
+        transport, drain = await listen(str(tmp_path / "fb.sock"), Collecting(), sysctl)
+        transport.close()
+        return drain
+
+    assert (asyncio.run(bind()) is not None) == drained
