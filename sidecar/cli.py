@@ -85,6 +85,11 @@ def cmd_serve(args) -> int:
     return server.run(args, _load(args.policy))
 
 
+def cmd_build_data(args) -> int:
+    from sidecar.complexity import commands
+    return commands.build_data(args)
+
+
 def cmd_train(args) -> int:
     from sidecar.complexity import commands
     return commands.train(args)
@@ -251,10 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. 0.0.0.0 in a container)")
     p.set_defaults(func=cmd_mockllm)
 
+    p = sub.add_parser("build-data", help="gather the public labelled prompts listed in "
+                       "docs/data-card.md from pinned git repositories into one JSONL")
+    p.add_argument("--repos", required=True, help="folder holding the repositories (git dirs or "
+                   "checkouts, as owner+name/, owner+name/repo/ or name/)")
+    p.add_argument("--out", required=True, help="JSONL to write (keep it out of the repository)")
+    p.add_argument("--clone", action="store_true", help="git clone the ones that are missing")
+    p.set_defaults(func=cmd_build_data)
+
     p = sub.add_parser("train", help="train the complexity model on labelled prompts (JSONL)")
-    p.add_argument("--data", required=True, help='JSONL with "prompt", "tier" and "file"')
+    p.add_argument("--data", required=True, action="append",
+                   help='JSONL with "prompt", "tier" and "file" (and "kind" for gathered rows); '
+                        "repeat for several files")
     p.add_argument("--out", help="model file to write (JSON)")
     p.add_argument("--loso", action="store_true", help="report leave-one-source-out accuracy")
+    p.add_argument("--holdout-kinds", action="store_true",
+                   help="report leave-one-kind-out accuracy over the gathered rows' kinds")
+    p.add_argument("--reference-share", type=float, default=None,
+                   help="weight of each reference file (rows without a kind) against a gathered "
+                        "one (default: the training default)")
     p.add_argument("--part", choices=("all", "train", "heldout"), default="all",
                    help="all rows, or the reproducible 80%% / 20%% split")
     p.add_argument("--known-sources", action="store_true",
@@ -263,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="accuracy per source file, confusion, cost/quality (APGR)")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, action="append", help="JSONL; repeat for several")
+    p.add_argument("--policy", help="score the tier this policy routes to, not the model's own")
     p.add_argument("--model", help="model file (default: the shipped one)")
     p.add_argument("--part", choices=("all", "train", "heldout"), default="all")
     p.add_argument("--plot", help="draw the confusion matrix and cost/quality curve to a PNG")

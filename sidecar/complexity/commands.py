@@ -1,4 +1,4 @@
-"""Commands for the complexity model: train, eval, classify."""
+"""Commands for the complexity model: build-data, train, eval, classify."""
 
 from __future__ import annotations
 
@@ -11,6 +11,26 @@ def _read_jsonl(path: str) -> list[dict]:
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")
     with stream:
         return [orjson.loads(line) for line in stream if line.strip()]
+
+
+def _read_all(paths) -> list[dict]:
+    return [row for path in ([paths] if isinstance(paths, str) else paths)
+            for row in _read_jsonl(path)]
+
+
+def build_data(args) -> int:
+    import orjson
+    from sidecar.complexity import public_data
+    try:
+        rows = public_data.build(Path(args.repos), allow_clone=args.clone)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with open(args.out, "wb") as f:
+        for row in rows:
+            f.write(orjson.dumps(row) + b"\n")
+    print(f"wrote {args.out} ({len(rows)} rows)")
+    return 0
 
 
 def _part(rows: list[dict], part: str) -> list[dict]:
@@ -31,8 +51,14 @@ def train(args) -> int:
         return 2
     from sidecar.complexity.complexity import ComplexityModel
     from sidecar.complexity.evaluation import evaluate
-    rows = _part(_read_jsonl(args.data), args.part)
+    rows = _part(_read_all(args.data), args.part)
     options = {"known_sources": args.known_sources}
+    if args.reference_share is not None:
+        options["reference_share"] = args.reference_share
+    if args.holdout_kinds:
+        from sidecar.complexity.evaluation import leave_kinds_out
+        print(leave_kinds_out(lambda train_rows: ComplexityModel(training.train(train_rows, **options)),
+                              rows))
     if args.loso:
         files = sorted({r.get("file", "unknown") for r in rows})
         print(f"leave-one-source-out over {len(files)} files")
@@ -57,7 +83,11 @@ def train(args) -> int:
 def evaluate(args) -> int:
     from sidecar.complexity import complexity, evaluation
     model = complexity.load(args.model) if args.model else complexity.default_model()
-    result = evaluation.evaluate(model, _part(_read_jsonl(args.data), args.part))
+    if args.policy:
+        from sidecar.complexity.routed import RoutedTier
+        from sidecar.policy.spec import load_policy
+        model = RoutedTier(load_policy(args.policy, {}), model)
+    result = evaluation.evaluate(model, _part(_read_all(args.data), args.part))
     print(evaluation.report(result))
     if args.plot:
         evaluation.plot(result, args.plot)

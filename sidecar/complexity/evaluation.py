@@ -18,15 +18,26 @@ STRONG_CORRECT = {"both_correct", "strong_only"}
 TIERS = range(1, 6)
 
 
+METRICS = ("exact", "within_one", "mae", "mean_true", "mean_pred")
+
+
 def tier_metrics(pairs) -> dict:
-    """pairs: (true tier, predicted tier) → exact, within_one, mae, n."""
+    """pairs: (true tier, predicted tier) → exact, within_one, mae, the mean
+    labelled and predicted tier (a model squeezed toward cheap tiers shows as
+    mean_pred < mean_true), n."""
     n = len(pairs)
     if n == 0:
-        return {"exact": 0.0, "within_one": 0.0, "mae": 0.0, "n": 0}
+        return {**dict.fromkeys(METRICS, 0.0), "n": 0}
     errors = [abs(t - p) for t, p in pairs]
     return {"exact": sum(e == 0 for e in errors) / n,
             "within_one": sum(e <= 1 for e in errors) / n,
-            "mae": sum(errors) / n, "n": n}
+            "mae": sum(errors) / n, "mean_true": sum(t for t, _ in pairs) / n,
+            "mean_pred": sum(p for _, p in pairs) / n, "n": n}
+
+
+def macro(metrics) -> dict:
+    metrics = list(metrics)
+    return {k: sum(m[k] for m in metrics) / len(metrics) for k in METRICS} if metrics else {}
 
 
 def confusion(pairs) -> list[list[int]]:
@@ -74,21 +85,26 @@ def evaluate(model, rows) -> dict:
         if row.get("label_kind") == "weak_strong_correctness" or file.startswith("routellm_"):
             scored[file].append((score, row.get("label")))
     files = {f: tier_metrics(pairs) for f, pairs in sorted(by_file.items())}
-    macro = {k: sum(m[k] for m in files.values()) / len(files) for k in ("exact", "within_one", "mae")} \
-        if files else {}
     curves = {f: cost_quality_curve(s) for f, s in scored.items()}
-    return {"files": files, "macro": macro,
+    return {"files": files, "macro": macro(files.values()),
             "confusion": confusion([p for pairs in by_file.values() for p in pairs]),
             "curves": curves, "apgr": {f: apgr(c) for f, c in curves.items()}}
 
 
+HEADER = f"{'exact':>7} {'within1':>8} {'mae':>6} {'labelled':>9} {'predicted':>9}"
+
+
+def metric_row(name: str, m: dict, n: int | str = "") -> str:
+    return (f"{name:30} {n:>6} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f} "
+            f"{m['mean_true']:9.2f} {m['mean_pred']:9.2f}")
+
+
 def report(result: dict) -> str:
-    lines = [f"{'file':28} {'n':>6} {'exact':>7} {'within1':>8} {'mae':>6}"]
+    lines = [f"{'file':30} {'n':>6} {HEADER}"]
     for f, m in result["files"].items():
-        lines.append(f"{f:28} {m['n']:6d} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}")
+        lines.append(metric_row(f, m, m["n"]))
     if result["macro"]:
-        m = result["macro"]
-        lines.append(f"{'macro':28} {'':6} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}")
+        lines.append(metric_row("macro", result["macro"]))
     lines.append("\nconfusion (rows: true tier 1-5, columns: predicted 1-5)")
     for t, row in zip(TIERS, result["confusion"]):
         lines.append(f"  {t}: " + " ".join(f"{c:6d}" for c in row))
@@ -96,6 +112,24 @@ def report(result: dict) -> str:
         curve = result["curves"][f]
         marks = ", ".join(f"{share:.0%}->{q:.3f}" for share, q in curve[::25])
         lines.append(f"\n{f}: APGR {value:.3f} (random 0.5); share to strong -> quality: {marks}")
+    return "\n".join(lines)
+
+
+def leave_kinds_out(train, rows) -> str:
+    """Validation by kind of traffic: for every kind of the gathered rows (their
+    "kind" field), a model trained without that kind (train(rows) → model)
+    scored on it. Per file, per kind (macro over its files) and the macro over
+    kinds. Rows without a kind (the reference set) are always trained on."""
+    kinds = sorted({r["kind"] for r in rows if r.get("kind")})
+    lines = [f"leave-one-kind-out over {len(kinds)} kinds", f"{'held-out kind / file':30} {'n':>6} {HEADER}"]
+    per_kind = []
+    for kind in kinds:
+        model = train([r for r in rows if r.get("kind") != kind])
+        result = evaluate(model, [r for r in rows if r.get("kind") == kind])
+        per_kind.append(result["macro"])
+        lines.append(metric_row(kind, result["macro"], sum(m["n"] for m in result["files"].values())))
+        lines.extend(metric_row(f"  {f}", m, m["n"]) for f, m in result["files"].items())
+    lines.append(metric_row("macro over kinds", macro(per_kind)))
     return "\n".join(lines)
 
 
