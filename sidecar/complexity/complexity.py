@@ -1,11 +1,13 @@
 """The `complexity` feature: a score in [0, 1], monotone in how hard a prompt
 looks, and the tier (1-5) it suggests (`tier_hint`).
 
-An additive ordinal model (sidecar/complexity/complexity_model.json, made by
+An ordinal model (sidecar/complexity/complexity_model.json, made by
 `python -m sidecar train`) over the signals in sidecar.complexity.signals: score =
 bias + Σ (weight·signal + step(signal)) + Σ weight of each known word present,
-plus, in models trained with `--known-sources`, a correction of at most half
-a tier for a prompt that plainly comes from a training file (KnownSources). The model's four
+plus, in models trained with trees (the shipped one), boosted trees over the
+signals and that score (sidecar.complexity.interactions), or, in models trained
+with `--known-sources`, a correction of at most half a tier for a prompt that
+plainly comes from a training file (KnownSources). The model's four
 cut points between tiers map to complexity 0.2, 0.4, 0.6 and 0.8, so
 `complexity >= 0.6` in a policy means "the model thinks tier 4 or above".
 Pure Python; the model is loaded once.
@@ -21,7 +23,7 @@ from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 
-from sidecar.complexity import signals
+from sidecar.complexity import interactions, signals
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "complexity_model.json"
 TIER_CUTS = (0.2, 0.4, 0.6, 0.8)
@@ -100,11 +102,11 @@ class KnownSources:
 
 class ComplexityModel:
     __slots__ = ("general", "lows", "highs", "edges", "thresholds", "gap", "known", "path",
-                 "bias_row", "bin_rows", "word_rows")
+                 "bias_row", "bin_rows", "word_rows", "trees", "interactions")
 
     def __init__(self, spec: dict, path: str = ""):
         where = path or "model"
-        if spec.get("format") not in (2, 3) or list(spec.get("signals", ())) != list(signals.NAMES):
+        if spec.get("format") not in (2, 3, 4) or list(spec.get("signals", ())) != list(signals.NAMES):
             raise ValueError(f"{where}: made for other signals; retrain it with "
                              "`python -m sidecar train`")
         n = len(signals.NAMES)
@@ -125,6 +127,14 @@ class ComplexityModel:
                           if spec.get("known_sources") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where}: malformed known_sources ({exc})") from None
+        self.trees = spec.get("trees") or None
+        try:
+            self.interactions = (interactions.compile_trees(self.trees, n + 1)
+                                 if self.trees is not None else None)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{where}: malformed trees ({exc})") from None
+        if self.trees is not None and self.known is not None:
+            raise ValueError(f"{where}: trees and known_sources cannot be combined")
         self.path = path
         self._merge_tables()
 
@@ -166,6 +176,9 @@ class ComplexityModel:
     def raw_score(self, dense, words) -> float:
         clamped, bins = self._prepare(dense)
         sums = self._sums(clamped, bins, words)
+        if self.interactions is not None:
+            clamped.append(sums[0])
+            return sums[0] + self.interactions(clamped)
         if self.known is not None:
             shift = self.known.correction(sums[1:], clamped, bins, words)
             if shift is not None:
@@ -197,6 +210,10 @@ class ComplexityModel:
                  if self.known is not None else None)
         if shift is not None:
             parts.append((f"known source '{shift[0]}'", shift[1]))
+        if self.trees is not None:
+            additive = self._sums(clamped, bins, words)[0]
+            parts.append(("interactions (trees)",
+                          interactions.evaluate(self.trees, [*clamped, additive])))
         parts.sort(key=lambda p: -abs(p[1]))
         return parts[:top]
 

@@ -1,12 +1,20 @@
 """The tier a policy routes a prompt to (`python -m sidecar eval --policy FILE`):
-the model's tier after the policy's rules (thresholds, token and prompt rules,
-pins), so routing quality is measured where users see it, not only the model's
-own tier. Decided by the server's own code path (sidecar.tools.golden), as a
-chat request with the prompt as one user message and model "auto"."""
+the model's tier after the policy's rules (thresholds, token and prompt rules),
+so routing quality is measured where users see it, not only the model's own
+tier. Each prompt is read as the server reads a chat request with it as one
+user message and model "auto" (sidecar.edge.features), its complexity is the
+evaluated model's, and the policy's own route() picks the tier."""
 
 from __future__ import annotations
 
-from sidecar.tools import golden
+import orjson
+from multidict import CIMultiDict
+
+from sidecar.denials import Denied
+from sidecar.edge import features
+
+PATH = "/v1/chat/completions"
+HEADERS = CIMultiDict({"Content-Type": "application/json"})
 
 
 class RoutedTier:
@@ -16,10 +24,15 @@ class RoutedTier:
 
     def __init__(self, policy, model):
         self.policy, self.model = policy, model
-        self.ranks = {tier.name: tier.rank for tier in policy.tiers}
 
     def assess(self, text: str, messages: int = 1) -> tuple[float, int]:
-        score, _ = self.model.assess(text, messages)
-        outcome = golden.outcome(self.policy, {"body": {
-            "model": "auto", "messages": [{"role": "user", "content": text}]}})
-        return score, self.ranks.get(outcome.get("tier"), 0)
+        score, tier = self.model.assess(text, messages)
+        body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": text}]})
+        feats = features.Features("POST", PATH, HEADERS)
+        try:
+            features.extract(feats, features.parse_body(body, "application/json"))
+            feats.complexity, feats.tier_hint = score, tier
+            route = self.policy.route(feats)
+        except Denied:
+            return score, 0
+        return score, route.endpoint.tier.rank

@@ -32,7 +32,6 @@ _MATH = b"=+^*/<>"
 _SYMBOLS = b"{}[]()<>=+*/\\^_|&%$#@~`;"
 CODE_MARKS = ("```", "def ", "return", "import ", "{\n", ";\n", "\n    ", "==", "()", "=>")
 LATEX_MARKS = ("\\", "$")
-CHOICE_MARKS = (("(A)", "\nA.", "\nA)"), ("(B)", "\nB.", "\nB)"))
 ENUMERATION_MARKS = ("\n1.", "\n2.", "\n- ", "\n* ")
 SENTENCE_MARKS = (". ", "? ", ".\n")
 CONSTRAINT_WORDS = frozenset((
@@ -57,6 +56,17 @@ IMPERATIVES = frozenset(("write", "create", "implement", "generate", "design", "
                          "compose", "draft", "rewrite", "summarize", "summarise", "translate",
                          "list", "given", "return", "complete", "fix", "refactor", "explain",
                          "describe"))
+# What the answer must be: a long or structured piece of writing, not a fact.
+OUTPUT_WORDS = frozenset((
+    "essay", "article", "report", "story", "blog", "post", "poem", "script", "proposal", "plan",
+    "guide", "tutorial", "outline", "detailed", "comprehensive", "thorough", "elaborate", "pros", "cons", "advantages", "disadvantages", "strategies", "steps", "table",
+    "examples", "discuss", "summarize", "summarise", "summary", "overview", "critique", "review"))
+# Open-ended asks: a scenario, advice, a judgement, a choice between options.
+OPEN_PHRASES = ("suppose", "imagine", "scenario", "what would", "what if", "should i",
+                "how would", "how should", "how can i", "how do i", "best way", "pros and cons",
+                "trade", "recommend", "strategy", "approach", "advice", "considering", "given that",
+                "in your opinion", "what are the implications", "impact of", "role of")
+LONG_WORD = 10            # letters; words this long are mostly domain vocabulary
 QUESTION_WORDS = frozenset(("what", "who", "when", "where", "which", "how", "is", "are", "can",
                             "do", "does", "will", "would", "should", "could", "tell", "i", "my",
                             "hey", "hi", "please", "set", "remind", "play", "turn"))
@@ -65,10 +75,11 @@ NAMES = (
     "log_chars", "log_words", "log_lines", "mean_word_len", "digit_ratio", "log_numbers",
     "number_density", "log_latex", "latex_density", "log_math_ops", "math_op_density",
     "log_code", "code_density", "code_block", "log_questions", "multi_question",
-    "multiple_choice", "log_constraints", "log_reasoning", "imperative_start",
+    "log_constraints", "log_reasoning", "imperative_start",
     "question_start", "log_enumerations", "log_sentences", "words_per_sentence",
     "upper_ratio", "unique_ratio", "log_context_chars", "log_last_line", "log_messages",
-    "newline_ratio", "symbol_ratio",
+    "newline_ratio", "symbol_ratio", "log_output_asks", "log_open_asks", "log_long_words",
+    "long_word_ratio", "log_imperatives",
 )
 SPLIT_ABOVE = 2000        # characters; shorter prompts are read whole
 ASK_SHARE = 0.25          # the final paragraph is "the question" if at most this share
@@ -136,6 +147,7 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
     first = tokens[0] if tokens else ""
     stripped = sample.rstrip()
     tail = stripped[stripped.rfind("\n") + 1:]
+    long_words = sum(len(t) >= LONG_WORD for t in vocab)
     digits = n_raw - len(raw.translate(None, _DIGITS))
     upper = n_raw - len(raw.translate(None, _UPPER))
     dense = [
@@ -156,7 +168,6 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
         1.0 if "```" in sample else 0.0,
         _log(questions),
         1.0 if questions > 1 else 0.0,
-        1.0 if all(any(m in sample for m in ms) for ms in CHOICE_MARKS) else 0.0,
         _log(constraints),
         _log(reasoning),
         1.0 if first in IMPERATIVES else 0.0,
@@ -171,5 +182,10 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
         _log(max(0, messages - 1)),
         lines / max(n, 200) * 80,
         (n_raw - len(raw.translate(None, _SYMBOLS))) / max(n_raw, 40),
+        _log(len(vocab & OUTPUT_WORDS)),
+        _log(_count(plain, OPEN_PHRASES)),
+        _log(long_words),
+        long_words / max(len(vocab), 5),
+        _log(len(vocab & IMPERATIVES)),
     ]
     return dense, vocab

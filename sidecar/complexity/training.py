@@ -61,11 +61,13 @@ def bag(vocabs, index: dict) -> sparse.csr_matrix:
     return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(vocabs), len(index)))
 
 
-def source_weights(files) -> np.ndarray:
+def source_weights(files, shares: dict | None = None) -> np.ndarray:
+    """Every file the same total weight, times its share (default 1)."""
     counts = defaultdict(int)
     for f in files:
         counts[f] += 1
-    w = np.array([1.0 / counts[f] for f in files])
+    shares = shares or {}
+    w = np.array([shares.get(f, 1.0) / counts[f] for f in files])
     return w * len(files) / w.sum()
 
 
@@ -109,21 +111,46 @@ def fit(X, y, weights, penalty):
     return result.x[:d], np.sort(result.x[d:])
 
 
+# augment: the share of rows copied with a pasted document (graded by length,
+# see with_pasted_documents); layouts 3: after, after on one line, or before.
+# reference_share: how many times a file of the reference set (rows without a
+# "kind": ../shared/data/routing, whose labels define the tiers) counts against
+# a gathered file; chosen by leave-one-kind-out and seen-source validation.
+# trees: interaction trees boosted on top (sidecar.complexity.boosting); 0 for
+# an additive model alone. Known-source corrections replace them (opt-in).
 DEFAULTS = {"bins": 8, "min_sources": 1, "min_docs": 5, "max_words": 20000,
-            "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.25, "layouts": 1,
-            "known_sources": False}
+            "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.15, "layouts": 3,
+            "known_sources": False, "reference_share": 3.0,
+            "trees": 160, "tree_depth": 5, "tree_eta": 0.2, "tree_min_leaf": 30}
+
+
+# What reading a pasted document of at least this many characters needs, at
+# the least: 2-8 KB is a passage (SAT reading passages are tier 2 in the
+# gathered data), 8-24 KB a report, and 24 KB and up (6k+ tokens) is
+# long-document work (QMSum and SQuALITY tasks, tier 4; the held-out
+# long-document set of issue 12 was labelled 3.9 on average).
+READING_FLOORS = ((24_000, 4), (8_000, 3), (0, 2))
+
+
+PASTED = "pasted_documents"
+
+
+def reading_floor(chars: int) -> int:
+    return next(tier for least, tier in READING_FLOORS if chars >= least)
 
 
 def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 20261126) -> list[dict]:
-    """Add copies of a `share` of the rows with a long "document" pasted before
-    or after the prompt, keeping its tier: the question decides, not the paste.
-    None of the labelled sources has that shape, and real traffic does.
+    """Add copies of a `share` of the rows with a "document" of 2.5-100 KB
+    (log-uniform) pasted before or after the prompt. A copy's tier is the
+    prompt's own or what reading that much needs (READING_FLOORS), whichever is
+    higher: the question still decides among hard ones, the length among easy
+    ones. The reference set has no such shape, and real traffic does.
     Deterministic."""
     rng = np.random.default_rng(seed)
     texts = [r["prompt"] for r in rows]
     extra = []
     for i in np.flatnonzero(rng.random(len(rows)) < share):
-        target = int(rng.integers(2_500, 40_000))
+        target = int(np.exp(rng.uniform(np.log(2_500), np.log(100_000))))
         parts, size = [], 0
         while size < target:
             part = texts[int(rng.integers(len(texts)))]
@@ -136,7 +163,10 @@ def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 2026
             layout = 0  # the one-line layouts only make sense for one-line questions
         prompt = (document + "\n\n" + question if layout == 0 else
                   document + "\n" + question if layout == 1 else question + "\n" + document)
-        extra.append({**rows[i], "prompt": prompt})
+        tier = max(int(rows[i]["tier"]), reading_floor(len(document)))
+        # A file of their own: copies must not take weight from their original's file.
+        extra.append({**rows[i], "prompt": prompt, "tier": tier, "file": PASTED,
+                      "kind": PASTED, "copied_from": rows[i].get("file")})
     return rows + extra
 
 
@@ -145,7 +175,7 @@ FOLDS = 5
 
 def _fold(row) -> int:
     """A fixed fold per labelled prompt (pasted-document copies keep their original's)."""
-    key = f"{row.get('file')}/{row.get('id', row['prompt'])}"
+    key = f"{row.get('copied_from', row.get('file'))}/{row.get('id', row['prompt'])}"
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % FOLDS
 
 
@@ -155,16 +185,19 @@ class General:
     def __init__(self, dense, vocabs, files, y, opts):
         self.mean, self.std = dense.mean(axis=0), dense.std(axis=0)
         self.std[self.std < 1e-9] = 1.0
-        self.edges = bin_edges(dense, opts["bins"])
-        vocab = choose_vocabulary(vocabs, files, opts["min_sources"], opts["min_docs"],
-                                  opts["max_words"])
+        # Bins and vocabulary from labelled prompts only: pasted-document copies
+        # would spend the bins' resolution on lengths and inflate word counts.
+        basis = [i for i, f in enumerate(files) if f != PASTED] or list(range(len(files)))
+        self.edges = bin_edges(dense[basis], opts["bins"])
+        vocab = choose_vocabulary([vocabs[i] for i in basis], [files[i] for i in basis],
+                                  opts["min_sources"], opts["min_docs"], opts["max_words"])
         self.index = {w: i for i, w in enumerate(vocab)}
         self.binned = one_hot_bins(dense, self.edges)  # kept: the known-source gate reads it too
         self.X = self.matrix((dense - self.mean) / self.std, self.binned, bag(vocabs, self.index))
         n_dense, n_bins = dense.shape[1], self.binned.shape[1]
         penalty = np.concatenate([np.full(n_dense, opts["l2_dense"]), np.full(n_bins, opts["l2_bins"]),
                                   np.full(len(self.index), opts["l2_words"])])
-        self.w, self.theta = fit(self.X, y, source_weights(files), penalty)
+        self.w, self.theta = fit(self.X, y, source_weights(files, opts.get("shares")), penalty)
 
     def design(self, dense, vocabs):
         return (dense - self.mean) / self.std, one_hot_bins(dense, self.edges), bag(vocabs, self.index)
@@ -243,6 +276,8 @@ def train(rows, **options) -> dict:
     """Rows with "prompt", "tier" and "file" → the model as a JSON-able dict."""
     opts = {**DEFAULTS, **options}
     labelled = [r for r in rows if r.get("tier")]
+    opts["shares"] = {r.get("file", "unknown"): float(opts["reference_share"])
+                      for r in labelled if not r.get("kind")}
     rows = with_pasted_documents(labelled, opts["augment"], opts["layouts"])
     original = np.arange(len(rows)) < len(labelled)
     files = [r.get("file", "unknown") for r in rows]
@@ -253,7 +288,7 @@ def train(rows, **options) -> dict:
     at = model.pop("words_at")
     words = {word: round(float(general.w[at + i]), 6) for word, i in general.index.items()
              if abs(general.w[at + i]) >= 1e-4}
-    return {
+    spec = {
         "format": 3,
         "signals": list(signals.NAMES),
         "dense": model["dense"],
@@ -265,10 +300,32 @@ def train(rows, **options) -> dict:
         "bias": round(model["bias"], 8),
         "words": dict(sorted(words.items())),
         "thresholds": [round(float(t), 6) for t in general.theta],
-        "known_sources": (_known_sources(general, rows, dense, vocabs, files, y, opts, original)
+        # Copies with a pasted document belong to their original's file there.
+        "known_sources": (_known_sources(general, rows, dense, vocabs,
+                                         [r.get("copied_from", f) for r, f in zip(rows, files)],
+                                         y, opts, original)
                           if opts["known_sources"] else None),
         "trained_on": {"rows": len(rows), "files": sorted(set(files)), "options": opts},
     }
+    if opts["trees"] and not opts["known_sources"]:
+        spec["trees"] = _trees(spec, dense, vocabs, y, source_weights(files, opts["shares"]), opts)
+        spec["format"] = 4
+    return spec
+
+
+def _trees(spec, dense, vocabs, y, weights, opts) -> list:
+    """Interaction trees boosted on the additive score exactly as serving
+    computes it (from the rounded model file, not the fitted floats)."""
+    from sidecar.complexity import boosting
+    from sidecar.complexity.complexity import ComplexityModel
+    additive = ComplexityModel(spec)
+    inputs = []
+    for d, words in zip(dense.tolist(), vocabs):
+        clamped, bins = additive._prepare(d)
+        inputs.append([*clamped, additive._sums(clamped, bins, words)[0]])
+    inputs = np.asarray(inputs)
+    return boosting.boost(inputs, inputs[:, -1], y, weights, np.asarray(spec["thresholds"]),
+                          opts["trees"], opts["tree_depth"], opts["tree_eta"], opts["tree_min_leaf"])
 
 
 def dump(model: dict) -> str:

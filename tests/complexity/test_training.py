@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from scipy import sparse
 
-from sidecar.complexity import known_sources, training
+from sidecar.complexity import boosting, evaluation, interactions, known_sources, training
 from sidecar.complexity.complexity import ComplexityModel
 from synthetic_prompts import synthetic_rows
 
@@ -79,3 +80,74 @@ def test_train_eval_classify_commands(tmp_path):
     assert out[0]["tier_pred"] < out[1]["tier_pred"] and 0 <= out[0]["score"] < out[1]["score"] <= 1
     bad = subprocess.run(run + ["classify"], input='{"id": 1}\n', capture_output=True, text=True)
     assert bad.returncode == 2 and "line 1" in bad.stderr
+
+
+def test_boosted_trees_learn_an_interaction_an_additive_score_cannot():
+    # Tier 4 when exactly one of two signals is on, tier 1 otherwise (XOR): no
+    # sum of per-signal terms separates it; a few depth-2 trees must.
+    cells = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 50, dtype=float)
+    y = np.where(cells[:, 0] != cells[:, 1], 4, 1)
+    thresholds = np.array([-1.5, -0.5, 0.5, 1.5])
+    inputs = np.hstack([cells, np.zeros((len(cells), 1))])
+    trees = boosting.boost(inputs, np.zeros(len(cells)), y, np.ones(len(cells)), thresholds,
+                           count=30, depth=2, eta=0.3, min_leaf=5)
+    score = interactions.compile_trees(trees, 3)
+    for x, tier in zip(inputs.tolist(), y):
+        assert 1 + sum(score(x) >= t for t in thresholds) == tier
+    again = boosting.boost(inputs, np.zeros(len(cells)), y, np.ones(len(cells)), thresholds,
+                           count=30, depth=2, eta=0.3, min_leaf=5)
+    assert again == trees
+
+
+def test_a_model_with_trees_is_the_default_and_known_sources_replace_them():
+    with_trees = training.train(synthetic_rows(), trees=20)
+    assert with_trees["format"] == 4 and len(with_trees["trees"]) == 20
+    assert ComplexityModel(with_trees).interactions is not None
+    additive = training.train(synthetic_rows(), trees=0)
+    assert "trees" not in additive and ComplexityModel(additive).interactions is None
+    known = training.train(synthetic_rows(), known_sources=True)
+    assert "trees" not in known and known["known_sources"] is not None
+
+
+@pytest.mark.parametrize("chars,floor", [(2_500, 2), (7_999, 2), (8_000, 3), (23_999, 3),
+                                         (24_000, 4), (400_000, 4)])
+def test_reading_floors_rise_with_the_document(chars, floor):
+    assert training.reading_floor(chars) == floor
+
+
+def test_pasted_document_copies_keep_their_question_and_never_lose_tier():
+    rows = synthetic_rows()
+    out = training.with_pasted_documents(rows, share=0.5, layouts=3)
+    assert out[:len(rows)] == rows  # the originals, untouched
+    copies = out[len(rows):]
+    assert len(copies) > 40
+    for copy in copies:
+        original = next(r for r in rows if r["file"] == copy["copied_from"] and r["id"] == copy["id"])
+        assert original["prompt"] in copy["prompt"] and len(copy["prompt"]) > 2_500
+        document = len(copy["prompt"]) - len(original["prompt"])
+        assert copy["tier"] == max(original["tier"], training.reading_floor(document - 2)) or \
+            copy["tier"] == max(original["tier"], training.reading_floor(document - 1))
+        assert copy["file"] == training.PASTED
+
+
+def test_reference_files_weigh_their_share_and_copies_weigh_as_one_file():
+    files = ["ref"] * 4 + ["gathered"] * 2 + [training.PASTED] * 10
+    w = training.source_weights(files, {"ref": 3.0})
+    totals = {f: w[[i for i, g in enumerate(files) if g == f]].sum() for f in set(files)}
+    assert totals["ref"] == pytest.approx(3 * totals["gathered"])
+    assert totals[training.PASTED] == pytest.approx(totals["gathered"])
+
+
+def test_leave_one_kind_out_trains_without_the_kind_it_scores():
+    rows = [dict(r, kind=None) for r in synthetic_rows() if r["file"] == "chat"]
+    rows += [dict(r, kind="code_kind") for r in synthetic_rows() if r["file"] == "code"]
+    rows += [dict(r, kind="math_kind") for r in synthetic_rows() if r["file"] == "math"]
+    seen = []
+
+    def train(train_rows):
+        seen.append({r.get("kind") for r in train_rows})
+        return ComplexityModel(training.train(train_rows, trees=0))
+    report = evaluation.leave_kinds_out(train, rows)
+    assert seen == [{None, "math_kind"}, {None, "code_kind"}]
+    assert "leave-one-kind-out over 2 kinds" in report
+    assert report.splitlines()[-1].startswith("macro over kinds")

@@ -1,0 +1,70 @@
+"""The interaction part of the complexity model: boosted regression trees over
+the clamped signals and the additive score, added to that score.
+
+The additive model cannot say "short *and* plainly worded is easy, short *and*
+full of domain words is not"; a few hundred small trees can, and they are what
+let one model fit the reference set and the gathered kinds at once (see
+docs/operations.md, "The complexity model").
+
+Serving cost is the reason for the shape of this module: interpreting 120
+depth-4 trees node by node costs ~35 µs a prompt in CPython, so the trees are
+compiled once, at load, into one Python function of nested `if`s (~8 µs).
+Only validated numbers reach the generated source: every feature index is an
+int in range and every threshold and leaf a finite float, written with repr,
+so the source holds nothing but comparisons and additions of literals.
+"""
+
+from __future__ import annotations
+
+import math
+
+# A tree is a leaf (a number added to the score) or [feature, threshold, left,
+# right]: x[feature] <= threshold goes left. Features are the signals in
+# sidecar.complexity.signals.NAMES order, clamped, then the additive score.
+MAX_DEPTH = 12
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _emit(node, width: int, lines: list[str], indent: int, depth: int, where: str) -> None:
+    pad = " " * indent
+    if not isinstance(node, list):
+        lines.append(f"{pad}s += {_number(node, where)!r}")
+        return
+    if len(node) != 4 or depth >= MAX_DEPTH:
+        raise ValueError(f"{where}: a node is [feature, threshold, left, right], at most "
+                         f"{MAX_DEPTH} deep")
+    feature, threshold = node[0], _number(node[1], where)
+    if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < width:
+        raise ValueError(f"{where}: feature index {feature!r} is not in 0..{width - 1}")
+    lines.append(f"{pad}if x[{feature}] <= {threshold!r}:")
+    _emit(node[2], width, lines, indent + 4, depth + 1, where)
+    lines.append(f"{pad}else:")
+    _emit(node[3], width, lines, indent + 4, depth + 1, where)
+
+
+def compile_trees(trees: list, width: int):
+    """The trees as one function x → Σ leaf values; x has `width` features."""
+    if not isinstance(trees, list):
+        raise ValueError("trees: expected a list")
+    lines = ["def interactions(x):", "    s = 0.0"]
+    for i, tree in enumerate(trees):
+        _emit(tree, width, lines, 4, 0, f"trees[{i}]")
+    lines.append("    return s")
+    namespace: dict = {}
+    exec(compile("\n".join(lines), "<complexity trees>", "exec"), {"__builtins__": {}}, namespace)
+    return namespace["interactions"]
+
+
+def evaluate(trees: list, x) -> float:
+    """The reference reading of the trees, node by node (tests and explain)."""
+    total = 0.0
+    for node in trees:
+        while isinstance(node, list):
+            node = node[2] if x[node[0]] <= node[1] else node[3]
+        total += node
+    return total

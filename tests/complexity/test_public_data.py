@@ -1,0 +1,135 @@
+"""build-data: pinned commits read with git, labels mapped to tiers, rows from
+reserved benchmarks dropped, repositories found in the layouts people keep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sidecar.complexity import public_data
+
+FOLLOWBENCH = {"data/content_constraints.json": [], "data/format_constraints.json": [],
+               "data/mixed_constraints.json": [], "data/situation_constraints.json": [],
+               "data/style_constraints.json": [], "data/example_constraints.json": []}
+
+
+def git(*args, cwd):
+    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                         env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                              "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
+    return out.stdout.strip()
+
+
+def make_repo(path, files: dict) -> str:
+    path.mkdir(parents=True)
+    git("init", "-q", cwd=path)
+    return commit(path, files)
+
+
+def commit(path, files: dict) -> str:
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content if isinstance(content, str) else json.dumps(content))
+    git("add", "-A", cwd=path)
+    git("commit", "-q", "-m", "data", cwd=path)
+    return git("rev-parse", "HEAD", cwd=path)
+
+
+@pytest.fixture
+def repos(tmp_path, monkeypatch):
+    """Two sources in the two layouts: a checkout named owner+name, and a bare
+    clone under owner+name/repo (the fetch tool's)."""
+    follow = dict(FOLLOWBENCH)
+    follow["data/format_constraints.json"] = [
+        {"example_id": 1, "level": lvl, "source": "oasst", "instruction": f"Write a poem, {lvl} rules"}
+        for lvl in range(6)] + [
+        {"example_id": 2, "level": 1, "source": "vicuna", "instruction": "a reserved prompt"},
+        {"example_id": 3, "level": 2, "source": "BBH_logical", "instruction": "another reserved one"}]
+    follow_commit = make_repo(tmp_path / "YJiangcm+FollowBench", follow)
+    expert_rows = [
+        {"question": "What is the boiling point of ethanol?",
+         "metadata": {"question_type": "Directed question that has a single unambiguous answer"}},
+        {"question": "Should a small clinic adopt electronic records now?",
+         "metadata": {"question_type": "Request for opinion on a topic"}},
+        {"question": "Suppose a bridge shows new cracks after a flood; what do you check first?",
+         "metadata": {"question_type": "Directed question that has a single unambiguous answer| Question "
+                                       "that describes a hypothetical scenario and asks a question based "
+                                       "on this scenario"}}]
+    work = tmp_path / "work"
+    expert_commit = make_repo(work, {"data/r1_data_anon.jsonl":
+                                     "".join(json.dumps(r) + "\n" for r in expert_rows)})
+    commit(work, {"data/r1_data_anon.jsonl": json.dumps({"question": "later", "metadata": {
+        "question_type": "Request for opinion on a topic"}}) + "\n"})  # a later commit: never read
+    (tmp_path / "chaitanyamalaviya+ExpertQA").mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "chaitanyamalaviya+ExpertQA" / "repo")],
+                   check=True)
+    by_file = {s.file: s for s in public_data.SOURCES}
+    monkeypatch.setattr(public_data, "SOURCES", (
+        dataclasses.replace(by_file["followbench"], commit=follow_commit),
+        dataclasses.replace(by_file["expertqa"], commit=expert_commit)))
+    return tmp_path
+
+
+def test_build_reads_each_source_at_its_pinned_commit_and_maps_labels(repos):
+    rows = public_data.build(repos, log=lambda *_: None)
+    follow = [r for r in rows if r["file"] == "followbench"]
+    assert [(r["label"], r["tier"]) for r in follow] == [
+        ("level 0", 2), ("level 1", 2), ("level 2", 3), ("level 3", 3), ("level 4", 4), ("level 5", 4)]
+    expert = [r for r in rows if r["file"] == "expertqa"]
+    assert [(r["label"], r["tier"]) for r in expert] == [("directed", 2), ("open", 3), ("scenario", 4)]
+    assert all(r["kind"] and r["license"] and r["source"] for r in rows)
+
+
+def test_rows_a_source_borrowed_from_a_reserved_benchmark_are_dropped(repos):
+    prompts = {r["prompt"] for r in public_data.build(repos, log=lambda *_: None)}
+    assert not {"a reserved prompt", "another reserved one"} & prompts
+
+
+@pytest.mark.parametrize("name", ["MMLU", "bbh_logical", "Arena-Hard", "mt_bench", "vicuna", "HotpotQA",
+                                  "leetcode", "L-Eval", "XSTest", "SVAMP", "ASDiv", "MAWPS",
+                                  "OlympiadBench", "AIME", "AMC", "minerva_math", "gaokao_math",
+                                  "college_math", "SAT-math", "big-bench", "BIG_bench_hard"])
+def test_every_reserved_benchmark_name_is_recognised(name):
+    assert public_data.RESERVED.search(name)
+
+
+@pytest.mark.parametrize("name", ["oasst", "koala", "quora", "sat-en", "lsat-ar", "ROCStories"])
+def test_ordinary_sources_are_kept(name):
+    assert not public_data.RESERVED.search(name)
+
+
+def test_a_missing_repository_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not under"):
+        public_data.build(tmp_path, log=lambda *_: None)
+
+
+def test_every_source_is_pinned_and_licensed():
+    for source in public_data.SOURCES:
+        assert len(source.commit) == 40 and int(source.commit, 16) >= 0
+        assert source.license and source.mapping and source.kind
+    assert len({s.kind for s in public_data.SOURCES}) >= 5
+
+
+def test_build_data_command_writes_jsonl(repos, tmp_path):
+    out = tmp_path / "gathered.jsonl"
+    code = f"""
+import dataclasses, sys
+from sidecar import cli
+from sidecar.complexity import public_data
+by_file = {{s.file: s for s in public_data.SOURCES}}
+public_data.SOURCES = tuple(dataclasses.replace(by_file[f], commit=c) for f, c in {dict((s.file, s.commit) for s in public_data.SOURCES)!r}.items())
+sys.exit(cli.main(["build-data", "--repos", {str(repos)!r}, "--out", {str(out)!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}" in done.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["file"] for r in rows} == {"followbench", "expertqa"}
+    missing = subprocess.run([sys.executable, "-m", "sidecar", "build-data", "--repos", str(tmp_path / "none"),
+                              "--out", str(out)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "not under" in missing.stderr
