@@ -92,11 +92,18 @@ def cmd_build_data(args) -> int:
 
 def cmd_train(args) -> int:
     from sidecar.complexity import commands
-    return commands.train(args)
+    views = {"model tier": lambda model: model}
+    if args.policy:
+        from sidecar.tools.routed import routed_by
+        views[f"tier routed by {args.policy}"] = routed_by(args.policy)
+    return commands.train(args, views)
 
 
 def cmd_eval(args) -> int:
     from sidecar.complexity import commands
+    if args.policy:
+        from sidecar.tools.routed import routed_by
+        return commands.evaluate(args, routed_by(args.policy))
     return commands.evaluate(args)
 
 
@@ -272,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loso", action="store_true", help="report leave-one-source-out accuracy")
     p.add_argument("--holdout-kinds", action="store_true",
                    help="report leave-one-kind-out accuracy over the gathered rows' kinds")
+    p.add_argument("--policy", help="with --holdout-kinds: also report the tier this policy routes to")
     p.add_argument("--reference-share", type=float, default=None,
                    help="weight of each reference file (rows without a kind) against a gathered "
                         "one (default: the training default)")

@@ -42,7 +42,9 @@ def _part(rows: list[dict], part: str) -> list[dict]:
     return [r for r, h in zip(rows, held) if h == (part == "heldout")]
 
 
-def train(args) -> int:
+def train(args, views=None) -> int:
+    """views: {name: model → scorer} for the leave-one-kind-out report (the
+    CLI adds the tier a policy routes to; that needs the policy layer)."""
     try:
         from sidecar.complexity import training
     except ImportError as exc:
@@ -58,7 +60,7 @@ def train(args) -> int:
     if args.holdout_kinds:
         from sidecar.complexity.evaluation import leave_kinds_out
         print(leave_kinds_out(lambda train_rows: ComplexityModel(training.train(train_rows, **options)),
-                              rows))
+                              rows, views), flush=True)
     if args.loso:
         files = sorted({r.get("file", "unknown") for r in rows})
         print(f"leave-one-source-out over {len(files)} files")
@@ -80,13 +82,12 @@ def train(args) -> int:
     return 0
 
 
-def evaluate(args) -> int:
+def evaluate(args, view=None) -> int:
+    """view: model → scorer (the CLI's tier-a-policy-routes-to, for --policy)."""
     from sidecar.complexity import complexity, evaluation
     model = complexity.load(args.model) if args.model else complexity.default_model()
-    if args.policy:
-        from sidecar.complexity.routed import RoutedTier
-        from sidecar.policy.spec import load_policy
-        model = RoutedTier(load_policy(args.policy, {}), model)
+    if view is not None:
+        model = view(model)
     result = evaluation.evaluate(model, _part(_read_all(args.data), args.part))
     print(evaluation.report(result))
     if args.plot:

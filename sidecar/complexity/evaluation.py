@@ -115,22 +115,32 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def leave_kinds_out(train, rows) -> str:
+def leave_kinds_out(train, rows, views=None) -> str:
     """Validation by kind of traffic: for every kind of the gathered rows (their
     "kind" field), a model trained without that kind (train(rows) → model)
     scored on it. Per file, per kind (macro over its files) and the macro over
-    kinds. Rows without a kind (the reference set) are always trained on."""
+    kinds. Rows without a kind (the reference set) are always trained on.
+    views: {name: model → scorer}, e.g. the tier a policy routes to; each is
+    reported from the same held-out models (default: the model's own tier)."""
+    views = views or {"model tier": lambda model: model}
     kinds = sorted({r["kind"] for r in rows if r.get("kind")})
-    lines = [f"leave-one-kind-out over {len(kinds)} kinds", f"{'held-out kind / file':30} {'n':>6} {HEADER}"]
-    per_kind = []
+    lines = {name: [] for name in views}
+    per_kind = {name: [] for name in views}
     for kind in kinds:
         model = train([r for r in rows if r.get("kind") != kind])
-        result = evaluate(model, [r for r in rows if r.get("kind") == kind])
-        per_kind.append(result["macro"])
-        lines.append(metric_row(kind, result["macro"], sum(m["n"] for m in result["files"].values())))
-        lines.extend(metric_row(f"  {f}", m, m["n"]) for f, m in result["files"].items())
-    lines.append(metric_row("macro over kinds", macro(per_kind)))
-    return "\n".join(lines)
+        held = [r for r in rows if r.get("kind") == kind]
+        for name, view in views.items():
+            result = evaluate(view(model), held)
+            per_kind[name].append(result["macro"])
+            lines[name].append(metric_row(kind, result["macro"],
+                                          sum(m["n"] for m in result["files"].values())))
+            lines[name].extend(metric_row(f"  {f}", m, m["n"]) for f, m in result["files"].items())
+    out = []
+    for name in views:
+        out += [f"leave-one-kind-out over {len(kinds)} kinds: {name}",
+                f"{'held-out kind / file':30} {'n':>6} {HEADER}", *lines[name],
+                metric_row("macro over kinds", macro(per_kind[name])), ""]
+    return "\n".join(out).rstrip()
 
 
 def plot(result: dict, path: str) -> None:

@@ -8,7 +8,9 @@ docs/operations.md, "The complexity model").
 
 Serving cost is the reason for the shape of this module: interpreting 120
 depth-4 trees node by node costs ~35 µs a prompt in CPython, so the trees are
-compiled once, at load, into one Python function of nested `if`s (~8 µs).
+compiled once, at load, into one Python function of nested `if`s that first
+unpacks its inputs into locals (a local load is cheaper than a subscript):
+~9 µs for 160 depth-5 trees.
 Only validated numbers reach the generated source: every feature index is an
 int in range and every threshold and leaf a finite float, written with repr,
 so the source holds nothing but comparisons and additions of literals.
@@ -41,7 +43,7 @@ def _emit(node, width: int, lines: list[str], indent: int, depth: int, where: st
     feature, threshold = node[0], _number(node[1], where)
     if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < width:
         raise ValueError(f"{where}: feature index {feature!r} is not in 0..{width - 1}")
-    lines.append(f"{pad}if x[{feature}] <= {threshold!r}:")
+    lines.append(f"{pad}if x{feature} <= {threshold!r}:")
     _emit(node[2], width, lines, indent + 4, depth + 1, where)
     lines.append(f"{pad}else:")
     _emit(node[3], width, lines, indent + 4, depth + 1, where)
@@ -51,7 +53,8 @@ def compile_trees(trees: list, width: int):
     """The trees as one function x → Σ leaf values; x has `width` features."""
     if not isinstance(trees, list):
         raise ValueError("trees: expected a list")
-    lines = ["def interactions(x):", "    s = 0.0"]
+    names = "".join(f"x{i}, " for i in range(width))
+    lines = ["def interactions(x):", f"    {names}= x", "    s = 0.0"]
     for i, tree in enumerate(trees):
         _emit(tree, width, lines, 4, 0, f"trees[{i}]")
     lines.append("    return s")

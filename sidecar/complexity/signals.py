@@ -62,10 +62,13 @@ OUTPUT_WORDS = frozenset((
     "guide", "tutorial", "outline", "detailed", "comprehensive", "thorough", "elaborate", "pros", "cons", "advantages", "disadvantages", "strategies", "steps", "table",
     "examples", "discuss", "summarize", "summarise", "summary", "overview", "critique", "review"))
 # Open-ended asks: a scenario, advice, a judgement, a choice between options.
-OPEN_PHRASES = ("suppose", "imagine", "scenario", "what would", "what if", "should i",
-                "how would", "how should", "how can i", "how do i", "best way", "pros and cons",
-                "trade", "recommend", "strategy", "approach", "advice", "considering", "given that",
-                "in your opinion", "what are the implications", "impact of", "role of")
+# Single words are looked up in the prompt's word set (one set intersection);
+# only the phrases cost a scan of the text each.
+OPEN_WORDS = frozenset(("suppose", "imagine", "scenario", "hypothetical", "trade", "tradeoff",
+                        "tradeoffs", "recommend", "recommendation", "strategy", "strategies",
+                        "approach", "advice", "considering", "implications", "pros", "cons",
+                        "opinion", "impact"))
+OPEN_PHRASES = ("what would", "what if", "should i", "how would", "how should", "best way")
 LONG_WORD = 10            # letters; words this long are mostly domain vocabulary
 QUESTION_WORDS = frozenset(("what", "who", "when", "where", "which", "how", "is", "are", "can",
                             "do", "does", "will", "would", "should", "could", "tell", "i", "my",
@@ -183,7 +186,7 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
         lines / max(n, 200) * 80,
         (n_raw - len(raw.translate(None, _SYMBOLS))) / max(n_raw, 40),
         _log(len(vocab & OUTPUT_WORDS)),
-        _log(_count(plain, OPEN_PHRASES)),
+        _log(len(vocab & OPEN_WORDS) + _count(plain, OPEN_PHRASES)),
         _log(long_words),
         long_words / max(len(vocab), 5),
         _log(len(vocab & IMPERATIVES)),

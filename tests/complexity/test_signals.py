@@ -42,6 +42,7 @@ def test_short_prompts_are_read_whole():
     ("```python\ndef f(x):\n    return x\n```", "code_block", 1.0),
     ("Write a detailed essay and a summary", "log_output_asks", pytest.approx(1.386294361)),
     ("Suppose I must choose: what would you recommend?", "log_open_asks", pytest.approx(1.386294361)),
+    ("What if the pros outweigh the cons?", "log_open_asks", pytest.approx(1.386294361)),
     ("What? Why? How?", "multi_question", 1.0),
     ("hello there", "log_messages", 0.0),
 ])

@@ -151,3 +151,4 @@ def test_leave_one_kind_out_trains_without_the_kind_it_scores():
     assert seen == [{None, "math_kind"}, {None, "code_kind"}]
     assert "leave-one-kind-out over 2 kinds" in report
     assert report.splitlines()[-1].startswith("macro over kinds")
+    assert "leave-one-kind-out over 2 kinds: model tier" in report

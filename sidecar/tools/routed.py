@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 
 from sidecar.denials import Denied
 from sidecar.edge import features
+from sidecar.policy.spec import load_policy
 
 PATH = "/v1/chat/completions"
 HEADERS = CIMultiDict({"Content-Type": "application/json"})
@@ -36,3 +37,9 @@ class RoutedTier:
         except Denied:
             return score, 0
         return score, route.endpoint.tier.rank
+
+
+def routed_by(policy_path: str):
+    """model → RoutedTier for the policy file (one load for every model)."""
+    policy = load_policy(policy_path, {})
+    return lambda model: RoutedTier(policy, model)
