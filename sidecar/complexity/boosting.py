@@ -17,27 +17,33 @@ import numpy as np
 from scipy.special import expit
 from sklearn.tree import DecisionTreeRegressor
 
-TIERS = 5
-
+from sidecar.complexity import interactions
 
 def _nested(tree, eta: float):
     """A fitted sklearn tree → nested lists, leaves already multiplied by eta
-    (exactly the step the training scores took)."""
+    and rounded to 12 decimals, so the file does not depend on the last bit of
+    a float sum."""
     t = tree.tree_
 
     def node(i):
         if t.children_left[i] == -1:
-            return float(eta * t.value[i][0][0])
+            return round(float(eta * t.value[i][0][0]), 12)
         return [int(t.feature[i]), float(t.threshold[i]),
                 node(t.children_left[i]), node(t.children_right[i])]
     return node(0)
 
 
 def _step(scores, y, thresholds):
-    """Per prompt: gradient and curvature of the ordinal loss in its score."""
-    Y = np.where(y[:, None] > np.arange(1, TIERS)[None, :], 1.0, -1.0)
-    p = expit(-Y * (scores[:, None] - thresholds[None, :]))
-    return (-Y * p).sum(axis=1), (p * (1.0 - p)).sum(axis=1) + 1e-9
+    """Per prompt: gradient and curvature of the ordinal loss in its score.
+    Summed column by column: element-wise additions give the same bits
+    wherever the arrays sit in memory, a SIMD reduction may not."""
+    gradient, curvature = np.zeros(len(scores)), np.full(len(scores), 1e-9)
+    for cut, threshold in enumerate(thresholds, start=1):
+        sign = np.where(y > cut, 1.0, -1.0)
+        p = expit(-sign * (scores - threshold))
+        gradient += -sign * p
+        curvature += p * (1.0 - p)
+    return gradient, curvature
 
 
 def boost(inputs, scores, y, weights, thresholds, count: int, depth: int, eta: float,
@@ -45,11 +51,18 @@ def boost(inputs, scores, y, weights, thresholds, count: int, depth: int, eta: f
     """inputs: (n, signals + 1) clamped signals and additive score; scores: the
     additive scores. Returns the trees as nested lists for the model file."""
     scores = np.array(scores, dtype=np.float64)
+    rows = inputs.tolist()
     trees = []
     for _ in range(count):
         gradient, curvature = _step(scores, y, thresholds)
         tree = DecisionTreeRegressor(max_depth=depth, min_samples_leaf=min_leaf, random_state=0)
-        tree.fit(inputs, -gradient / curvature, sample_weight=weights * curvature)
+        # Rounded: exp's vector and scalar code paths may differ in the last
+        # bit depending on where an array sits in memory, and that was enough
+        # to flip a near-tie between two splits from one process to the next.
+        tree.fit(inputs, np.round(-gradient / curvature, 9),
+                 sample_weight=np.round(weights * curvature, 9))
         trees.append(_nested(tree, eta))
-        scores += eta * tree.predict(inputs)
+        # The step the scores take is the leaf as written to the model file,
+        # read as serving reads it (float64; sklearn's predict compares float32).
+        scores += [interactions.leaf(trees[-1], x) for x in rows]
     return trees

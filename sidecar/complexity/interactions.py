@@ -63,11 +63,18 @@ def compile_trees(trees: list, width: int):
     return namespace["interactions"]
 
 
+def leaf(tree, x) -> float:
+    """The leaf of one tree that x reaches, node by node."""
+    while isinstance(tree, list):
+        tree = tree[2] if x[tree[0]] <= tree[1] else tree[3]
+    return tree
+
+
 def evaluate(trees: list, x) -> float:
-    """The reference reading of the trees, node by node (tests and explain)."""
+    """The reference reading of the trees (training, tests and explain); the
+    same additions in the same order as the compiled function."""
     total = 0.0
-    for node in trees:
-        while isinstance(node, list):
-            node = node[2] if x[node[0]] <= node[1] else node[3]
-        total += node
+    for tree in trees:
+        total += leaf(tree, x)
     return total
+

@@ -17,6 +17,7 @@ file. Deterministic: same data and options, same model file.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections import defaultdict
 
@@ -25,6 +26,7 @@ from scipy import sparse
 from scipy.optimize import minimize
 
 from sidecar.complexity import signals
+from sidecar.complexity.augmentation import PASTED, with_pasted_documents
 
 TIERS = 5
 
@@ -68,7 +70,7 @@ def source_weights(files, shares: dict | None = None) -> np.ndarray:
         counts[f] += 1
     shares = shares or {}
     w = np.array([shares.get(f, 1.0) / counts[f] for f in files])
-    return w * len(files) / w.sum()
+    return w * len(files) / math.fsum(w)  # fsum: the same bits wherever w sits
 
 
 def bin_edges(dense, bins: int) -> list[np.ndarray]:
@@ -120,54 +122,8 @@ def fit(X, y, weights, penalty):
 # an additive model alone. Known-source corrections replace them (opt-in).
 DEFAULTS = {"bins": 8, "min_sources": 1, "min_docs": 5, "max_words": 20000,
             "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.15, "layouts": 3,
-            "known_sources": False, "reference_share": 3.0,
+            "known_sources": False, "reference_share": 4.0,
             "trees": 160, "tree_depth": 5, "tree_eta": 0.2, "tree_min_leaf": 30}
-
-
-# What reading a pasted document of at least this many characters needs, at
-# the least: 2-8 KB is a passage (SAT reading passages are tier 2 in the
-# gathered data), 8-24 KB a report, and 24 KB and up (6k+ tokens) is
-# long-document work (QMSum and SQuALITY tasks, tier 4; the held-out
-# long-document set of issue 12 was labelled 3.9 on average).
-READING_FLOORS = ((24_000, 4), (8_000, 3), (0, 2))
-
-
-PASTED = "pasted_documents"
-
-
-def reading_floor(chars: int) -> int:
-    return next(tier for least, tier in READING_FLOORS if chars >= least)
-
-
-def with_pasted_documents(rows, share: float, layouts: int = 3, seed: int = 20261126) -> list[dict]:
-    """Add copies of a `share` of the rows with a "document" of 2.5-100 KB
-    (log-uniform) pasted before or after the prompt. A copy's tier is the
-    prompt's own or what reading that much needs (READING_FLOORS), whichever is
-    higher: the question still decides among hard ones, the length among easy
-    ones. The reference set has no such shape, and real traffic does.
-    Deterministic."""
-    rng = np.random.default_rng(seed)
-    texts = [r["prompt"] for r in rows]
-    extra = []
-    for i in np.flatnonzero(rng.random(len(rows)) < share):
-        target = int(np.exp(rng.uniform(np.log(2_500), np.log(100_000))))
-        parts, size = [], 0
-        while size < target:
-            part = texts[int(rng.integers(len(texts)))]
-            parts.append(part)
-            size += len(part) + 1
-        document = "\n".join(parts)
-        question = rows[i]["prompt"]
-        layout = int(rng.integers(layouts))  # document then question, or the question first
-        if "\n" in question:
-            layout = 0  # the one-line layouts only make sense for one-line questions
-        prompt = (document + "\n\n" + question if layout == 0 else
-                  document + "\n" + question if layout == 1 else question + "\n" + document)
-        tier = max(int(rows[i]["tier"]), reading_floor(len(document)))
-        # A file of their own: copies must not take weight from their original's file.
-        extra.append({**rows[i], "prompt": prompt, "tier": tier, "file": PASTED,
-                      "kind": PASTED, "copied_from": rows[i].get("file")})
-    return rows + extra
 
 
 FOLDS = 5
