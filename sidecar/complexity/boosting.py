@@ -19,6 +19,7 @@ from sklearn.tree import DecisionTreeRegressor
 
 from sidecar.complexity import interactions
 
+
 def _nested(tree, eta: float):
     """A fitted sklearn tree → nested lists, leaves already multiplied by eta
     and rounded to 12 decimals, so the file does not depend on the last bit of

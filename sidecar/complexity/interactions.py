@@ -77,4 +77,3 @@ def evaluate(trees: list, x) -> float:
     for tree in trees:
         total += leaf(tree, x)
     return total
-

@@ -59,8 +59,9 @@ IMPERATIVES = frozenset(("write", "create", "implement", "generate", "design", "
 # What the answer must be: a long or structured piece of writing, not a fact.
 OUTPUT_WORDS = frozenset((
     "essay", "article", "report", "story", "blog", "post", "poem", "script", "proposal", "plan",
-    "guide", "tutorial", "outline", "detailed", "comprehensive", "thorough", "elaborate", "pros", "cons", "advantages", "disadvantages", "strategies", "steps", "table",
-    "examples", "discuss", "summarize", "summarise", "summary", "overview", "critique", "review"))
+    "guide", "tutorial", "outline", "detailed", "comprehensive", "thorough", "elaborate", "pros",
+    "cons", "advantages", "disadvantages", "strategies", "steps", "table", "examples", "discuss",
+    "summarize", "summarise", "summary", "overview", "critique", "review"))
 # Open-ended asks: a scenario, advice, a judgement, a choice between options.
 # Single words are looked up in the prompt's word set (one set intersection);
 # only the phrases cost a scan of the text each.

@@ -1,17 +1,22 @@
 """Training the complexity model (python -m sidecar train). Needs the `train`
-extra (numpy, scipy); never imported by the server.
+extra (numpy, scipy, scikit-learn); never imported by the server.
 
-The model is additive: for every structural signal a linear term plus a
-step function over quantile bins (so "longer is harder, up to a point" needs no
-hand-made transform), plus a regularised bag of words. It is trained with the
+The additive part: for every structural signal a linear term plus a step
+function over quantile bins (so "longer is harder, up to a point" needs no
+hand-made transform), plus a regularised bag of words, trained with the
 all-threshold ordinal logistic loss (tiers are ordered: one score, four cut
-points). What keeps it from learning which benchmark a prompt came from:
-  - every source file gets the same total weight, whatever its size;
-  - every part is L2-penalised, and the defaults were chosen by
-    leave-one-source-out validation, not by held-out accuracy on seen sources.
-Next to it, known-source corrections (sidecar.complexity.known_sources) use what the
-general model leaves out, only for prompts that plainly come from a training
-file. Deterministic: same data and options, same model file.
+points). Then interaction trees boosted on the same loss
+(sidecar.complexity.boosting) for what a sum of per-signal terms cannot say.
+What keeps it from learning which benchmark a prompt came from:
+  - every source file gets the same total weight whatever its size, times
+    `reference_share` for the reference set's files;
+  - every part is L2-penalised, and the defaults were chosen by holding out
+    whole kinds of prompts and whole files, next to held-out rows of seen
+    sources (docs/operations.md, "The complexity model").
+Instead of the trees, known-source corrections (sidecar.complexity.known_sources)
+can use what the general model leaves out, only for prompts that plainly come
+from a training file. Deterministic: same data and options, same model file,
+byte for byte, in any process.
 """
 
 from __future__ import annotations
