@@ -93,6 +93,10 @@ def cmd_build_data(args) -> int:
 def cmd_train(args) -> int:
     from sidecar.complexity import commands
     views = {"model tier": lambda model: model}
+    if args.policy and not args.holdout_kinds:
+        print("error: train --policy reports the routed tier with --holdout-kinds; use it with "
+              "that, or `eval --policy` for a trained model", file=sys.stderr)
+        return 2
     if args.policy:
         from sidecar.tools.routed import routed_by
         views[f"tier routed by {args.policy}"] = routed_by(args.policy)

@@ -48,3 +48,11 @@ def test_eval_reports_routed_tiers_for_a_policy(tmp_path):
     assert run.returncode == 0, run.stderr
     row = next(line for line in run.stdout.splitlines() if line.startswith("f "))
     assert row.split()[1] == "2"  # n
+
+
+def test_train_refuses_a_policy_without_kinds_to_hold_out(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"file": "f", "prompt": "hi", "tier": 1}\n')
+    run = subprocess.run([sys.executable, "-m", "sidecar", "train", "--data", str(data), "--policy", str(POLICY)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "--holdout-kinds" in run.stderr
