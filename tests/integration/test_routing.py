@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import time
 
 import pytest
 
+import unseen_kinds
 from conftest import HASH, user
+from sidecar.tools import golden
 
 PROOF = ("Prove rigorously, step by step, that for every integer n >= 1 the sum of the first n "
          "odd numbers equals n^2. Then derive a closed form for \\sum_{k=1}^{n} k^3, prove it by "
@@ -164,3 +167,23 @@ def test_provider_internals_in_upstream_headers_are_removed(clean):
     assert not leaked
     assert headers.get("Server") in (None, "nginx")  # lua mode removes it; stock says only "nginx"
     assert headers["Cache-Control"] == "no-store" and len(headers.get_all("Cache-Control")) == 1
+
+
+KINDS = {"exam questions": unseen_kinds.exam_question,
+         "reasoning puzzles": unseen_kinds.reasoning_puzzle,
+         "hard user prompts": unseen_kinds.hard_chat_prompt,
+         "long-document tasks": lambda rng: unseen_kinds.long_document_task(rng, 40_000)}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_generated_prompts_of_each_kind_route_through_nginx_as_the_policy_decides(clean, kind):
+    # Issue 12's classes, through the real edge: the tier nginx forwards to is the
+    # one the decision code picks in-process, and at least the kind's floor
+    # (the same floors as tests/complexity/test_complexity.py's KINDS).
+    floor = {"exam questions": "nano", "long-document tasks": "balanced"}.get(kind, "fast")
+    for seed in range(6):
+        body = user(KINDS[kind](random.Random(seed)))
+        status, headers, _ = clean.client.chat(body)
+        assert status == 200
+        assert headers["X-Route-Tier"] == golden.outcome(clean.policy, {"body": body})["tier"]
+        assert TIERS.index(headers["X-Route-Tier"]) >= TIERS.index(floor)
