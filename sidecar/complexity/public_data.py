@@ -208,6 +208,50 @@ def read_classeval(repo: Repo):
         yield row["task_id"], prompt, "class", 4
 
 
+# Exercism's own bands for its 1-10 difficulty (the website's difficulty_category):
+# 1-3 easy, 4-7 medium, 8-10 hard. Mapped like the reference set's code: basic
+# tasks (MBPP) → 2, function-level problems (HumanEval) → 3, whole designs
+# (ClassEval) → 4. Each track's maintainers rate its own exercises.
+EXERCISM_BANDS = ((3, "easy", 2), (7, "medium", 3), (10, "hard", 4))
+MAX_STUB_CHARS = 3000
+
+
+def read_exercism(repo: Repo):
+    config = repo.json("config.json")
+    language, track = config["language"], config["slug"]
+    for exercise in config["exercises"]["practice"]:
+        if exercise.get("status") == "deprecated":
+            continue
+        slug, difficulty = exercise["slug"], int(exercise["difficulty"])
+        home = f"exercises/practice/{slug}"
+        meta = repo.json(f"{home}/.meta/config.json")
+        if RESERVED.search(f"{meta.get('source', '')} {meta.get('source_url', '')}"):
+            continue
+        parts = [repo.text(f"{home}/.docs/instructions.md").strip()]
+        stubs = []
+        for name in meta.get("files", {}).get("solution", []):
+            try:
+                stub = repo.text(f"{home}/{name}").strip()
+            except subprocess.CalledProcessError:
+                continue  # listed but not shipped (a generated file)
+            if stub and len(stub) <= MAX_STUB_CHARS:
+                stubs.append(f"```{track}\n{stub}\n```")
+        parts.append(f"Solve this in {language}" + (", starting from:\n\n" + "\n\n".join(stubs)
+                                                    if stubs else "."))
+        label, tier = next((name, tier) for top, name, tier in EXERCISM_BANDS if difficulty <= top)
+        yield f"{track}/{slug}", "\n\n".join(parts), f"{label} ({difficulty})", tier
+
+
+EXERCISM_TRACKS = {"python": "9eb657d4507d91efef99f484e7f2a1f4074911b5",
+                   "rust": "afe248a156c147bed54f08ed52d88e50d17b0e7b",
+                   "go": "ae1477abfeeb9fbeaf971caee220e91f9e4df790",
+                   "javascript": "295540983b6323edcfd457b3163ad6c63608f2da",
+                   "java": "d8e92d5ba47a37afb6f10f1d9e1117b72c1656d5",
+                   "c": "219e653795c90431eb02aed73965c8dcb89fe9ed",
+                   "cpp": "7d2e8e45f0530227ea05ad094dcb076a3edcc11a"}
+EXERCISM_MAPPING = ("a track's own difficulty: 1-3 (easy) → 2, 4-7 (medium) → 3, "
+                    "8-10 (hard) → 4; instructions plus the track's starter files")
+
 SOURCES = (
     Source("agieval_exams", "exam_multiple_choice", "ruixiangcui/AGIEval",
            "5c77d073fda993f1652eaae3cf5d04cc5fd21d40", "MIT (SAT, Gaokao, LSAT); Apache-2.0 (AQuA)",
@@ -242,6 +286,10 @@ SOURCES = (
     Source("classeval", "code_classes", "FudanSELab/ClassEval",
            "eaeac44d0d5dcd8a95feec50726d66fedc73a98f", "MIT", "task",
            "implement a whole class → 4", read_classeval),
+    # One file for all tracks: one label scheme (Exercism's difficulty), and one
+    # file's weight in training however many tracks are read.
+    *(Source("exercism", "programming_exercises", f"exercism/{track}", commit, "MIT", "difficulty",
+             EXERCISM_MAPPING, read_exercism) for track, commit in EXERCISM_TRACKS.items()),
 )
 
 
@@ -278,5 +326,5 @@ def build(repos: Path, allow_clone: bool = False, log=print) -> list[dict]:
                 rows.append({"file": source.file, "source": source.repo, "id": ident, "prompt": prompt,
                              "label_kind": source.label_kind, "label": label, "tier": tier,
                              "license": source.license, "kind": source.kind})
-        log(f"{source.file:16} {source.kind:30} {len(rows) - n:6d} rows")
+        log(f"{source.file:16} {source.repo:34} {source.kind:30} {len(rows) - n:6d} rows")
     return rows

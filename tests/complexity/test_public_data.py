@@ -133,3 +133,33 @@ sys.exit(cli.main(["build-data", "--repos", {str(repos)!r}, "--out", {str(out)!r
     missing = subprocess.run([sys.executable, "-m", "sidecar", "build-data", "--repos", str(tmp_path / "none"),
                               "--out", str(out)], capture_output=True, text=True)
     assert missing.returncode == 2 and "not under" in missing.stderr
+
+
+def test_exercism_difficulty_bands_become_tiers_and_reserved_or_retired_exercises_are_left_out(tmp_path):
+    exercises = [("leap", 1), ("minesweeper", 3), ("forth", 4), ("react", 7), ("zipper", 8),
+                 ("sgf-parsing", 10), ("two-sum", 2), ("old", 5)]
+    files = {"config.json": {"language": "Rust", "slug": "rust", "exercises": {"practice": [
+        {"slug": slug, "difficulty": d, **({"status": "deprecated"} if slug == "old" else {})}
+        for slug, d in exercises]}}}
+    for slug, _ in exercises:
+        source = "LeetCode 1" if slug == "two-sum" else "Wikipedia"
+        files[f"exercises/practice/{slug}/.docs/instructions.md"] = f"# Instructions\n\nDo {slug}."
+        files[f"exercises/practice/{slug}/.meta/config.json"] = {
+            "files": {"solution": ["src/lib.rs", "src/generated.rs"]}, "source": source}
+        files[f"exercises/practice/{slug}/src/lib.rs"] = f"pub fn {slug.replace('-', '_')}() {{ todo!() }}"
+    commit_id = make_repo(tmp_path / "track", files)
+    rows = list(public_data.read_exercism(public_data.Repo(tmp_path / "track" / ".git", commit_id)))
+    assert [(ident, label, tier) for ident, _, label, tier in rows] == [
+        ("rust/leap", "easy (1)", 2), ("rust/minesweeper", "easy (3)", 2), ("rust/forth", "medium (4)", 3),
+        ("rust/react", "medium (7)", 3), ("rust/zipper", "hard (8)", 4), ("rust/sgf-parsing", "hard (10)", 4)]
+    prompt = rows[2][1]
+    # The instructions, the language, and the starter file that exists (the missing one is skipped).
+    assert prompt.startswith("# Instructions\n\nDo forth.") and "Solve this in Rust" in prompt
+    assert "```rust\npub fn forth() { todo!() }\n```" in prompt and "generated" not in prompt
+
+
+def test_all_exercism_tracks_share_one_file_so_they_weigh_as_one_source():
+    tracks = [s for s in public_data.SOURCES if s.repo.startswith("exercism/")]
+    assert len(tracks) >= 5 and {s.file for s in tracks} == {"exercism"}
+    assert len({s.repo for s in tracks}) == len(tracks)
+
