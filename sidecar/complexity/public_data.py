@@ -213,6 +213,8 @@ def read_classeval(repo: Repo):
 # tasks (MBPP) → 2, function-level problems (HumanEval) → 3, whole designs
 # (ClassEval) → 4. Each track's maintainers rate its own exercises.
 EXERCISM_BANDS = ((3, "easy", 2), (7, "medium", 3), (10, "hard", 4))
+# Starter files longer than this are left out (5 of them: ledger's code to refactor
+# in four tracks, Rust's documented react API), so no exercise becomes a 5-10 KB prompt.
 MAX_STUB_CHARS = 3000
 
 

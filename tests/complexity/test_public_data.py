@@ -162,4 +162,3 @@ def test_all_exercism_tracks_share_one_file_so_they_weigh_as_one_source():
     tracks = [s for s in public_data.SOURCES if s.repo.startswith("exercism/")]
     assert len(tracks) >= 5 and {s.file for s in tracks} == {"exercism"}
     assert len({s.repo for s in tracks}) == len(tracks)
-
