@@ -52,30 +52,26 @@ def train(args, views=None) -> int:
               file=sys.stderr)
         return 2
     from sidecar.complexity.complexity import ComplexityModel
-    from sidecar.complexity.evaluation import evaluate
+    from sidecar.complexity.evaluation import HEADER, evaluate, leave_kinds_out, macro, metric_row
     rows = _part(_read_all(args.data), args.part)
     options = {"known_sources": args.known_sources}
     if args.reference_share is not None:
         options["reference_share"] = args.reference_share
     if args.holdout_kinds:
-        from sidecar.complexity.evaluation import leave_kinds_out
         print(leave_kinds_out(lambda train_rows: ComplexityModel(training.train(train_rows, **options)),
                               rows, views), flush=True)
     if args.loso:
         files = sorted({r.get("file", "unknown") for r in rows})
         print(f"leave-one-source-out over {len(files)} files")
-        print(f"{'held-out file':28} {'n':>6} {'exact':>7} {'within1':>8} {'mae':>6}")
+        print(f"{'held-out file':30} {'n':>6} {HEADER}")
         totals = []
         for held in files:
             model = ComplexityModel(training.train([r for r in rows if r.get("file") != held],
                                                    **options))
             m = evaluate(model, [r for r in rows if r.get("file") == held])["files"][held]
             totals.append(m)
-            print(f"{held:28} {m['n']:6d} {m['exact']:7.3f} {m['within_one']:8.3f} {m['mae']:6.3f}",
-                  flush=True)
-        print(f"{'macro':28} {'':6} " + " ".join(
-            f"{sum(t[k] for t in totals) / len(totals):{w}.3f}"
-            for k, w in (("exact", 7), ("within_one", 8), ("mae", 6))))
+            print(metric_row(held, m, m["n"]), flush=True)
+        print(metric_row("macro", macro(totals)))
     if args.out:
         Path(args.out).write_text(training.dump(training.train(rows, **options)))
         print(f"wrote {args.out} (trained on {len(rows)} rows)")
