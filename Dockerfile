@@ -13,17 +13,20 @@
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv ca-certificates \
+      python3 python3-venv ca-certificates gcc libc6-dev python3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/hir/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY sidecar ./sidecar
 COPY nginx ./nginx
 COPY policies ./policies
 # A non-editable install would leave nginx/ (hir.lua, the shared snippet) behind:
 # the package finds it beside itself, so the source tree is what the image runs.
+# The editable install builds the compiled scorer in place; the import fails the
+# build if it was not (it is optional to setup.py, not to the image).
 RUN python3 -m venv /opt/hir/venv \
  && /opt/hir/venv/bin/pip install --no-cache-dir --no-compile -e '.[redis]' \
+ && /opt/hir/venv/bin/python -c 'import sidecar.complexity._scoring' \
  && /opt/hir/venv/bin/python -m sidecar check policies/production.yaml policies/demo.yaml \
  && /opt/hir/venv/bin/python -m compileall -q sidecar /opt/hir/venv/lib \
  && /opt/hir/venv/bin/pip uninstall -y -q pip setuptools \

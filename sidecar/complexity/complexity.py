@@ -25,6 +25,11 @@ from pathlib import Path
 
 from sidecar.complexity import interactions, signals
 
+try:  # the compiled scorer (setup.py builds it when a C compiler is there)
+    from sidecar.complexity._scoring import Scorer
+except ImportError:  # pragma: no cover - exercised by the pure-Python CI leg of test_scoring
+    Scorer = None
+
 DEFAULT_MODEL = Path(__file__).resolve().parent / "complexity_model.json"
 TIER_CUTS = (0.2, 0.4, 0.6, 0.8)
 
@@ -102,9 +107,11 @@ class KnownSources:
 
 class ComplexityModel:
     __slots__ = ("general", "lows", "highs", "edges", "thresholds", "gap", "known", "path",
-                 "bias_row", "bin_rows", "word_rows", "trees", "interactions")
+                 "bias_row", "bin_rows", "word_rows", "trees", "interactions", "compiled")
 
-    def __init__(self, spec: dict, path: str = ""):
+    def __init__(self, spec: dict, path: str = "", compiled: bool = True):
+        """compiled: serve raw_score from the C scorer when it is built and the
+        model has no known_sources (False: the pure-Python reference only)."""
         where = path or "model"
         if spec.get("format") not in (2, 3, 4) or list(spec.get("signals", ())) != list(signals.NAMES):
             raise ValueError(f"{where}: made for other signals; retrain it with "
@@ -137,6 +144,14 @@ class ComplexityModel:
             raise ValueError(f"{where}: trees and known_sources cannot be combined")
         self.path = path
         self._merge_tables()
+        self.compiled = self._compile() if compiled and Scorer is not None else None
+
+    def _compile(self):
+        if self.known is not None:
+            return None  # the gate and corrections stay in Python (no shipped model has them)
+        general = self.general
+        return Scorer(self.lows, self.highs, general.dense, self.edges, general.steps, general.bias,
+                      general.words, *interactions.flatten(self.trees or []))
 
     def _merge_tables(self):
         """One row per bias, bin and word: (general weight, gate logit per known
@@ -174,6 +189,12 @@ class ComplexityModel:
                 list(map(bisect_right, self.edges, dense)))
 
     def raw_score(self, dense, words) -> float:
+        if self.compiled is not None:
+            return self.compiled(dense, words)
+        return self.reference_score(dense, words)
+
+    def reference_score(self, dense, words) -> float:
+        """raw_score in Python: what the compiled scorer must equal."""
         clamped, bins = self._prepare(dense)
         sums = self._sums(clamped, bins, words)
         if self.interactions is not None:
@@ -218,9 +239,9 @@ class ComplexityModel:
         return parts[:top]
 
 
-def load(path: str | Path) -> ComplexityModel:
+def load(path: str | Path, compiled: bool = True) -> ComplexityModel:
     path = Path(path)
-    return ComplexityModel(json.loads(path.read_text()), str(path))
+    return ComplexityModel(json.loads(path.read_text()), str(path), compiled)
 
 
 @lru_cache(maxsize=1)

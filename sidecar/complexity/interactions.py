@@ -63,6 +63,32 @@ def compile_trees(trees: list, width: int):
     return namespace["interactions"]
 
 
+def flatten(trees: list) -> tuple[list[int], list[float], list[int], list[int], list[int]]:
+    """The trees as flat node arrays for the compiled scorer (_scoring.c):
+    (feature + 1, or 0 for a leaf; threshold or leaf value; left child; right
+    child; root of each tree). Nodes are laid out parent first, so every child
+    index is greater than its parent's. Call after compile_trees validated them."""
+    feature, value, left, right, roots = [], [], [], [], []
+
+    def add(node) -> int:
+        at = len(value)
+        feature.append(0)
+        value.append(0.0)
+        left.append(0)
+        right.append(0)
+        if not isinstance(node, list):
+            value[at] = float(node)
+            return at
+        feature[at], value[at] = node[0] + 1, float(node[1])
+        left[at] = add(node[2])
+        right[at] = add(node[3])
+        return at
+
+    for tree in trees:
+        roots.append(add(tree))
+    return feature, value, left, right, roots
+
+
 def leaf(tree, x) -> float:
     """The leaf of one tree that x reaches, node by node."""
     while isinstance(tree, list):

@@ -1,0 +1,388 @@
+/* The complexity model's arithmetic, compiled: clamp each signal to its
+ * training range, find its bin, sum the additive part (bias, signal weights,
+ * bin steps, known words), then the boosted trees over the clamped signals and
+ * that sum.
+ *
+ * It is a faster copy of ComplexityModel.raw_score
+ * (sidecar/complexity/complexity.py) for models without known_sources, which
+ * stays the reference: the same operations in the same order, each sum a
+ * left-to-right sum of doubles from 0.0 (what CPython's sum() does up to 3.11;
+ * 3.12 compensates, so there the two agree to ~1e-15, not bit for bit).
+ * tests/complexity/test_scoring.py holds the two together.
+ *
+ * Why: in CPython the trees are ~800 comparisons a prompt and the additive part
+ * ~80 bytecode-level operations, ~30 µs of a ~150 µs decision with a new
+ * prompt (loadtests/profile_decision.py); here they take about a microsecond.
+ * Everything is validated and copied into C arrays when the model loads; a
+ * call reads only the signal list and the word set it is given.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t width;       /* signals */
+    double *lows;           /* [width] training range of each signal */
+    double *highs;
+    double *weights;        /* [width] linear weight of each clamped signal */
+    Py_ssize_t *edge_at;    /* [width + 1] signal j's edges are edges[edge_at[j]:edge_at[j+1]] */
+    double *edges;
+    Py_ssize_t *step_at;    /* [width] signal j's step for bin b is steps[step_at[j] + b] */
+    double *steps;
+    double bias;
+    PyObject *words;        /* dict: word -> float weight */
+    Py_ssize_t n_trees;
+    Py_ssize_t *roots;      /* [n_trees] node index of each tree's root */
+    Py_ssize_t n_nodes;
+    int *feature;           /* [n_nodes] -1 for a leaf */
+    double *value;          /* threshold, or the leaf's value */
+    Py_ssize_t *left;       /* x[feature] <= threshold goes left */
+    Py_ssize_t *right;
+    double *x;              /* scratch: clamped signals, then the additive sum */
+} Scorer;
+
+static void
+scorer_free_arrays(Scorer *self)
+{
+    PyMem_Free(self->lows);
+    PyMem_Free(self->highs);
+    PyMem_Free(self->weights);
+    PyMem_Free(self->edge_at);
+    PyMem_Free(self->edges);
+    PyMem_Free(self->step_at);
+    PyMem_Free(self->steps);
+    PyMem_Free(self->roots);
+    PyMem_Free(self->feature);
+    PyMem_Free(self->value);
+    PyMem_Free(self->left);
+    PyMem_Free(self->right);
+    PyMem_Free(self->x);
+}
+
+static void
+scorer_dealloc(Scorer *self)
+{
+    scorer_free_arrays(self);
+    Py_XDECREF(self->words);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A sequence of numbers -> a new array of doubles; *n gets its length. */
+static double *
+doubles(PyObject *seq, Py_ssize_t *n, const char *what)
+{
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL)
+        return NULL;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    double *out = PyMem_Malloc(sizeof(double) * (len ? len : 1));
+    if (out == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        out[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (out[i] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(out);
+            Py_DECREF(fast);
+            return NULL;
+        }
+    }
+    Py_DECREF(fast);
+    *n = len;
+    return out;
+}
+
+/* A sequence of non-negative ints below `bound` -> a new array of indexes. */
+static Py_ssize_t *
+indexes(PyObject *seq, Py_ssize_t *n, Py_ssize_t bound, const char *what)
+{
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL)
+        return NULL;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t *out = PyMem_Malloc(sizeof(Py_ssize_t) * (len ? len : 1));
+    if (out == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        out[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
+        if (out[i] == -1 && PyErr_Occurred()) {
+            PyMem_Free(out);
+            Py_DECREF(fast);
+            return NULL;
+        }
+        if (out[i] < 0 || out[i] >= bound) {
+            PyErr_Format(PyExc_ValueError, "%s: index %zd is not in 0..%zd", what, out[i], bound - 1);
+            PyMem_Free(out);
+            Py_DECREF(fast);
+            return NULL;
+        }
+    }
+    Py_DECREF(fast);
+    *n = len;
+    return out;
+}
+
+/* A sequence of sequences of numbers -> one flat array; at[i] is where the
+ * i-th inner sequence starts, at[len] the total. */
+static double *
+ragged(PyObject *seq, Py_ssize_t len, Py_ssize_t **at, const char *what)
+{
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(fast) != len) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd rows", what, len);
+        Py_DECREF(fast);
+        return NULL;
+    }
+    *at = PyMem_Malloc(sizeof(Py_ssize_t) * (len + 1));
+    double *flat = NULL;
+    Py_ssize_t total = 0;
+    if (*at == NULL)
+        goto nomem;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        Py_ssize_t n;
+        double *row = doubles(PySequence_Fast_GET_ITEM(fast, i), &n, what);
+        if (row == NULL)
+            goto fail;
+        double *grown = PyMem_Realloc(flat, sizeof(double) * (total + n + 1));
+        if (grown == NULL) {
+            PyMem_Free(row);
+            goto nomem;
+        }
+        flat = grown;
+        memcpy(flat + total, row, sizeof(double) * n);
+        PyMem_Free(row);
+        (*at)[i] = total;
+        total += n;
+    }
+    (*at)[len] = total;
+    Py_DECREF(fast);
+    return flat ? flat : PyMem_Malloc(sizeof(double));
+nomem:
+    PyErr_NoMemory();
+fail:
+    PyMem_Free(flat);
+    PyMem_Free(*at);
+    *at = NULL;
+    Py_DECREF(fast);
+    return NULL;
+}
+
+static int
+scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lows", "highs", "weights", "edges", "steps", "bias", "words",
+                             "feature", "value", "left", "right", "roots", NULL};
+    PyObject *lows, *highs, *weights, *edges, *steps, *words, *feature, *value, *left, *right,
+        *roots;
+    double bias;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOdO!OOOOO", kwlist, &lows, &highs,
+                                     &weights, &edges, &steps, &bias, &PyDict_Type, &words,
+                                     &feature, &value, &left, &right, &roots))
+        return -1;
+    if (self->x != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Scorer is built once");
+        return -1;
+    }
+    Py_ssize_t n_lows, n_highs, n_weights, n_value, n_left, n_right, n_feature;
+    if (!(self->lows = doubles(lows, &n_lows, "lows"))
+        || !(self->highs = doubles(highs, &n_highs, "highs"))
+        || !(self->weights = doubles(weights, &n_weights, "weights")))
+        return -1;
+    self->width = n_weights;
+    if (n_lows != self->width || n_highs != self->width) {
+        PyErr_SetString(PyExc_ValueError, "lows, highs and weights differ in length");
+        return -1;
+    }
+    if (!(self->edges = ragged(edges, self->width, &self->edge_at, "edges")))
+        return -1;
+    Py_ssize_t *step_rows;
+    if (!(self->steps = ragged(steps, self->width, &step_rows, "steps")))
+        return -1;
+    self->step_at = step_rows;
+    for (Py_ssize_t j = 0; j < self->width; j++) {
+        Py_ssize_t n_edges = self->edge_at[j + 1] - self->edge_at[j];
+        if (step_rows[j + 1] - step_rows[j] != n_edges + 1) {
+            PyErr_Format(PyExc_ValueError, "signal %zd: %zd edges need %zd steps", j, n_edges,
+                         n_edges + 1);
+            return -1;
+        }
+    }
+    self->bias = bias;
+    /* The words' weights as exact floats, so a call never converts. */
+    self->words = PyDict_New();
+    if (self->words == NULL)
+        return -1;
+    PyObject *word, *weight;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(words, &pos, &word, &weight)) {
+        double w = PyFloat_AsDouble(weight);
+        if (w == -1.0 && PyErr_Occurred())
+            return -1;
+        PyObject *as_float = PyFloat_FromDouble(w);
+        if (as_float == NULL || PyDict_SetItem(self->words, word, as_float) < 0) {
+            Py_XDECREF(as_float);
+            return -1;
+        }
+        Py_DECREF(as_float);
+    }
+    /* The trees: flat node arrays; every child index points past its parent,
+     * so a walk always ends (checked here, not trusted). */
+    if (!(self->value = doubles(value, &n_value, "value")))
+        return -1;
+    self->n_nodes = n_value;
+    Py_ssize_t *features = indexes(feature, &n_feature, self->width + 2, "feature");
+    if (features == NULL)
+        return -1;
+    self->feature = PyMem_Malloc(sizeof(int) * (n_feature ? n_feature : 1));
+    if (self->feature == NULL) {
+        PyMem_Free(features);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n_feature; i++)
+        self->feature[i] = (int)features[i] - 1; /* given as feature + 1, 0 for a leaf */
+    PyMem_Free(features);
+    if (!(self->left = indexes(left, &n_left, self->n_nodes, "left"))
+        || !(self->right = indexes(right, &n_right, self->n_nodes, "right"))
+        || !(self->roots = indexes(roots, &self->n_trees, self->n_nodes, "roots")))
+        return -1;
+    if (n_feature != self->n_nodes || n_left != self->n_nodes || n_right != self->n_nodes) {
+        PyErr_SetString(PyExc_ValueError, "feature, value, left and right differ in length");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < self->n_nodes; i++) {
+        if (self->feature[i] >= 0 && (self->left[i] <= i || self->right[i] <= i)) {
+            PyErr_Format(PyExc_ValueError, "node %zd: a child must come after its parent", i);
+            return -1;
+        }
+    }
+    self->x = PyMem_Malloc(sizeof(double) * (self->width + 1));
+    if (self->x == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* scorer(dense, words) -> the raw score: dense is the signal list (numbers, in
+ * signals.NAMES order), words the prompt's set of lowercase words. */
+static PyObject *
+scorer_call(Scorer *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *dense, *words;
+    if (!PyArg_ParseTuple(args, "OO:Scorer", &dense, &words))
+        return NULL;
+    if (self->x == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the Scorer was not built");
+        return NULL;
+    }
+    PyObject *fast = PySequence_Fast(dense, "dense must be a sequence");
+    if (fast == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(fast) != self->width) {
+        PyErr_Format(PyExc_ValueError, "expected %zd signals", self->width);
+        Py_DECREF(fast);
+        return NULL;
+    }
+    double *x = self->x;
+    /* bias, then each signal's bin step, then each known word: one sum. */
+    double steps = 0.0;
+    steps += self->bias;
+    for (Py_ssize_t j = 0; j < self->width; j++) {
+        double v = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, j));
+        if (v == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+        /* bisect_right: the number of edges <= v */
+        const double *e = self->edges + self->edge_at[j];
+        Py_ssize_t lo = 0, hi = self->edge_at[j + 1] - self->edge_at[j];
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (v < e[mid])
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        steps += self->steps[self->step_at[j] + lo];
+        x[j] = v < self->lows[j] ? self->lows[j] : v > self->highs[j] ? self->highs[j] : v;
+    }
+    Py_DECREF(fast);
+    PyObject *it = PyObject_GetIter(words);
+    if (it == NULL)
+        return NULL;
+    PyObject *word;
+    while ((word = PyIter_Next(it)) != NULL) {
+        PyObject *weight = PyDict_GetItemWithError(self->words, word);
+        Py_DECREF(word);
+        if (weight == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(it);
+                return NULL;
+            }
+            continue;
+        }
+        double w = PyFloat_AS_DOUBLE(weight);
+        if (w != 0.0) /* the reference filters out zero weights */
+            steps += w;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    double linear = 0.0;
+    for (Py_ssize_t j = 0; j < self->width; j++)
+        linear += self->weights[j] * x[j];
+    double additive = steps + linear;
+    if (self->n_trees == 0)
+        return PyFloat_FromDouble(additive);
+    x[self->width] = additive;
+    double trees = 0.0;
+    for (Py_ssize_t t = 0; t < self->n_trees; t++) {
+        Py_ssize_t node = self->roots[t];
+        while (self->feature[node] >= 0)
+            node = x[self->feature[node]] <= self->value[node] ? self->left[node] : self->right[node];
+        trees += self->value[node];
+    }
+    return PyFloat_FromDouble(additive + trees);
+}
+
+static PyTypeObject ScorerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sidecar.complexity._scoring.Scorer",
+    .tp_doc = PyDoc_STR("The complexity model's raw score, compiled (see the module source)."),
+    .tp_basicsize = sizeof(Scorer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)scorer_init,
+    .tp_dealloc = (destructor)scorer_dealloc,
+    .tp_call = (ternaryfunc)scorer_call,
+};
+
+static struct PyModuleDef scoring_module = {
+    PyModuleDef_HEAD_INIT, "_scoring",
+    "The complexity model's arithmetic in C; sidecar.complexity.complexity is the reference.", -1,
+};
+
+PyMODINIT_FUNC
+PyInit__scoring(void)
+{
+    if (PyType_Ready(&ScorerType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&scoring_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&ScorerType);
+    if (PyModule_AddObject(module, "Scorer", (PyObject *)&ScorerType) < 0) {
+        Py_DECREF(&ScorerType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

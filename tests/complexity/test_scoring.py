@@ -1,0 +1,147 @@
+"""The compiled scorer (sidecar/complexity/_scoring.c) gives the score the
+pure-Python reference gives, on real prompts and on random models; refuses
+malformed tables; and the package still serves without it."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unseen_kinds
+from sidecar.complexity import complexity, interactions, signals
+from sidecar.complexity._scoring import Scorer
+
+SPEC = json.loads(complexity.DEFAULT_MODEL.read_text())
+WIDTH = len(signals.NAMES)
+# CPython up to 3.11 sums floats left to right, as the scorer does; 3.12's sum()
+# compensates, so there the two may differ in the last bits.
+EXACT = sys.version_info < (3, 12)
+
+
+def same(a: float, b: float) -> bool:
+    return a == b if EXACT else a == pytest.approx(b, rel=1e-12, abs=1e-12)
+
+
+def models(spec):
+    return (complexity.ComplexityModel(spec, compiled=True),
+            complexity.ComplexityModel(spec, compiled=False))
+
+
+MODELS = models(SPEC)
+
+
+def test_the_shipped_model_is_served_compiled():
+    assert complexity.default_model().compiled is not None
+
+
+GENERATORS = (unseen_kinds.exam_question, unseen_kinds.reasoning_puzzle,
+              unseen_kinds.hard_chat_prompt, lambda rng: unseen_kinds.long_document_task(rng, 9000))
+
+
+@pytest.mark.parametrize("generate", GENERATORS)
+def test_generated_prompts_score_as_the_reference_scores_them(generate):
+    compiled, reference = models(SPEC)
+    rng = random.Random(7)
+    for _ in range(60):
+        dense, words = signals.extract(generate(rng))
+        assert same(compiled.raw_score(dense, words), reference.raw_score(dense, words))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=600), st.integers(1, 9))
+def test_any_text_scores_as_the_reference_scores_it(text, messages):
+    compiled, reference = MODELS
+    dense, words = signals.extract(text, messages)
+    assert same(compiled.raw_score(dense, words), reference.raw_score(dense, words))
+
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+trees = st.recursive(finite, lambda child: st.tuples(
+    st.integers(0, WIDTH), finite, child, child).map(list), max_leaves=16)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(trees, max_size=6), st.data())
+def test_random_forests_and_signals_score_as_the_reference(forest, data):
+    """Signals drawn from the bin edges themselves (bisect_right's ties), from
+    beyond the clamp range, and anywhere; trees over every input, the additive
+    sum included."""
+    spec = copy.deepcopy(SPEC)
+    spec["trees"] = forest
+    compiled, reference = models(spec)
+    dense = []
+    for j in range(WIDTH):
+        edges, (low, high) = spec["bins"][j]["edges"], spec["ranges"][j]
+        dense.append(data.draw(st.one_of(st.sampled_from(edges or [low]), st.just(low - 1.0),
+                                         st.just(high + 1.0), finite), label=signals.NAMES[j]))
+    words = set(data.draw(st.lists(st.sampled_from(sorted(SPEC["words"])[:200] + ["zzz"]),
+                                   max_size=20), label="words"))
+    assert same(compiled.raw_score(dense, words), reference.raw_score(dense, words))
+
+
+def test_a_model_without_trees_is_compiled_too():
+    spec = copy.deepcopy(SPEC)
+    del spec["trees"]
+    compiled, reference = models(spec)
+    assert compiled.compiled is not None
+    dense, words = signals.extract("Prove that there are infinitely many primes.")
+    assert same(compiled.raw_score(dense, words), reference.raw_score(dense, words))
+
+
+def scorer_args(**changes):
+    args = dict(lows=[0.0], highs=[1.0], weights=[2.0], edges=[[0.5]], steps=[[0.1, 0.2]],
+                bias=0.25, words={"proof": 1.0}, feature=[1, 0, 0], value=[0.5, -1.0, 3.0],
+                left=[1, 0, 0], right=[2, 0, 0], roots=[0])
+    args.update(changes)
+    return args
+
+
+def test_a_hand_computed_score():
+    scorer = Scorer(**scorer_args())
+    # 0.25 bias + 0.2 (0.7 is in bin 1) + 1.0 ("proof") + 2·0.7, then the tree: 0.7 > 0.5 → 3.0
+    assert scorer([0.7], {"proof", "other"}) == pytest.approx(0.25 + 0.2 + 1.0 + 1.4 + 3.0)
+    # 5.0 clamps to 1.0 for the weight and the tree, but bins unclamped (bin 1)
+    assert scorer([5.0], set()) == pytest.approx(0.25 + 0.2 + 2.0 + 3.0)
+
+
+@pytest.mark.parametrize("changes,error,message", [
+    ({"left": [0, 0, 0]}, ValueError, "a child must come after its parent"),
+    ({"left": [5, 0, 0]}, ValueError, "index 5"),
+    ({"feature": [9, 0, 0]}, ValueError, "index 9"),
+    ({"steps": [[0.1]]}, ValueError, "1 edges need 2 steps"),
+    ({"highs": [1.0, 2.0]}, ValueError, "differ in length"),
+    ({"feature": [1, 0]}, ValueError, "differ in length"),
+    ({"words": ["proof"]}, TypeError, "dict"),
+    ({"words": {"proof": "heavy"}}, TypeError, "real number"),
+])
+def test_malformed_tables_are_refused(changes, error, message):
+    with pytest.raises(error, match=message):
+        Scorer(**scorer_args(**changes))
+
+
+def test_the_wrong_number_of_signals_is_refused():
+    with pytest.raises(ValueError, match="expected 1 signals"):
+        Scorer(**scorer_args())([0.1, 0.2], set())
+
+
+def test_without_the_compiled_scorer_the_model_serves_from_python():
+    """What a machine without a C compiler gets: the same tiers, from the reference."""
+    script = (
+        "import sys; sys.modules['sidecar.complexity._scoring'] = None\n"
+        "from sidecar.complexity import complexity\n"
+        "m = complexity.default_model()\n"
+        "assert m.compiled is None\n"
+        "print(repr(m.assess('Design a lock-free queue and prove it linearizable.')))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    served = complexity.default_model().assess("Design a lock-free queue and prove it linearizable.")
+    score, tier = ast.literal_eval(out.stdout)
+    assert tier == served[1]
+    assert same(score, served[0])
