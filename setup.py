@@ -4,5 +4,7 @@ package installs and serves with the pure-Python reference, only slower."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("sidecar.complexity._scoring", ["sidecar/complexity/_scoring.c"],
-                             optional=True)])
+setup(ext_modules=[Extension(
+    "sidecar.complexity._scoring",
+    ["sidecar/complexity/_scoring.c", "sidecar/complexity/_reading.c"],
+    depends=["sidecar/complexity/_reading.h"], optional=True)])

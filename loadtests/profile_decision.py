@@ -1,6 +1,6 @@
 """Where a cache-miss decision's time goes, stage by stage (benchmark, not a test).
 
-    python loadtests/profile_decision.py [--requests 20000] [--rounds 5] [--limits]
+    python loadtests/profile_decision.py [--requests 20000] [--rounds 5] [--limits] [--reference]
 
 Runs the sidecar's pipeline in-process on distinct short chat bodies (every
 decision a feature-cache miss, as in real traffic), with the overhead
@@ -11,7 +11,9 @@ reading the body's fields, the complexity signal (signals, then the model),
 the rules, limits and admission, and building the answer. Then the whole
 decision as the socket runs it, so the stages can be checked against the sum.
 Prints medians of per-request means over rounds, in µs. The same numbers for a
-long prompt with `--size 200000`.
+long prompt with `--size 200000`. `--reference` serves the complexity model
+from its pure-Python reference instead of the compiled scorer (what a machine
+without a C compiler runs, and what the router ran before it).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _per_request(fn, items) -> float:
     return (time.perf_counter_ns() - started) / len(items) / 1000
 
 
-def stages(policy, bodies, with_key: bool):
+def stages(policy, bodies, with_key: bool, compiled: bool):
     """{stage: fn(item)} and the items each takes, prepared from `bodies`."""
     requests = [nginx_request(b, with_key) for b in bodies]
     headers = []
@@ -123,8 +125,10 @@ def stages(policy, bodies, with_key: bool):
         "hash the body (feature-cache key)": (lambda b: xxhash.xxh3_64_intdigest(b), bodies),
         "JSON parse (orjson + strictness walk)": (strictjson.loads, bodies),
         "read the body's fields (per-API reader)": (read_fields, range(len(bodies))),
-        "complexity: signals": (signals.extract, texts),
-        "complexity: model score + calibration": (lambda d: model.calibrate(model.raw_score(*d)), dense),
+        **({"complexity: read and scored in C (model.assess)": (model.assess, texts)} if compiled else {
+            "complexity: signals": (signals.extract, texts),
+            "complexity: model score + calibration": (lambda d: model.calibrate(model.raw_score(*d)),
+                                                      dense)}),
         "client identity (key digest, address)": (
             lambda h: clients.identify(policy.clients, h, "127.0.0.1"), headers),
         "rules (policy.route)": (policy.route, filled),
@@ -178,6 +182,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--limits", action="store_true", help="API key + three limits")
+    parser.add_argument("--reference", action="store_true",
+                        help="the complexity model's pure-Python reference, not the compiled scorer")
     parser.add_argument("--size", type=int, default=0,
                         help="prompt bytes (default: short chat prompts)")
     args = parser.parse_args()
@@ -188,7 +194,11 @@ def main() -> int:
         filler = prompt_mix._document(__import__("random").Random(1), args.size)
         bodies = [b.replace(b'"content":"', b'"content":"' + filler.encode() + b"\\n\\n", 1)
                   for b in bodies[:max(50, args.requests // 200)]]
-    table, requests = stages(policy, bodies, args.limits)
+    model = complexity.default_model()
+    if args.reference:
+        model.compiled = None
+    print(f"complexity model: {'compiled scorer' if model.compiled is not None else 'Python reference'}")
+    table, requests = stages(policy, bodies, args.limits, model.compiled is not None)
     times = {name: [] for name in table}
     whole = []
     for _ in range(args.rounds):

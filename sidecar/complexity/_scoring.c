@@ -15,9 +15,15 @@
  * prompt (loadtests/profile_decision.py); here they take about a microsecond.
  * Everything is validated and copied into C arrays when the model loads; a
  * call reads only the signal list and the word set it is given.
+ *
+ * Built with the signal tables (signals.COMPILED_TABLES), it also reads the
+ * prompt itself (score_text, _reading.c), so serving a new prompt never builds
+ * the word set or the signal list as Python objects. There the known words'
+ * weights are added in order of first appearance, not in the set's order, so
+ * the score may differ from the reference's in the last bits (the reference's
+ * own set order changes with PYTHONHASHSEED, so it does that between runs too).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_reading.h"
 
 typedef struct {
     PyObject_HEAD
@@ -39,6 +45,8 @@ typedef struct {
     Py_ssize_t *left;       /* x[feature] <= threshold goes left */
     Py_ssize_t *right;
     double *x;              /* scratch: clamped signals, then the additive sum */
+    int reads;              /* built with the signal tables: score_text works */
+    Reader reader;
 } Scorer;
 
 static void
@@ -57,6 +65,8 @@ scorer_free_arrays(Scorer *self)
     PyMem_Free(self->left);
     PyMem_Free(self->right);
     PyMem_Free(self->x);
+    if (self->reads)
+        reader_free(&self->reader);
 }
 
 static void
@@ -178,13 +188,14 @@ static int
 scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"lows", "highs", "weights", "edges", "steps", "bias", "words",
-                             "feature", "value", "left", "right", "roots", NULL};
+                             "feature", "value", "left", "right", "roots", "tables", NULL};
     PyObject *lows, *highs, *weights, *edges, *steps, *words, *feature, *value, *left, *right,
-        *roots;
+        *roots, *tables = NULL;
     double bias;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOdO!OOOOO", kwlist, &lows, &highs,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOdO!OOOOO|O!", kwlist, &lows, &highs,
                                      &weights, &edges, &steps, &bias, &PyDict_Type, &words,
-                                     &feature, &value, &left, &right, &roots))
+                                     &feature, &value, &left, &right, &roots, &PyDict_Type,
+                                     &tables))
         return -1;
     if (self->x != NULL) {
         PyErr_SetString(PyExc_TypeError, "a Scorer is built once");
@@ -263,12 +274,120 @@ scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
             return -1;
         }
     }
+    if (tables != NULL) {
+        if (self->width != N_SIGNALS) {
+            PyErr_Format(PyExc_ValueError, "reading text needs %d signal weights", N_SIGNALS);
+            return -1;
+        }
+        if (reader_init(&self->reader, tables, self->words) < 0) {
+            reader_free(&self->reader);
+            return -1;
+        }
+        self->reads = 1;
+    }
     self->x = PyMem_Malloc(sizeof(double) * (self->width + 1));
     if (self->x == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     return 0;
+}
+
+/* The raw score of signals `dense` (unclamped) and the weights of the
+ * prompt's known words, in the order the reference adds them. */
+static double
+score(Scorer *self, const double *dense, const double *weights, Py_ssize_t n_weights)
+{
+    double *x = self->x;
+    /* bias, then each signal's bin step, then each known word: one sum. */
+    double steps = 0.0;
+    steps += self->bias;
+    for (Py_ssize_t j = 0; j < self->width; j++) {
+        double v = dense[j];
+        /* bisect_right: the number of edges <= v */
+        const double *e = self->edges + self->edge_at[j];
+        Py_ssize_t lo = 0, hi = self->edge_at[j + 1] - self->edge_at[j];
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (v < e[mid])
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        steps += self->steps[self->step_at[j] + lo];
+        x[j] = v < self->lows[j] ? self->lows[j] : v > self->highs[j] ? self->highs[j] : v;
+    }
+    for (Py_ssize_t i = 0; i < n_weights; i++)
+        steps += weights[i];
+    double linear = 0.0;
+    for (Py_ssize_t j = 0; j < self->width; j++)
+        linear += self->weights[j] * x[j];
+    double additive = steps + linear;
+    if (self->n_trees == 0)
+        return additive;
+    x[self->width] = additive;
+    double trees = 0.0;
+    for (Py_ssize_t t = 0; t < self->n_trees; t++) {
+        Py_ssize_t node = self->roots[t];
+        while (self->feature[node] >= 0)
+            node = x[self->feature[node]] <= self->value[node] ? self->left[node] : self->right[node];
+        trees += self->value[node];
+    }
+    return additive + trees;
+}
+
+/* scorer.score_text(sample, total, context, messages) -> the raw score of a
+ * prompt read in C (_reading.c): sample is signals.sample's UTF-8 bytes. */
+static PyObject *
+scorer_score_text(Scorer *self, PyObject *args)
+{
+    const char *raw;
+    Py_ssize_t len, total, context, messages;
+    if (!PyArg_ParseTuple(args, "y#nnn:score_text", &raw, &len, &total, &context, &messages))
+        return NULL;
+    if (!self->reads || self->x == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this Scorer was built without the signal tables");
+        return NULL;
+    }
+    double dense[N_SIGNALS], *weights;
+    Py_ssize_t n_weights;
+    if (read_signals(&self->reader, raw, len, total, context, messages, dense, &weights,
+                     &n_weights) < 0)
+        return NULL;
+    double s = score(self, dense, weights, n_weights);
+    PyMem_Free(weights);
+    return PyFloat_FromDouble(s);
+}
+
+/* scorer.read(sample, total, context, messages) -> the signal list, as
+ * score_text reads it (for the tests that hold it to signals.extract). */
+static PyObject *
+scorer_read(Scorer *self, PyObject *args)
+{
+    const char *raw;
+    Py_ssize_t len, total, context, messages;
+    if (!PyArg_ParseTuple(args, "y#nnn:read", &raw, &len, &total, &context, &messages))
+        return NULL;
+    if (!self->reads || self->x == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this Scorer was built without the signal tables");
+        return NULL;
+    }
+    double dense[N_SIGNALS], *weights;
+    Py_ssize_t n_weights;
+    if (read_signals(&self->reader, raw, len, total, context, messages, dense, &weights,
+                     &n_weights) < 0)
+        return NULL;
+    PyMem_Free(weights);
+    PyObject *out = PyList_New(N_SIGNALS);
+    for (int j = 0; out != NULL && j < N_SIGNALS; j++) {
+        PyObject *v = PyFloat_FromDouble(dense[j]);
+        if (v == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, j, v);
+    }
+    return out;
 }
 
 /* scorer(dense, words) -> the raw score: dense is the signal list (numbers, in
@@ -291,67 +410,54 @@ scorer_call(Scorer *self, PyObject *args, PyObject *kwds)
         Py_DECREF(fast);
         return NULL;
     }
-    double *x = self->x;
-    /* bias, then each signal's bin step, then each known word: one sum. */
-    double steps = 0.0;
-    steps += self->bias;
+    double *dense_values = PyMem_Malloc(sizeof(double) * (self->width ? self->width : 1));
+    if (dense_values == NULL) {
+        Py_DECREF(fast);
+        return PyErr_NoMemory();
+    }
     for (Py_ssize_t j = 0; j < self->width; j++) {
-        double v = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, j));
-        if (v == -1.0 && PyErr_Occurred()) {
+        dense_values[j] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, j));
+        if (dense_values[j] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(dense_values);
             Py_DECREF(fast);
             return NULL;
         }
-        /* bisect_right: the number of edges <= v */
-        const double *e = self->edges + self->edge_at[j];
-        Py_ssize_t lo = 0, hi = self->edge_at[j + 1] - self->edge_at[j];
-        while (lo < hi) {
-            Py_ssize_t mid = (lo + hi) / 2;
-            if (v < e[mid])
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        steps += self->steps[self->step_at[j] + lo];
-        x[j] = v < self->lows[j] ? self->lows[j] : v > self->highs[j] ? self->highs[j] : v;
     }
     Py_DECREF(fast);
-    PyObject *it = PyObject_GetIter(words);
-    if (it == NULL)
-        return NULL;
+    /* The known words' weights, in the set's own order (as the reference adds them). */
+    Py_ssize_t n_words = PyObject_Size(words), n_weights = 0;
+    double *weights = n_words < 0 ? NULL : PyMem_Malloc(sizeof(double) * (n_words + 1));
+    PyObject *it = weights ? PyObject_GetIter(words) : NULL;
+    if (it == NULL) {
+        PyMem_Free(dense_values);
+        PyMem_Free(weights);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    }
     PyObject *word;
     while ((word = PyIter_Next(it)) != NULL) {
         PyObject *weight = PyDict_GetItemWithError(self->words, word);
         Py_DECREF(word);
-        if (weight == NULL) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(it);
-                return NULL;
-            }
-            continue;
-        }
-        double w = PyFloat_AS_DOUBLE(weight);
-        if (w != 0.0) /* the reference filters out zero weights */
-            steps += w;
+        if (weight == NULL && PyErr_Occurred())
+            break;
+        /* the reference filters out zero weights; a set cannot grow mid-iteration */
+        if (weight != NULL && PyFloat_AS_DOUBLE(weight) != 0.0 && n_weights < n_words)
+            weights[n_weights++] = PyFloat_AS_DOUBLE(weight);
     }
     Py_DECREF(it);
-    if (PyErr_Occurred())
-        return NULL;
-    double linear = 0.0;
-    for (Py_ssize_t j = 0; j < self->width; j++)
-        linear += self->weights[j] * x[j];
-    double additive = steps + linear;
-    if (self->n_trees == 0)
-        return PyFloat_FromDouble(additive);
-    x[self->width] = additive;
-    double trees = 0.0;
-    for (Py_ssize_t t = 0; t < self->n_trees; t++) {
-        Py_ssize_t node = self->roots[t];
-        while (self->feature[node] >= 0)
-            node = x[self->feature[node]] <= self->value[node] ? self->left[node] : self->right[node];
-        trees += self->value[node];
-    }
-    return PyFloat_FromDouble(additive + trees);
+    PyObject *out = PyErr_Occurred() ? NULL
+        : PyFloat_FromDouble(score(self, dense_values, weights, n_weights));
+    PyMem_Free(dense_values);
+    PyMem_Free(weights);
+    return out;
 }
+
+static PyMethodDef scorer_methods[] = {
+    {"score_text", (PyCFunction)scorer_score_text, METH_VARARGS,
+     PyDoc_STR("score_text(sample, total, context, messages) -> raw score of a prompt read in C")},
+    {"read", (PyCFunction)scorer_read, METH_VARARGS,
+     PyDoc_STR("read(sample, total, context, messages) -> the signals as score_text reads them")},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject ScorerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -363,6 +469,7 @@ static PyTypeObject ScorerType = {
     .tp_init = (initproc)scorer_init,
     .tp_dealloc = (destructor)scorer_dealloc,
     .tp_call = (ternaryfunc)scorer_call,
+    .tp_methods = scorer_methods,
 };
 
 static struct PyModuleDef scoring_module = {

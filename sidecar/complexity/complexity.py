@@ -151,7 +151,8 @@ class ComplexityModel:
             return None  # the gate and corrections stay in Python (no shipped model has them)
         general = self.general
         return Scorer(self.lows, self.highs, general.dense, self.edges, general.steps, general.bias,
-                      general.words, *interactions.flatten(self.trees or []))
+                      general.words, *interactions.flatten(self.trees or []),
+                      tables=signals.COMPILED_TABLES)
 
     def _merge_tables(self):
         """One row per bias, bin and word: (general weight, gate logit per known
@@ -219,6 +220,10 @@ class ComplexityModel:
         return TIER_CUTS[tier - 2] + 0.2 * (s - lo) / (hi - lo), tier
 
     def assess(self, text: str, messages: int = 1) -> tuple[float, int]:
+        if self.compiled is not None:  # read and scored in C: no word set, no signal list
+            sample, total, context = signals.sample_of(text)
+            return self.calibrate(self.compiled.score_text(
+                sample.encode("utf-8", "surrogatepass"), total, context, messages))
         dense, words = signals.extract(text, messages)
         return self.calibrate(self.raw_score(dense, words))
 

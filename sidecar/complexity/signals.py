@@ -126,11 +126,15 @@ def _count(text: str, marks) -> int:
     return sum(map(text.count, marks))
 
 
+def sample_of(text: str) -> tuple[str, int, int]:
+    """(what the signals read, the question's length, the document's before it)."""
+    question, context = split_question(text)
+    return windows(question), len(question), context
+
+
 def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
     """(dense signal vector in NAMES order, set of lowercase words) for one prompt."""
-    text, context = split_question(text)
-    n_total = len(text)
-    sample = windows(text)
+    sample, n_total, context = sample_of(text)
     n = max(1, len(sample))
     raw = sample.encode("utf-8", "surrogatepass")
     # Lowercase words separated by spaces: phrases are counted here too.
@@ -193,3 +197,16 @@ def extract(text: str, messages: int = 1) -> tuple[list[float], set[str]]:
         _log(len(vocab & IMPERATIVES)),
     ]
     return dense, vocab
+
+
+# Everything the compiled reader (sidecar/complexity/_reading.c) counts with,
+# handed to it when a model loads: the lists above stay the only copy.
+COMPILED_TABLES = {
+    "names": NAMES, "to_words": _TO_WORDS, "digits": _DIGITS, "upper": _UPPER, "math": _MATH,
+    "symbols": _SYMBOLS, "long_word": LONG_WORD,
+    # The order _reading.c reads them in.
+    "word_sets": (CONSTRAINT_WORDS, REASONING_WORDS, IMPERATIVES, QUESTION_WORDS, OUTPUT_WORDS,
+                  OPEN_WORDS),
+    "phrase_sets": (CONSTRAINT_PHRASES, REASONING_PHRASES, OPEN_PHRASES),
+    "mark_sets": (CODE_MARKS, LATEX_MARKS, ENUMERATION_MARKS, SENTENCE_MARKS),
+}

@@ -1,6 +1,7 @@
-"""The compiled scorer (sidecar/complexity/_scoring.c) gives the score the
-pure-Python reference gives, on real prompts and on random models; refuses
-malformed tables; and the package still serves without it."""
+"""The compiled scorer (sidecar/complexity/_scoring.c, _reading.c) reads the
+signals signals.extract reads and gives the score the pure-Python reference
+gives, on real prompts, hostile text and random models; refuses malformed
+tables; and the package still serves without it."""
 
 from __future__ import annotations
 
@@ -94,6 +95,69 @@ def test_a_model_without_trees_is_compiled_too():
     assert compiled.compiled is not None
     dense, words = signals.extract("Prove that there are infinitely many primes.")
     assert same(compiled.raw_score(dense, words), reference.raw_score(dense, words))
+
+
+# Text built from what the signals count: marks, phrases, set words, every class
+# of byte, the whitespace str.rstrip() strips, non-ASCII letters, a lone surrogate.
+PIECES = ["a", "Z", "9", "42", "'", " ", "  ", ".", "?", "!", "\n", "\n\n", "\t", "$", "\\", "{", "}",
+          "(", ")", "=", ";", "`", "#", "-", "*", "^", "_", "|", "é", "ÉTÉ", "日本", "\u2028", "\u3000",
+          "\xa0", "\x85", "\x1c", "\ud800", "\U0001F600", "def ", "return", "```", "import ", "{\n",
+          ";\n", "\n    ", "==", "()", "=>", "\n1.", "\n- ", ". ", "? ", ".\n", "do not", "at least",
+          "show that", "what if", "how many", "Must", "PROVE", "json", "essay", "strategy", "write",
+          "what", "internationalization", "don't", "must'nt", "hi"]
+prompts = st.lists(st.sampled_from(PIECES), max_size=120).map("".join)
+
+
+def read_in_c(text: str, messages: int):
+    sample, total, context = signals.sample_of(text)
+    return MODELS[0].compiled.read(sample.encode("utf-8", "surrogatepass"), total, context, messages)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(prompts, st.text(max_size=300)), st.integers(1, 5))
+def test_c_reads_the_signals_python_reads(text, messages):
+    assert read_in_c(text, messages) == signals.extract(text, messages)[0]
+
+
+@pytest.mark.parametrize("generate", GENERATORS)
+def test_c_reads_generated_prompts_and_long_documents_as_python_does(generate):
+    rng = random.Random(11)
+    for _ in range(40):
+        text = generate(rng)
+        assert read_in_c(text, 1) == signals.extract(text, 1)[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(prompts, st.text(max_size=300)), st.integers(1, 5))
+def test_assess_in_c_gives_the_reference_tier_and_score(text, messages):
+    """Read and scored in C, the known words' weights are added in order of first
+    appearance rather than the set's: equal to the last few bits."""
+    compiled, reference = MODELS
+    score, tier = compiled.assess(text, messages)
+    expected_score, expected_tier = reference.assess(text, messages)
+    assert tier == expected_tier
+    assert score == pytest.approx(expected_score, rel=1e-12, abs=1e-12)
+
+
+def test_tables_for_other_signals_are_refused():
+    tables = {**signals.COMPILED_TABLES, "names": (*signals.NAMES[:-1], "log_something_new")}
+    args = scorer_args(lows=SPEC_LOWS, highs=SPEC_HIGHS, weights=[0.0] * WIDTH,
+                       edges=[[]] * WIDTH, steps=[[0.0]] * WIDTH, feature=[0], value=[0.0],
+                       left=[0], right=[0])
+    Scorer(**args, tables=signals.COMPILED_TABLES)  # the real tables are accepted
+    with pytest.raises(ValueError, match="the signals changed"):
+        Scorer(**args, tables=tables)
+    with pytest.raises(ValueError, match="an empty mark"):
+        Scorer(**args, tables={**signals.COMPILED_TABLES, "mark_sets": ((), ("",), (), ())})
+
+
+def test_reading_text_needs_the_tables():
+    with pytest.raises(TypeError, match="without the signal tables"):
+        Scorer(**scorer_args()).score_text(b"hello", 5, 0, 1)
+
+
+SPEC_LOWS = [lo for lo, _ in SPEC["ranges"]]
+SPEC_HIGHS = [hi for _, hi in SPEC["ranges"]]
 
 
 def scorer_args(**changes):
