@@ -28,6 +28,7 @@ def run(args, policy) -> int:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from sidecar.complexity import complexity
     from sidecar.edge.app import PolicyRef, Runtime, Sidecar, create_admin_app
     from sidecar.edge.features import FeatureCache
     from sidecar.edge.metrics import Metrics
@@ -138,11 +139,18 @@ def run(args, policy) -> int:
         loop.add_signal_handler(signal.SIGHUP, lambda: (reload(), tell_children(signal.SIGHUP)))
         loop.add_signal_handler(signal.SIGTERM, lambda: (stop.set(), tell_children(signal.SIGTERM)))
         loop.add_signal_handler(signal.SIGINT, lambda: (stop.set(), tell_children(signal.SIGTERM)))
+        # Load the complexity model now, not on the first request (~80 ms), and say
+        # whether it is served compiled: without a C compiler at install it is not.
+        model = complexity.default_model()
+        if model.compiled is None:
+            log.warning("complexity model: serving from the Python reference (the compiled "
+                        "scorer was not built: install gcc and the Python headers, reinstall)")
         # Everything loaded so far (policy, model, metrics) lives for the process:
         # keep it out of the collector's way so collections stay short.
         gc.freeze()
-        log.info("sidecar ready: policy %s version %s on %s", policy.source, policy.version,
-                 " and ".join(filter(None, (socket_path, args.tcp))))
+        log.info("sidecar ready: policy %s version %s on %s; complexity scorer %s", policy.source,
+                 policy.version, " and ".join(filter(None, (socket_path, args.tcp))),
+                 "compiled" if model.compiled is not None else "Python")
         await stop.wait()
         for server in servers:
             server.close()

@@ -21,6 +21,14 @@ PROOF = ("Prove rigorously, step by step, that for every integer n >= 1 the sum 
 TIERS = ["nano", "fast", "balanced", "premium", "expert"]
 
 
+def test_the_sidecar_serves_the_complexity_model_compiled(stack):
+    """scripts/setup installs a C compiler, so the sidecar must not fall back to
+    the Python reference unnoticed (it would route the same, 4-8x slower)."""
+    started = (stack.run_dir / "sidecar-0.log").read_text()
+    assert "complexity scorer compiled" in started
+    assert "serving from the Python reference" not in started
+
+
 @pytest.mark.parametrize("tier", TIERS)
 def test_a_pinned_tier_lands_on_an_endpoint_of_that_tier(clean, tier):
     status, headers, body = clean.client.chat({"model": tier, "messages": [
