@@ -197,7 +197,7 @@ scorer_init(Scorer *self, PyObject *args, PyObject *kwds)
                                      &feature, &value, &left, &right, &roots, &PyDict_Type,
                                      &tables))
         return -1;
-    if (self->x != NULL) {
+    if (self->lows != NULL) { /* the first thing built: a second __init__ would leak */
         PyErr_SetString(PyExc_TypeError, "a Scorer is built once");
         return -1;
     }

@@ -191,6 +191,13 @@ def test_malformed_tables_are_refused(changes, error, message):
         Scorer(**scorer_args(**changes))
 
 
+def test_a_scorer_is_built_once():
+    scorer = Scorer(**scorer_args())
+    with pytest.raises(TypeError, match="built once"):
+        scorer.__init__(**scorer_args(bias=9.0))
+    assert scorer([0.7], set()) == pytest.approx(0.25 + 0.2 + 1.4 + 3.0)
+
+
 def test_the_wrong_number_of_signals_is_refused():
     with pytest.raises(ValueError, match="expected 1 signals"):
         Scorer(**scorer_args())([0.1, 0.2], set())
