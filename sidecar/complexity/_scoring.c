@@ -104,36 +104,32 @@ doubles(PyObject *seq, Py_ssize_t *n, const char *what)
     return out;
 }
 
-/* A sequence of non-negative ints below `bound` -> a new array of indexes. */
+/* A sequence of whole numbers in 0..bound-1 -> a new array of indexes. */
 static Py_ssize_t *
 indexes(PyObject *seq, Py_ssize_t *n, Py_ssize_t bound, const char *what)
 {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL)
+    double *values = doubles(seq, n, what);
+    if (values == NULL)
         return NULL;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
-    Py_ssize_t *out = PyMem_Malloc(sizeof(Py_ssize_t) * (len ? len : 1));
+    Py_ssize_t *out = PyMem_Malloc(sizeof(Py_ssize_t) * (*n ? *n : 1));
     if (out == NULL) {
-        Py_DECREF(fast);
+        PyMem_Free(values);
         PyErr_NoMemory();
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < len; i++) {
-        out[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
-        if (out[i] == -1 && PyErr_Occurred()) {
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        double v = values[i];
+        /* the range first: casting a double outside it is undefined */
+        if (!(v >= 0.0 && v < (double)bound) || (double)(Py_ssize_t)v != v) {
+            PyErr_Format(PyExc_ValueError, "%s[%zd] is not an index in 0..%zd", what, i,
+                         bound - 1);
+            PyMem_Free(values);
             PyMem_Free(out);
-            Py_DECREF(fast);
             return NULL;
         }
-        if (out[i] < 0 || out[i] >= bound) {
-            PyErr_Format(PyExc_ValueError, "%s: index %zd is not in 0..%zd", what, out[i], bound - 1);
-            PyMem_Free(out);
-            Py_DECREF(fast);
-            return NULL;
-        }
+        out[i] = (Py_ssize_t)v;
     }
-    Py_DECREF(fast);
-    *n = len;
+    PyMem_Free(values);
     return out;
 }
 
@@ -336,23 +332,31 @@ score(Scorer *self, const double *dense, const double *weights, Py_ssize_t n_wei
     return additive + trees;
 }
 
-/* scorer.score_text(sample, total, context, messages) -> the raw score of a
- * prompt read in C (_reading.c): sample is signals.sample's UTF-8 bytes. */
-static PyObject *
-scorer_score_text(Scorer *self, PyObject *args)
+/* Parse (sample, total, context, messages) and read the sample in C
+ * (_reading.c): sample is signals.sample_of's text as UTF-8 bytes. */
+static int
+read_text(Scorer *self, PyObject *args, const char *format, double *dense, double **weights,
+          Py_ssize_t *n_weights)
 {
     const char *raw;
     Py_ssize_t len, total, context, messages;
-    if (!PyArg_ParseTuple(args, "y#nnn:score_text", &raw, &len, &total, &context, &messages))
-        return NULL;
+    if (!PyArg_ParseTuple(args, format, &raw, &len, &total, &context, &messages))
+        return -1;
     if (!self->reads || self->x == NULL) {
         PyErr_SetString(PyExc_TypeError, "this Scorer was built without the signal tables");
-        return NULL;
+        return -1;
     }
+    return read_signals(&self->reader, raw, len, total, context, messages, dense, weights,
+                        n_weights);
+}
+
+/* scorer.score_text(sample, total, context, messages) -> the raw score. */
+static PyObject *
+scorer_score_text(Scorer *self, PyObject *args)
+{
     double dense[N_SIGNALS], *weights;
     Py_ssize_t n_weights;
-    if (read_signals(&self->reader, raw, len, total, context, messages, dense, &weights,
-                     &n_weights) < 0)
+    if (read_text(self, args, "y#nnn:score_text", dense, &weights, &n_weights) < 0)
         return NULL;
     double s = score(self, dense, weights, n_weights);
     PyMem_Free(weights);
@@ -364,18 +368,9 @@ scorer_score_text(Scorer *self, PyObject *args)
 static PyObject *
 scorer_read(Scorer *self, PyObject *args)
 {
-    const char *raw;
-    Py_ssize_t len, total, context, messages;
-    if (!PyArg_ParseTuple(args, "y#nnn:read", &raw, &len, &total, &context, &messages))
-        return NULL;
-    if (!self->reads || self->x == NULL) {
-        PyErr_SetString(PyExc_TypeError, "this Scorer was built without the signal tables");
-        return NULL;
-    }
     double dense[N_SIGNALS], *weights;
     Py_ssize_t n_weights;
-    if (read_signals(&self->reader, raw, len, total, context, messages, dense, &weights,
-                     &n_weights) < 0)
+    if (read_text(self, args, "y#nnn:read", dense, &weights, &n_weights) < 0)
         return NULL;
     PyMem_Free(weights);
     PyObject *out = PyList_New(N_SIGNALS);

@@ -178,8 +178,10 @@ def test_a_hand_computed_score():
 
 @pytest.mark.parametrize("changes,error,message", [
     ({"left": [0, 0, 0]}, ValueError, "a child must come after its parent"),
-    ({"left": [5, 0, 0]}, ValueError, "index 5"),
-    ({"feature": [9, 0, 0]}, ValueError, "index 9"),
+    ({"left": [5, 0, 0]}, ValueError, r"left\[0\] is not an index in 0..2"),
+    ({"right": [2, 0.5, 0]}, ValueError, r"right\[1\] is not an index"),
+    ({"roots": [float("nan")]}, ValueError, r"roots\[0\] is not an index"),
+    ({"feature": [9, 0, 0]}, ValueError, r"feature\[0\] is not an index in 0..2"),
     ({"steps": [[0.1]]}, ValueError, "1 edges need 2 steps"),
     ({"highs": [1.0, 2.0]}, ValueError, "differ in length"),
     ({"feature": [1, 0]}, ValueError, "differ in length"),
