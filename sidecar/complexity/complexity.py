@@ -10,7 +10,8 @@ with `--known-sources`, a correction of at most half a tier for a prompt that
 plainly comes from a training file (KnownSources). The model's four
 cut points between tiers map to complexity 0.2, 0.4, 0.6 and 0.8, so
 `complexity >= 0.6` in a policy means "the model thinks tier 4 or above".
-Pure Python; the model is loaded once.
+The model is loaded once. This module and signals.py are the reference reading;
+serving uses their compiled twin (_reading.c, _scoring.c) when it was built.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sidecar.complexity import interactions, signals
 
 try:  # the compiled scorer (setup.py builds it when a C compiler is there)
     from sidecar.complexity._scoring import Scorer
-except ImportError:  # pragma: no cover - exercised by the pure-Python CI leg of test_scoring
+except ImportError:  # pragma: no cover - test_scoring runs it with the import blocked
     Scorer = None
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "complexity_model.json"
