@@ -279,7 +279,7 @@ def _trees(spec, dense, vocabs, y, weights, opts) -> list:
     computes it (from the rounded model file, not the fitted floats)."""
     from sidecar.complexity import boosting
     from sidecar.complexity.complexity import ComplexityModel
-    additive = ComplexityModel(spec)
+    additive = ComplexityModel(spec, compiled=False)  # only its Python tables are read here
     inputs = []
     for d, words in zip(dense.tolist(), vocabs):
         clamped, bins = additive._prepare(d)
