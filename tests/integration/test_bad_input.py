@@ -45,6 +45,9 @@ CASES = [
     # hostile JSON
     ("duplicate key", "POST", "/v1/chat/completions", JSON, b'{"model":"auto","model":"expert",' + MSG.encode() + b'}', 400, "duplicate_key"),
     ("duplicate key nested", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","role":"system","content":"x"}]}', 400, "duplicate_key"),
+    # An escaped colon makes the colon count agree with the keys left after the duplicate is dropped.
+    ("duplicate key behind \\u003a", "POST", "/v1/chat/completions", JSON, b'{"user":"a\\u003a","model":"auto","model":"expert",' + MSG.encode() + b'}', 400, "duplicate_key"),
+    ("duplicate key behind \\u003A", "POST", "/v1/chat/completions", JSON, b'{"user":"a\\u003A","model":"auto","model":"expert",' + MSG.encode() + b'}', 400, "duplicate_key"),
     ("Infinity", "POST", "/v1/chat/completions", JSON, b'{"temperature":Infinity,' + MSG.encode() + b'}', 400, "invalid_json"),
     ("integer beyond 64 bits", "POST", "/v1/chat/completions", JSON, b'{"seed":123456789012345678901234567890,' + MSG.encode() + b'}', 400, "integer_out_of_range"),
     ("nesting deeper than 32", "POST", "/v1/chat/completions", JSON, b'{"x":' + b"[" * 40 + b"]" * 40 + b',' + MSG.encode() + b'}', 400, "nesting_too_deep"),
