@@ -215,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", help="admin listener HOST:PORT (healthz, metrics, debugging)")
     p.add_argument("--workers", type=int, default=1,
                    help="N processes, sockets PATH-0 .. PATH-(N-1) (render nginx with each)")
-    p.add_argument("--feedback-socket", help="unix datagram socket for nginx's access log "
-                   "(endpoint health); render nginx with the same path")
+    p.add_argument("--feedback-socket", help="where nginx's access log arrives (health, usage, "
+                   "outcomes): loopback HOST:PORT (UDP) or a unix datagram socket path; render "
+                   "nginx with the same; with --workers N, ports PORT..PORT+N-1 (paths PATH-i)")
     p.add_argument("--health-threshold", type=int, default=3,
                    help="consecutive endpoint failures that mark it down")
     p.add_argument("--health-down-seconds", type=float, default=10.0)
@@ -244,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:8080")
     p.add_argument("--sidecar-socket", action="append")
     p.add_argument("--feedback-socket", action="append", default=[],
-                   help="sidecar feedback socket(s) to send the access log to")
+                   help="sidecar feedback address(es) to send the access log to: loopback "
+                        "HOST:PORT (UDP) or a unix socket path")
     p.add_argument("--max-body", default="1m")
     p.add_argument("--tls-listen", default="", help="HTTPS listener, e.g. 0.0.0.0:443")
     p.add_argument("--tls-cert", default="")

@@ -1,6 +1,13 @@
-"""The feedback channel: nginx's own access log, sent as syslog datagrams to a
-unix socket, tells the sidecar how each forwarded request went (DESIGN.md).
-Non-blocking for nginx and free on the hot path.
+"""The feedback channel: nginx's own access log, sent as syslog datagrams to the
+sidecar, tells it how each forwarded request went (DESIGN.md). Non-blocking for
+nginx and free on the hot path.
+
+The datagrams go over UDP on loopback (an address HOST:PORT) or a unix datagram
+socket (a path). UDP is the default: a unix socket queues only
+net.unix.max_dgram_qlen datagrams (10 unless the host raised it), so under load
+nginx dropped lines, or the sidecar had to read after every answer; a UDP socket
+queues as many bytes as its receive buffer, which the sidecar sets itself
+(docs/operations.md, "Feedback").
 
 Here it drives passive health: an endpoint that fails `threshold` times in a row
 (5xx, a missed first-byte deadline, or no answer) is marked down for
@@ -13,6 +20,7 @@ every fallback hop nginx made.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -203,8 +211,85 @@ def queue_warning(sysctl: Path = QUEUE_SYSCTL) -> str | None:
             f"net.unix.max_dgram_qlen={QUEUE_ADVISED}` or `--sysctl` for a container")
 
 
+RECEIVE_BUFFER = 8 << 20  # ~6,000 log lines: seconds of a busy router's feedback
+PROC_UDP = (Path("/proc/net/udp"), Path("/proc/net/udp6"))
+
+
+def udp_address(address: str) -> tuple[str, int] | None:
+    """HOST:PORT (UDP) → (host, port); a socket path → None."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return None
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def syslog_server(address: str) -> str:
+    """The address as nginx's `syslog:server=` takes it."""
+    udp = udp_address(address)
+    if udp is None:
+        return f"unix:{address}"
+    host, port = udp
+    if host == "localhost":
+        host = "127.0.0.1"  # what the sidecar binds; nginx might resolve the name to ::1
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def for_worker(address: str, index: int, socket_for_worker) -> str:
+    """Worker `index`'s feedback address: the next port, or the path's own naming."""
+    udp = udp_address(address)
+    if udp is None:
+        return socket_for_worker(address, index)
+    return syslog_server(f"{udp[0]}:{udp[1] + index}")
+
+
+def udp_drops(inode: int, tables=PROC_UDP) -> int:
+    """Datagrams the kernel dropped on the socket with this inode because its
+    buffer was full (the last column of /proc/net/udp). nginx is not told of
+    these, unlike a full unix socket, so the sidecar counts them itself."""
+    wanted = str(inode)
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 12 and fields[9] == wanted:
+                return int(fields[12])
+    return 0
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        # Anyone who can send to it can mark endpoints down and rewrite usage.
+        raise ValueError(f"the feedback address must be on loopback, not {host!r}: nginx and "
+                         "the sidecar share a host (or a pod)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        try:
+            # SO_RCVBUFFORCE (root or CAP_NET_ADMIN) passes net.core.rmem_max; else capped at it.
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), RECEIVE_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL):
-    """Bind the unix datagram socket nginx logs to → (transport, drain or None).
+    """Bind the socket nginx logs to → (transport, drain or None).
+
+    UDP (HOST:PORT, loopback only): the event loop reads it in batches and its
+    receive buffer holds thousands of lines, so there is no drain, and the
+    kernel's drop count for it is exported (router_feedback_datagrams
+    {result="dropped"}). A unix socket (a path):
 
     The event loop reads it when it gets round to it: once per loop iteration,
     which under load is several decisions long. With a short kernel queue that
@@ -213,6 +298,15 @@ async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL):
     or more nothing is lost without it, and the loop's batched reads are
     cheaper (max req/s 0.19-0.21x nginx alone against 0.16-0.19x drained,
     bench_overhead.py --loads max --bodies repeated), so there is no drain."""
+    loop = asyncio.get_running_loop()
+    udp = udp_address(path)
+    if udp is not None:
+        sock = _udp_socket(*udp)
+        if feedback.outcomes is not None:
+            inode = os.fstat(sock.fileno()).st_ino
+            feedback.outcomes.dropped = lambda: udp_drops(inode)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(feedback), sock=sock)
+        return transport, None
     warning = queue_warning(sysctl)
     if warning is not None:
         log.warning(warning)
@@ -221,8 +315,7 @@ async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     os.chmod(path, 0o666)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Protocol(feedback), sock=sock)
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(feedback), sock=sock)
     return transport, _drainer(sock, feedback) if warning is not None else None
 
 

@@ -73,6 +73,7 @@ class Outcomes:
         self.fallbacks: dict[str, int] = {}   # tier
         self.target: dict[tuple, int] = {}    # (tier, within|over)
         self.datagrams = {"ok": 0, "unparsable": 0}
+        self.dropped = None                   # UDP feedback: callable -> the kernel's drop count
         self.bytes_per_token = DEFAULT_BYTES_PER_TOKEN
         self.failures: dict[str, int] = {}    # the health tracker's consecutive failures
         self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
@@ -171,8 +172,11 @@ class Outcomes:
                        ["tier"], {(k,): v for k, v in self.fallbacks.items()})
         yield _counter("router_latency_target", "Requests within or over their tier's "
                        "latency_target_ms (nginx's request time)", ["tier", "result"], self.target)
-        yield _counter("router_feedback_datagrams", "Feedback log datagrams received, by result",
-                       ["result"], {(k,): v for k, v in self.datagrams.items()})
+        datagrams = {(k,): v for k, v in self.datagrams.items()}
+        if self.dropped is not None:
+            datagrams[("dropped",)] = self.dropped()
+        yield _counter("router_feedback_datagrams", "Feedback log datagrams received, by result "
+                       "(dropped: by the kernel, the sidecar's buffer full)", ["result"], datagrams)
         ratio = GaugeMetricFamily("router_bytes_per_token", "Learned answer bytes per completion "
                                   "token (for stock-mode estimates)")
         ratio.add_metric([], self.bytes_per_token)

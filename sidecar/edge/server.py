@@ -44,7 +44,8 @@ def run(args, policy) -> int:
         index, children = _fork_workers(args.workers)
         socket_path = _worker_socket(args.socket, index)
         if args.feedback_socket:
-            args.feedback_socket = _worker_socket(args.feedback_socket, index)
+            from sidecar.edge.feedback import for_worker
+            args.feedback_socket = for_worker(args.feedback_socket, index, _worker_socket)
 
     def tell_children(sig) -> None:
         for pid in children:

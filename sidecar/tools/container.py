@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", default=env("HIR_TLS_KEY", "/etc/hir/tls/tls.key"))
     p.add_argument("--admin-listen", default=env("HIR_ADMIN_LISTEN", "0.0.0.0:9200"),
                    help="the sidecar's /metrics and /healthz")
+    p.add_argument("--feedback", default=env("HIR_FEEDBACK", "127.0.0.1:9190"),
+                   help="where nginx sends its access log to the sidecar: loopback HOST:PORT (UDP) "
+                        "or a unix socket path")
     p.add_argument("--redis", default=env("HIR_REDIS", ""), help="shared limits (several replicas)")
     p.add_argument("--run-dir", default=env("HIR_RUN_DIR", "/tmp/hir"))
     p.add_argument("--watch-seconds", type=float, default=float(env("HIR_WATCH_SECONDS", "2")))
@@ -94,7 +97,7 @@ class Supervisor:
         tls = Path(a.tls_cert).is_file() and Path(a.tls_key).is_file()
         return nginx_render.NginxOptions(
             mode=a.mode, listen=a.listen, sidecar_sockets=[str(self.run_dir / "sidecar.sock")],
-            run_dir=str(self.run_dir), feedback_sockets=[str(self.run_dir / "feedback.sock")],
+            run_dir=str(self.run_dir), feedback_sockets=[a.feedback],
             tls_listen=a.tls_listen if tls else "", tls_cert=a.tls_cert if tls else "",
             tls_key=a.tls_key if tls else "", daemon=False,
             # Started as root (not in the image, which runs as uid 10001): workers keep
@@ -123,7 +126,7 @@ class Supervisor:
         a = self.args
         argv = [sys.executable, "-m", "sidecar", "serve", "--policy", a.policy,
                 "--socket", str(self.run_dir / "sidecar.sock"),
-                "--feedback-socket", str(self.run_dir / "feedback.sock"), "--tcp", a.admin_listen]
+                "--feedback-socket", a.feedback, "--tcp", a.admin_listen]
         if a.redis:
             argv += ["--redis", a.redis]
         self.procs["sidecar"] = subprocess.Popen(argv)

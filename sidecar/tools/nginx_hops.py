@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sidecar.edge import feedback
 from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_headers
 
@@ -147,8 +148,8 @@ def shadow_location(policy: Policy, opts) -> list[str]:
     if policy.shadow is None:
         return []
     pad = "            "
-    logs = [f"{pad}access_log syslog:server=unix:{path},nohostname,tag=hir hir_shadow;"
-            for path in opts.feedback_sockets] or [f"{pad}access_log off;"]
+    logs = [f"{pad}access_log syslog:server={feedback.syslog_server(address)},nohostname,tag=hir "
+            "hir_shadow;" for address in opts.feedback_sockets] or [f"{pad}access_log off;"]
     return ["        location = /_hir/shadow {", f"{pad}internal;",
             f'{pad}if ($route_shadow = "") {{ access_log off; return 204; }}',
             f"{pad}log_subrequest on;", *logs,

@@ -104,8 +104,8 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "    " + feedback.LOG_FORMAT % opts.mode, "    " + feedback.SHADOW_LOG_FORMAT]
     if opts.feedback_sockets:
         # Every sidecar process hears every outcome, so health is the same in all.
-        lines += [f"    access_log syslog:server=unix:{path},nohostname,tag=hir hir_feedback;"
-                  for path in opts.feedback_sockets]
+        lines += [f"    access_log syslog:server={feedback.syslog_server(address)},nohostname,"
+                  "tag=hir hir_feedback;" for address in opts.feedback_sockets]
     # The on-disk access log operators expect: the same JSON fields (no secrets, no
     # prompt text); nginx reopens it on USR1 (`nginx -s reopen`), as logrotate does.
     # Buffered: one write per 64 KiB or per second, not one per request.

@@ -37,6 +37,12 @@ def wait_for(connect, what: str, timeout: float = 15.0, proc: subprocess.Popen |
             time.sleep(0.02)
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _tcp(host: str, port: int):
     return lambda: socket.create_connection((host, port), timeout=0.5).close()
 
@@ -57,7 +63,8 @@ class Stack:
                  workers: int = 1, env: dict | None = None, quiet: bool = True,
                  redis: str = "", tls_listen: str = "", redirect_http: bool = False,
                  client_timeout: str = "10s", health_down_seconds: float = 10.0,
-                 request_timeout_s: int = 30, fault_rates: str = "", admin_listen: str = ""):
+                 request_timeout_s: int = 30, fault_rates: str = "", admin_listen: str = "",
+                 feedback: str = "udp"):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
@@ -76,7 +83,10 @@ class Stack:
         self.procs: dict[str, subprocess.Popen] = {}
         self.policy = load_policy(self.policy_path, self.env)
         self.sockets = [str(self.run_dir / f"sidecar-{i}.sock") for i in range(workers)]
-        self.feedback_sockets = [str(self.run_dir / f"feedback-{i}.sock") for i in range(workers)]
+        # The feedback channel: UDP on loopback (the default), or unix datagram sockets.
+        self.feedback_sockets = ([f"127.0.0.1:{_free_udp_port()}" for _ in range(workers)]
+                                 if feedback == "udp" else
+                                 [str(self.run_dir / f"feedback-{i}.sock") for i in range(workers)])
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         out = open(self.run_dir / f"{name}.log", "ab") if self.quiet else None

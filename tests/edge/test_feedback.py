@@ -151,3 +151,80 @@ def test_only_a_short_kernel_queue_gets_drained_after_each_answer(tmp_path, queu
         return drain
 
     assert (asyncio.run(bind()) is not None) == drained
+
+
+@pytest.mark.parametrize("address,udp,server", [
+    ("127.0.0.1:9190", ("127.0.0.1", 9190), "127.0.0.1:9190"),
+    ("localhost:5140", ("localhost", 5140), "127.0.0.1:5140"),
+    ("[::1]:9190", ("::1", 9190), "[::1]:9190"),
+    ("/run/hir/feedback.sock", None, "unix:/run/hir/feedback.sock"),
+    ("run/feedback-0.sock", None, "unix:run/feedback-0.sock"),
+    ("/tmp/odd:123", None, "unix:/tmp/odd:123"),    # a path, even with a colon and digits
+    ("feedback.sock", None, "unix:feedback.sock"),
+])
+def test_a_feedback_address_is_udp_on_a_port_or_a_unix_socket_path(address, udp, server):
+    from sidecar.edge.feedback import syslog_server, udp_address
+    assert udp_address(address) == udp
+    assert syslog_server(address) == server
+
+
+def test_each_worker_listens_on_its_own_port_or_path():
+    from sidecar.edge.feedback import for_worker
+    name = lambda path, i: f"{path}-{i}"  # noqa: E731 - the server's own naming, stubbed
+    assert [for_worker("127.0.0.1:9190", i, name) for i in range(3)] == [
+        "127.0.0.1:9190", "127.0.0.1:9191", "127.0.0.1:9192"]
+    assert for_worker("[::1]:9190", 1, name) == "[::1]:9191"
+    assert for_worker("/run/fb.sock", 2, name) == "/run/fb.sock-2"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "192.168.0.1", "::", "example.com"])
+def test_udp_feedback_refuses_an_address_off_loopback(host):
+    import asyncio
+
+    from sidecar.edge.feedback import listen
+    with pytest.raises(ValueError, match="loopback"):
+        asyncio.run(listen(f"{host}:9190" if ":" not in host else f"[{host}]:9190", Collecting()))
+
+
+def test_udp_feedback_is_read_by_the_loop_without_a_drain_and_its_drops_are_counted(tmp_path):
+    """A burst far past a unix socket's 10-datagram queue, sent while the loop is
+    busy: every line arrives; the kernel's drop count for the socket is read from
+    /proc/net/udp (a fake table here, with this socket's inode)."""
+    import asyncio
+    import os
+    import socket
+
+    from sidecar.edge import feedback as fb
+    from sidecar.edge.outcomes import Outcomes
+
+    class Sink(Collecting):
+        outcomes = Outcomes(lambda: None)
+
+    async def run():
+        sink = Sink()
+        transport, drain = await fb.listen("127.0.0.1:0", sink)
+        host, port = transport.get_extra_info("sockname")
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(500):  # the loop does not run meanwhile
+            sender.sendto(b"line %d" % i, (host, port))
+        sender.close()
+        for _ in range(200):
+            if len(sink.seen) == 500:
+                break
+            await asyncio.sleep(0.01)
+        inode = os.fstat(transport.get_extra_info("socket").fileno()).st_ino
+        transport.close()
+        return drain, sink, inode
+
+    drain, sink, inode = asyncio.run(run())
+    assert drain is None
+    assert sink.seen == [b"line %d" % i for i in range(500)]
+    table = tmp_path / "udp"
+    table.write_text(
+        "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
+        " 4945: 0100007F:9EF8 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12 2 00000000a65ff0c1 3\n"
+        f" 4946: 0100007F:9EF9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {inode} 2 00000000a65ff0c2 41\n")
+    assert fb.udp_drops(inode, (tmp_path / "absent", table)) == 41
+    assert fb.udp_drops(999999999, (table,)) == 0
+    assert fb.udp_drops(inode) == 0  # the real table: the socket is gone, or dropped nothing
+    assert Sink.outcomes.dropped is not None  # wired to this socket's count for /metrics

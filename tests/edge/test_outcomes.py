@@ -85,3 +85,7 @@ def test_the_channel_counts_unparsable_datagrams():
     import orjson
     f.datagram(b"<190>Nov 26 05:45:00 hir: " + orjson.dumps(entry()))
     assert o.datagrams == {"ok": 1, "unparsable": 2}
+    key = ("router_feedback_datagrams_total", (("result", "dropped"),))
+    assert key not in scrape(o)  # a unix socket: nginx itself logs what it could not send
+    o.dropped = lambda: 7        # UDP: the kernel's count for the sidecar's socket
+    assert scrape(o)[key] == 7

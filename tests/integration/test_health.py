@@ -11,12 +11,16 @@ from sidecar.tools.stack import Stack
 NANO = {"model": "nano", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture(params=["lua", "stock"])
+# The feedback channel's two transports: UDP on loopback (the default) and a unix
+# datagram socket (a path).
+@pytest.fixture(params=[("lua", "udp"), ("stock", "udp"), ("lua", "unix"), ("stock", "unix")],
+                ids="-".join)
 def healthy(request, tmp_path):
     policy, ports = shifted_policy(tmp_path)
     port = free_port()
-    st = Stack(policy, tmp_path / "run", mode=request.param, listen=f"127.0.0.1:{port}",
-               latency_scale=0, health_down_seconds=2)
+    mode, feedback = request.param
+    st = Stack(policy, tmp_path / "run", mode=mode, listen=f"127.0.0.1:{port}",
+               latency_scale=0, health_down_seconds=2, feedback=feedback)
     st.start()
     st.client, st.mocks = Client(port), Mocks(ports)
     yield st
