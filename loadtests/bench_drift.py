@@ -83,9 +83,6 @@ def main() -> int:
     parser.add_argument("--bodies", default="unique", choices=("repeated", "unique", "mix"))
     parser.add_argument("--profile", type=Path, help="py-spy the sidecar in window 1 into FILE")
     args = parser.parse_args()
-    from sidecar.edge.feedback import queue_warning
-    if (warning := queue_warning()) is not None:
-        print(f"note: {warning}", file=sys.stderr)
 
     tmp = Path(tempfile.mkdtemp(prefix="hir-drift-"))
     script = wrk_script(tmp, args.bodies)

@@ -7,7 +7,7 @@ socket (a path). UDP is the default: a unix socket queues only
 net.unix.max_dgram_qlen datagrams (10 unless the host raised it), so under load
 nginx dropped lines, or the sidecar had to read after every answer; a UDP socket
 queues as many bytes as its receive buffer, which the sidecar sets itself
-(docs/operations.md, "Feedback").
+(docs/operations.md, "Endpoint health (the feedback channel)").
 
 Here it drives passive health: an endpoint that fails `threshold` times in a row
 (5xx, a missed first-byte deadline, or no answer) is marked down for
