@@ -228,3 +228,32 @@ def test_udp_feedback_is_read_by_the_loop_without_a_drain_and_its_drops_are_coun
     assert fb.udp_drops(999999999, (table,)) == 0
     assert fb.udp_drops(inode) == 0  # the real table: the socket is gone, or dropped nothing
     assert Sink.outcomes.dropped is not None  # wired to this socket's count for /metrics
+
+
+from hypothesis import given, strategies as st  # noqa: E402 - beside the tests that use it
+
+
+@given(port=st.integers(0, 65535),
+       host=st.sampled_from(["127.0.0.1", "127.3.9.1", "::1", "localhost"]))
+def test_any_loopback_address_renders_for_nginx_and_reads_back_the_same(port, host):
+    from sidecar.edge.feedback import syslog_server, udp_address
+    written = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    rendered = syslog_server(written)
+    assert not rendered.startswith("unix:")
+    back = udp_address(rendered)
+    assert back == ("127.0.0.1" if host == "localhost" else host, port)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1).map(
+    lambda s: "/" + s.replace("\x00", "")))
+def test_any_absolute_path_is_a_unix_socket_whatever_it_contains(path):
+    from sidecar.edge.feedback import syslog_server, udp_address
+    assert udp_address(path) is None
+    assert syslog_server(path) == f"unix:{path}"
+
+
+@given(st.ip_addresses(v=4).filter(lambda a: not a.is_loopback), st.integers(1, 65535))
+def test_udp_feedback_refuses_every_address_off_loopback(address, port):
+    from sidecar.edge.feedback import _udp_socket
+    with pytest.raises(ValueError, match="loopback"):
+        _udp_socket(str(address), port)
