@@ -3,6 +3,8 @@ in the in-process store and in Redis; estimates when usage never came."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from conftest import DEMO
@@ -24,8 +26,10 @@ def store(request):
         return MemoryStore()
     # A generous deadline: these tests are about settling, not about a slow Redis
     # (tests/access cover that), and 200 ms was once missed on a loaded box.
+    # A fresh prefix per test: id(request) was used once, and CPython reuses a freed
+    # object's address, so a test could inherit the previous test's spent tokens.
     return RedisStore.from_url(request.getfixturevalue("redis_url"), deadline_ms=2000,
-                               prefix=f"settle{id(request)}:", use_client_clock=True)
+                               prefix=f"settle-{uuid.uuid4().hex}:", use_client_clock=True)
 
 
 class Clock:
