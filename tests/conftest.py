@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import re
 import socket
 import time
@@ -35,18 +36,36 @@ SECURITY = {
 _HANDED_OUT: set[int] = set()
 
 
+def _below_ephemeral_ports() -> range:
+    """Ports under the kernel's ephemeral range. A port from bind(0) lies inside
+    it, where every outgoing connection also takes its source port: a client's
+    connection could hold the port before the server it was handed to binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+_PORTS = _below_ephemeral_ports()
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now, and one this session has not
-    handed out before: the kernel may give back a port just closed, and two
-    callers in one fixture (a policy's endpoints, nginx's listens) would then
-    collide when their servers start."""
+    """A loopback port nothing listens on now, outside the ephemeral range, and
+    one this session has not handed out before: two callers in one fixture (a
+    policy's endpoints, nginx's listens) would otherwise collide when their
+    servers start."""
     while True:
+        port = random.choice(_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+        _HANDED_OUT.add(port)
+        return port
 
 
 def shifted_policy(tmp_path: Path, source: Path = DEMO, extra: str = "") -> tuple[Path, dict]:

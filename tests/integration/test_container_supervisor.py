@@ -20,8 +20,18 @@ from conftest import ROOT, Client, Mocks, free_port, shifted_policy, user, wait_
 def start(role, policy, run_dir, port, admin):
     env = {**os.environ, "HIR_POLICY": str(policy), "HIR_RUN_DIR": str(run_dir),
            "HIR_LISTEN": f"127.0.0.1:{port}", "HIR_ADMIN_LISTEN": admin, "HIR_WATCH_SECONDS": "0.2"}
-    return subprocess.Popen([sys.executable, "-m", "sidecar", "container", "--role", role], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The supervisor's and its children's output, shown if the test fails (once, in a
+    # full run under load, the edge never answered and there was nothing to read).
+    with open(run_dir.parent / f"{role}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "sidecar", "container", "--role", role],
+                                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def show_logs(run_dir):
+    for log in [*sorted(run_dir.parent.glob("*.log")), run_dir / "error.log"]:
+        if not log.exists():
+            continue
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def version(admin):
@@ -67,6 +77,7 @@ def test_the_supervisor_serves_reloads_on_a_file_change_and_stops_when_a_child_d
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(30)
+        show_logs(run)
 
 
 def _ok(client):
@@ -84,5 +95,6 @@ def test_sigterm_drains_and_exits_0(mocks, tmp_path):
         assert wait_until(lambda: _ok(Client(port)), 20)
     finally:
         proc.send_signal(signal.SIGTERM)
+        show_logs(tmp_path / "run")
     assert proc.wait(30) == 0
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True).returncode == 1
