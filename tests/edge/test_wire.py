@@ -68,6 +68,27 @@ def test_pipelined_requests_split_anywhere_get_answers_in_order(bodies, data):
     assert [r.split(b"\r\n\r\n", 1)[1] for r in got] == bodies
 
 
+TOKEN = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                min_size=1, max_size=12)
+VALUE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(TOKEN, VALUE, st.sampled_from(["", " ", "  ", "\t"])), max_size=12))
+def test_every_header_reaches_the_handler_in_order_with_its_whitespace_trimmed(fields):
+    seen = []
+
+    def record(method, target, headers, body):
+        seen.extend(headers.items())
+        return 200, {}, b""
+
+    head = "".join(f"{name}:{pad}{value}{pad}\r\n" for name, value, pad in fields)
+    proto = HttpProtocol(record, 1024)
+    proto.connection_made(Transport())
+    proto.data_received(f"POST /_decide HTTP/1.1\r\n{head}\r\n".encode("latin-1"))
+    assert seen == [(name, value) for name, value, _ in fields]
+
+
 def test_chunked_bodies_are_decoded():
     raw = (b"POST /_decide HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"4\r\nwiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n")
@@ -89,6 +110,9 @@ def test_incomplete_requests_wait_for_more_bytes():
 @pytest.mark.parametrize("raw", [
     b"GARBAGE\r\n\r\n",
     b"POST /x HTTP/1.1\r\nNoColonHere\r\n\r\n",
+    b"POST /x HTTP/1.1\r\n: no name\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nX-Space : before the colon\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: s\r\n folded: line\r\n\r\n",
     b"POST /x HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
     b"POST /x HTTP/1.1\r\nContent-Length: 999999\r\n\r\n",
     b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
