@@ -51,12 +51,12 @@ _PORTS = _below_ephemeral_ports()
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now, outside the ephemeral range, and
-    one this session has not handed out before: two callers in one fixture (a
-    policy's endpoints, nginx's listens) would otherwise collide when their
-    servers start."""
+    """A loopback port nothing listens on now, outside the ephemeral range where
+    the kernel leaves room for one, and one this session has not handed out
+    before: two callers in one fixture (a policy's endpoints, nginx's listens)
+    would otherwise collide when their servers start."""
     while True:
-        port = random.choice(_PORTS)
+        port = random.choice(_PORTS) if len(_PORTS) >= 1000 else 0
         if port in _HANDED_OUT:
             continue
         with socket.socket() as s:
@@ -64,8 +64,10 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue  # in use
-        _HANDED_OUT.add(port)
-        return port
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def shifted_policy(tmp_path: Path, source: Path = DEMO, extra: str = "") -> tuple[Path, dict]:
