@@ -70,7 +70,9 @@ def test_pipelined_requests_split_anywhere_get_answers_in_order(bodies, data):
 
 TOKEN = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
                 min_size=1, max_size=12)
-VALUE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), max_size=20)
+# Visible latin-1 with spaces inside; the padding around it is drawn apart.
+VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=20).map(
+    lambda v: v.strip(" \t"))
 
 
 @settings(max_examples=200, deadline=None)
