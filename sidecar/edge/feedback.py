@@ -223,14 +223,18 @@ def udp_address(address: str) -> tuple[str, int] | None:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+def _bound_host(host: str) -> str:
+    """The address the sidecar binds for `host`, and nginx is told: `localhost`
+    as 127.0.0.1, since nginx might resolve the name to ::1."""
+    return "127.0.0.1" if host == "localhost" else host
+
+
 def syslog_server(address: str) -> str:
     """The address as nginx's `syslog:server=` takes it."""
     udp = udp_address(address)
     if udp is None:
         return f"unix:{address}"
-    host, port = udp
-    if host == "localhost":
-        host = "127.0.0.1"  # what the sidecar binds; nginx might resolve the name to ::1
+    host, port = _bound_host(udp[0]), udp[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -276,7 +280,7 @@ def _udp_socket(host: str, port: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), RECEIVE_BUFFER)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+        sock.bind((_bound_host(host), port))
     except OSError:
         sock.close()
         raise
