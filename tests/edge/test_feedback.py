@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sidecar.edge.feedback import Feedback, hop_statuses
@@ -228,6 +230,32 @@ def test_udp_feedback_is_read_by_the_loop_without_a_drain_and_its_drops_are_coun
     assert fb.udp_drops(999999999, (table,)) == 0
     assert fb.udp_drops(inode) == 0  # the real table: the socket is gone, or dropped nothing
     assert Sink.outcomes.dropped is not None  # wired to this socket's count for /metrics
+
+
+def test_the_kernels_own_drop_count_is_read_for_a_real_overflowing_socket():
+    """Not a table written by hand: a loopback UDP socket with a tiny buffer, sent
+    more than it holds and never read, shows its drops in /proc/net/udp."""
+    import socket
+    from sidecar.edge import feedback as fb
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        receiver.bind(("127.0.0.1", 0))
+        inode = os.fstat(receiver.fileno()).st_ino
+        assert fb.udp_drops(inode) == 0
+        sent = 200
+        for _ in range(sent):
+            sender.sendto(b"x" * 1000, receiver.getsockname())
+        receiver.setblocking(False)
+        received = 0
+        while True:
+            try:
+                receiver.recv(2048)
+            except BlockingIOError:
+                break
+            received += 1
+        assert 0 < received < sent
+        assert fb.udp_drops(inode) == sent - received
 
 
 from hypothesis import given, strategies as st  # noqa: E402 - beside the tests that use it
