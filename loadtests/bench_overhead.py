@@ -8,8 +8,9 @@ and stock mode (nginx + one sidecar process) with every policy endpoint pointed
 at that same zero-latency endpoint, each once plain and once with an API key
 and three limits enforced. Then runs wrk (Debian package) against the
 targets, interleaved round by round, and prints medians of p50/p99 latency at 1
-and 8 connections and of max requests/s, with the router's numbers as added
-latency and ratios against direct. Needs nothing but the repo's setup.
+and 8 connections, of max requests/s and of the sidecar's CPU time per request
+at that load, with the router's numbers as added latency and ratios against
+direct. Needs nothing but the repo's setup.
 
 `--bodies` picks what the requests carry, each reported as its own table:
 `repeated` is one constant body (after the first request every decision is a
@@ -17,11 +18,19 @@ feature-cache hit), `unique` a different short chat prompt on every request,
 `mix` different prompts in a realistic size mix (loadtests/prompt_mix.py: 70%
 short, 20% ~1 KB, 8% ~8 KB, 2% ~100 KB). Unique bodies come from a pool far
 larger than the feature cache, cycled, so every decision is a miss.
+
+`--floor` adds "lua:floor" and "stock:floor": the same router, but the sidecar
+answers every decision with the first answer it gave on that path (a lookup;
+see FLOOR below). What is left is the floor any decision sits on: nginx's side
+of the round trip, the socket, the wire protocol, the event loop and the
+feedback log. The gap between a mode and its floor is what the decision itself
+costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -49,6 +58,33 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 # cycled pool never hits it.
 POOL = {"unique": 40_000, "mix": 12_000}
 HEADERS = {"Content-Type": "application/json", "X-Constitutional-Hash": HASH}
+
+
+# Imported by the floor targets' sidecar at start-up (Python imports a
+# `sitecustomize` module found on its path), so the product carries no switch for
+# it. The first answer per path is a real decision; the rest replay it, feedback
+# lines included (their request ids then match no reservation, so settling them
+# is a lookup too).
+FLOOR = '''
+from sidecar.edge import wire
+
+
+class ReplayingProtocol(wire.HttpProtocol):
+    answers = {}
+
+    def __init__(self, handler, max_body, after_answers=None):
+        def replay(method, target, headers, body):
+            answer = self.answers.get(target)
+            if answer is None:
+                answer = handler(method, target, headers, body)
+                if answer[0] == 200:
+                    self.answers[target] = answer
+            return answer
+        super().__init__(replay, max_body, after_answers)
+
+
+wire.HttpProtocol = ReplayingProtocol
+'''
 
 
 def free_port() -> int:
@@ -172,7 +208,14 @@ def wrk(port: int, connections: int, duration: float, script: Path) -> dict:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"port {port}: {non2xx.group(1)} failed requests:\n{out}")
-    return {"p50": lat["50"], "p99": lat["99"], "rps": rps}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"p50": lat["50"], "p99": lat["99"], "rps": rps, "requests": requests}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -182,6 +225,9 @@ def main() -> int:
     parser.add_argument("--max-connections", type=int, default=32)
     parser.add_argument("--loads", default="c1,c8,max",
                         help="which of c1,c8,max to run (c1 alone gives more rounds per minute)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run each mode with every decision replayed (what the round "
+                             "trip costs without the decision)")
     parser.add_argument("--bodies", default="repeated,unique",
                         help="comma-separated: repeated (one constant body), unique (a new short "
                              "prompt every request), mix (new prompts, realistic size mix)")
@@ -196,17 +242,24 @@ def main() -> int:
     procs, stacks = [], []
     try:
         procs.append(direct_nginx(tmp / "direct", echo_port, direct_port))
-        targets = {"direct": direct_port}
-        for mode, enforcement in (("lua", False), ("stock", False), ("lua", True), ("stock", True)):
-            name = mode + ("+limits" if enforcement else "")
+        targets, sidecars = {"direct": direct_port}, {}
+        variants = [("lua", False, ""), ("stock", False, ""), ("lua", True, ""), ("stock", True, "")]
+        if args.floor:
+            (tmp / "floor").mkdir()
+            (tmp / "floor" / "sitecustomize.py").write_text(FLOOR)
+            variants += [("lua", False, ":floor"), ("stock", False, ":floor")]
+        for mode, enforcement, floor in variants:
+            name = mode + ("+limits" if enforcement else "") + floor
             policy = bench_policy(tmp, echo_port, enforcement)
             port = free_port()
-            stack = Stack(policy, tmp / name, mode=mode, listen=f"127.0.0.1:{port}")
+            env = {"PYTHONPATH": str(tmp / "floor")} if floor else None
+            stack = Stack(policy, tmp / name, mode=mode, listen=f"127.0.0.1:{port}", env=env)
             stack.run_dir.mkdir(parents=True)
             stacks.append(stack)
             stack.start_sidecar(0)
             stack.start_nginx()
             targets[name] = port
+            sidecars[name] = stack.procs["sidecar-0"].pid
 
         loads = {name: conns for name, conns in (("c1", 1), ("c8", 8), ("max", args.max_connections))
                  if name in args.loads.split(",")}
@@ -219,7 +272,12 @@ def main() -> int:
                 for load, conns in loads.items():
                     # Rotate the order every round so no target always runs first or last.
                     for name, port in order[r % len(order):] + order[:r % len(order)]:
-                        results[kind][name][load].append(wrk(port, conns, args.duration, script))
+                        pid = sidecars.get(name)
+                        before = cpu_seconds(pid) if pid else 0.0
+                        run = wrk(port, conns, args.duration, script)
+                        if pid:
+                            run["sidecar_us"] = (cpu_seconds(pid) - before) / max(1, run["requests"]) * 1e6
+                        results[kind][name][load].append(run)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
         for kind in scripts:
             print(f"\n== bodies: {kind}")
@@ -241,15 +299,17 @@ def report(results: dict, args) -> None:
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.duration:g}s each "
           f"(latency in ms; added = mode - direct)")
     print(f"{'target':13} {'c1 p50':>8} {'c1 p99':>8} {'c8 p50':>8} {'c8 p99':>8} "
-          f"{'max rps':>9} {'rps/direct':>10}")
+          f"{'max rps':>9} {'rps/direct':>10} {'sidecar µs/req':>14}")
     direct = results["direct"]
     for name, runs in results.items():
         print(f"{name:13} {median(runs.get('c1'), 'p50'):8.3f} {median(runs.get('c1'), 'p99'):8.3f} "
               f"{median(runs.get('c8'), 'p50'):8.3f} {median(runs.get('c8'), 'p99'):8.3f} "
               f"{median(runs.get('max'), 'rps'):9.0f} "
-              f"{median(runs.get('max'), 'rps') / median(direct.get('max'), 'rps'):10.2f}")
-    for name in ("lua", "stock", "lua+limits", "stock+limits"):
-        runs = results[name]
+              f"{median(runs.get('max'), 'rps') / median(direct.get('max'), 'rps'):10.2f} "
+              f"{median(runs.get('max') if name != 'direct' else None, 'sidecar_us'):14.0f}")
+    for name, runs in results.items():
+        if name == "direct":
+            continue
         print(f"added by {name:12}: c1 p50 +{median(runs.get('c1'), 'p50') - median(direct.get('c1'), 'p50'):.3f} ms, "
               f"c1 p99 +{median(runs.get('c1'), 'p99') - median(direct.get('c1'), 'p99'):.3f} ms, "
               f"c8 p50 +{median(runs.get('c8'), 'p50') - median(direct.get('c8'), 'p50'):.3f} ms")
@@ -257,6 +317,10 @@ def report(results: dict, args) -> None:
         base = median(results[mode].get("c1"), "p50") - median(direct.get("c1"), "p50")
         full = median(results[mode + "+limits"].get("c1"), "p50") - median(direct.get("c1"), "p50")
         print(f"{mode}: hash + key + 3 limits change the added p50 by {100 * (full / base - 1):+.0f}%")
+        if mode + ":floor" in results:
+            floor = median(results[mode + ":floor"].get("c1"), "p50") - median(direct.get("c1"), "p50")
+            print(f"{mode}: the floor is {100 * floor / base:.0f}% of the added p50; the decision "
+                  f"{100 * (1 - floor / base):.0f}%")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The benchmarks' own parts whose answers are known: bodies that never repeat,
-the wrk script that sends them, and the live profile's sum by stage."""
+the wrk script that sends them, the floor targets' replayed decisions, and the
+live profile's sum by stage."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from loadtests import prompt_mix  # noqa: E402
-from loadtests.bench_overhead import wrk_script  # noqa: E402
+from loadtests.bench_overhead import FLOOR, wrk_script  # noqa: E402
+from sidecar.edge import wire  # noqa: E402
 from loadtests.profile_decision import live_breakdown  # noqa: E402
 
 
@@ -27,6 +29,42 @@ def test_short_bodies_never_repeat_and_are_chat_requests():
     assert all(orjson.loads(b)["model"] == "auto" for b in bodies)
     assert max(len(prompt_of(b)) for b in bodies) < 400
     assert prompt_mix.short_bodies(50, seed=3) == prompt_mix.short_bodies(50, seed=3)
+
+
+class Transport:
+    def __init__(self):
+        self.out = b""
+
+    def write(self, data):
+        self.out += data
+
+    def close(self):
+        pass
+
+
+def test_the_floor_decides_once_per_path_and_replays_only_allows(monkeypatch):
+    monkeypatch.setattr(wire, "HttpProtocol", wire.HttpProtocol)  # restored after the test
+    exec(FLOOR, {})
+    calls = []
+
+    def decide(method, target, headers, body):
+        calls.append(body)
+        status = 403 if body == b"deny" else 200
+        return status, {"X-Body": body.decode()}, b""
+
+    def ask(target, body):
+        transport = Transport()
+        proto = wire.HttpProtocol(decide, 1024)
+        proto.connection_made(transport)
+        proto.data_received(f"POST {target} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+                            .encode() + body)
+        return transport.out
+
+    assert b"403" in ask("/a", b"deny") and b"403" in ask("/a", b"deny")
+    first = ask("/a", b"one")
+    assert ask("/a", b"two") == first and b"X-Body: one" in first
+    assert b"X-Body: three" in ask("/b", b"three")
+    assert calls == [b"deny", b"deny", b"one", b"three"]
 
 
 def test_mixed_bodies_follow_the_size_mix_and_never_repeat():
