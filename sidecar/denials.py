@@ -28,6 +28,7 @@ DENIALS: dict[str, Denial] = {
     "request_timeout": Denial(408, "invalid_request_error"),
     "hash_mismatch": Denial(412, "invalid_request_error"),
     "unsupported_media_type": Denial(415, "invalid_request_error"),
+    "unsupported_content_encoding": Denial(415, "invalid_request_error"),
     "hash_required": Denial(428, "invalid_request_error"),
     "missing_api_key": Denial(401, "authentication_error"),
     "invalid_api_key": Denial(401, "authentication_error"),

@@ -87,6 +87,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     feats = features.Features(method, path, headers, client.ip)
     feats.sticky = client.id
     content_type = features.content_type(headers)
+    features.check_content_coding(headers)
     cache = runtime.cache
     if cache is None:
         features.extract(feats, features.parse_body(raw, content_type))

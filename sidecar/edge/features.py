@@ -81,6 +81,20 @@ def check_media_type(content_type: str) -> None:
                      f"Content-Type must be application/json, got {shown}")
 
 
+def check_content_coding(headers) -> None:
+    """A body the router reads must be the bytes a provider is sent: nginx
+    forwards no Content-Encoding, and the router decodes none (a compressed body
+    is also a decompression bomb waiting to be opened). Anything but identity is
+    refused with 415 and the one coding accepted (RFC 9110 15.5.16)."""
+    for value in headers.getall("Content-Encoding", ()):
+        for coding in value.split(","):
+            coding = coding.strip(" \t").lower()
+            if coding not in ("", "identity"):
+                raise Denied("unsupported_content_encoding",
+                             f"Content-Encoding {coding[:32]!r} is not supported; send the body "
+                             "uncompressed", headers=(("Accept-Encoding", "identity"),))
+
+
 def parse_body(raw: bytes, content_type: str) -> dict:
     """The body as a JSON object, or a Denied saying exactly what is wrong."""
     check_media_type(content_type)

@@ -184,3 +184,34 @@ def test_a_cache_hit_decides_exactly_what_the_miss_decided(contents, stream):
     decided = [(route.endpoint.tier, out["X-Route-Rule"], out["X-Route-Features"],
                 out["X-Accel-Redirect"]) for route, out, _ in (miss, hit, uncached)]
     assert decided[0] == decided[1] == decided[2]
+
+
+CODING_TOKEN = st.from_regex(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}", fullmatch=True)
+OWS = st.sampled_from(["", " ", "\t", " \t "])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(OWS, st.sampled_from(["identity", "IDENTITY", "Identity", ""]), OWS),
+                max_size=3),
+       st.lists(st.tuples(OWS, CODING_TOKEN, OWS), min_size=1, max_size=3), st.booleans(),
+       st.randoms())
+def test_a_body_in_any_content_coding_but_identity_is_refused(identity, other, split, rnd):
+    """Whatever the coding's spelling, position in a list, or spread over several
+    Content-Encoding lines, only identity (or nothing) is read as plain bytes."""
+    from multidict import CIMultiDict
+
+    from sidecar.edge.features import check_content_coding
+    plain = [f"{a}{c}{b}" for a, c, b in identity]
+    check_content_coding(CIMultiDict([("Content-Encoding", ",".join(plain))] if plain else []))
+    codings = plain + [f"{a}{c}{b}" for a, c, b in other]
+    rnd.shuffle(codings)
+    lines = [[c] for c in codings] if split else [codings]
+    headers = CIMultiDict([("Content-Encoding", ",".join(line)) for line in lines])
+    refused = any(c.lower() != "identity" for _, c, _ in other)
+    if refused:
+        with pytest.raises(Denied) as info:
+            check_content_coding(headers)
+        assert (info.value.status, info.value.reason) == (415, "unsupported_content_encoding")
+        assert ("Accept-Encoding", "identity") in info.value.headers
+    else:
+        check_content_coding(headers)

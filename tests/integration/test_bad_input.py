@@ -3,6 +3,7 @@ security headers and the constitutional hash, and nothing forwarded."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -35,6 +36,9 @@ CASES = [
     ("text/plain", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "text/plain"}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
     ("no content type", "POST", "/v1/chat/completions", {"X-Constitutional-Hash": HASH}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
     ("form", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "application/x-www-form-urlencoded"}, b"a=b", 415, "unsupported_media_type"),
+    ("gzip body", "POST", "/v1/chat/completions", {**JSON, "Content-Encoding": "gzip"}, gzip.compress(b'{' + MSG.encode() + b'}'), 415, "unsupported_content_encoding"),
+    # A plain body labelled as compressed: the router and a provider that decodes it would read two different requests.
+    ("br label on a plain body", "POST", "/v1/chat/completions", {**JSON, "Content-Encoding": "br"}, b'{' + MSG.encode() + b'}', 415, "unsupported_content_encoding"),
     ("GET on chat", "GET", "/v1/chat/completions", JSON, None, 405, "method_not_allowed"),
     ("unknown v1 path", "POST", "/v1/secret", JSON, b'{' + MSG.encode() + b'}', 404, "unknown_url"),
     ("unknown path", "GET", "/admin", {}, None, 404, "unknown_url"),
@@ -72,6 +76,15 @@ def test_bad_input_is_refused_and_never_forwarded(clean, name, method, path, hea
     assert "Server" not in got_headers or got_headers["Server"] == "nginx"
     assert "Traceback" not in got_body.decode("utf-8", "replace")
     assert clean.mocks.total_received() == 0
+    if code == "unsupported_content_encoding":
+        assert got_headers["Accept-Encoding"] == "identity"
+
+
+def test_an_identity_content_coding_is_read_and_routed(clean):
+    status, _, _ = clean.client.chat({"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                                     {"Content-Encoding": "identity"})
+    assert status == 200
+    assert clean.mocks.total_received() == 1
 
 
 def test_a_duplicated_hash_header_is_refused(clean):
