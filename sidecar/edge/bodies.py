@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import orjson
+
 from sidecar.denials import Denied
 
 MAX_MESSAGES = 2048
@@ -23,6 +25,29 @@ class Read(NamedTuple):
     stream: bool
     max_tokens: int
     tools: bool
+    # Characters a provider also reads as input besides `text` (tool definitions,
+    # schemas, the calls a model made): counted toward tokens, so a prompt hidden
+    # there cannot slip under a token limit or a long-prompt rule.
+    beyond_text: int = 0
+
+
+# Where that other input lives: in the body, in a message or input item, in a
+# content block. Each is counted as its JSON (a string as itself).
+BODY_INPUT = ("tools", "functions", "response_format")
+RESPONSES_INPUT = ("tools", "text")
+TURN_INPUT = ("tool_calls", "function_call", "arguments")
+BLOCK_INPUT = ("input",)
+
+
+def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
+    total = 0
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, str):
+            total += len(value)
+        elif value is not None:
+            total += len(orjson.dumps(value))
+    return total
 
 
 def bad(message: str) -> Denied:
@@ -86,9 +111,11 @@ def _required_list(body: dict, field: str) -> list:
     return value
 
 
-def _parts_text(content, where: str, parts: list) -> None:
+def _parts_text(content, where: str, parts: list) -> int:
     """Text of a content value: a string, or an array of typed parts whose `text`
-    (and, for tool results, nested `content`) is kept."""
+    (and, for tool results, nested `content`) is kept. Returns the characters of
+    the other input in its parts (a tool call's `input`)."""
+    beyond = 0
     if isinstance(content, str):
         parts.append(content)
     elif isinstance(content, list):
@@ -98,15 +125,18 @@ def _parts_text(content, where: str, parts: list) -> None:
             text = part.get("text")
             if isinstance(text, str):
                 parts.append(text)
+            if len(part) > 2 or text is None:  # more than a type and its text
+                beyond += beyond_text(part, BLOCK_INPUT)
             nested = part.get("content")
             if isinstance(nested, (str, list)):
-                _parts_text(nested, f"{where}[{j}].content", parts)
+                beyond += _parts_text(nested, f"{where}[{j}].content", parts)
     elif content is not None:
         raise bad(f"'{where}' must be a string, an array or null, got {json_type(content)}")
+    return beyond
 
 
-def _messages(messages: list, roles: frozenset, where: str = "messages") -> tuple[str, bool]:
-    parts, system = [], False
+def _messages(messages: list, roles: frozenset, where: str = "messages") -> tuple[str, bool, int]:
+    parts, system, beyond = [], False, 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise bad(f"'{where}[{i}]' must be an object, got {json_type(message)}")
@@ -115,15 +145,18 @@ def _messages(messages: list, roles: frozenset, where: str = "messages") -> tupl
             raise bad(f"'{where}[{i}].role' must be one of {', '.join(sorted(roles))}")
         if role in ("system", "developer"):
             system = True
-        _parts_text(message.get("content"), f"{where}[{i}].content", parts)
-    return "\n".join(parts), system
+        beyond += _parts_text(message.get("content"), f"{where}[{i}].content", parts)
+        if len(message) > 2 or "content" not in message:  # more than a role and its content
+            beyond += beyond_text(message, TURN_INPUT)
+    return "\n".join(parts), system, beyond
 
 
 def chat(body: dict) -> Read:
     messages = _required_list(body, "messages")
-    text, system = _messages(messages, OPENAI_ROLES)
+    text, system, beyond = _messages(messages, OPENAI_ROLES)
     return Read(text, len(messages), system, _stream(body),
-                _max_tokens(body, "max_tokens", "max_completion_tokens"), _tools(body))
+                _max_tokens(body, "max_tokens", "max_completion_tokens"), _tools(body),
+                beyond + beyond_text(body, BODY_INPUT))
 
 
 def completions(body: dict) -> Read:
@@ -168,7 +201,7 @@ def responses(body: dict) -> Read:
     value = body["input"]
     instructions = optional(body, "instructions", str, "a string")
     parts = [instructions] if instructions else []
-    count = 1
+    count, beyond = 1, beyond_text(body, RESPONSES_INPUT)
     if isinstance(value, str):
         parts.append(value)
     elif isinstance(value, list) and value:
@@ -182,7 +215,9 @@ def responses(body: dict) -> Read:
                 raise bad(f"'input[{i}].role' must be one of {', '.join(sorted(OPENAI_ROLES))}")
             if role in ("system", "developer"):
                 instructions = instructions or "system"
-            _parts_text(item.get("content"), f"input[{i}].content", parts)
+            beyond += _parts_text(item.get("content"), f"input[{i}].content", parts)
+            if len(item) > 2 or "content" not in item:
+                beyond += beyond_text(item, TURN_INPUT)
             output = item.get("output")
             if isinstance(output, str):
                 parts.append(output)
@@ -190,23 +225,23 @@ def responses(body: dict) -> Read:
     else:
         raise bad("'input' must be a string or a non-empty array of items")
     return Read("\n".join(parts), count, bool(instructions), _stream(body),
-                _max_tokens(body, "max_output_tokens"), _tools(body))
+                _max_tokens(body, "max_output_tokens"), _tools(body), beyond)
 
 
 def messages(body: dict) -> Read:
     """Anthropic Messages: user/assistant turns with string or block content, a
     top-level `system` (string or text blocks), and a required `max_tokens`."""
     turns = _required_list(body, "messages")
-    text, _ = _messages(turns, ANTHROPIC_ROLES)
+    text, _, beyond = _messages(turns, ANTHROPIC_ROLES)
     system = body.get("system")
     parts = []
-    _parts_text(system, "system", parts)
+    beyond += _parts_text(system, "system", parts) + beyond_text(body, ("tools",))
     if "max_tokens" not in body:
         raise bad("'max_tokens' is required")
     max_tokens = _max_tokens(body, "max_tokens")
     if parts:
         text = "\n".join(parts) + "\n" + text
-    return Read(text, len(turns), bool(parts), _stream(body), max_tokens, _tools(body))
+    return Read(text, len(turns), bool(parts), _stream(body), max_tokens, _tools(body), beyond)
 
 
 READERS = {"chat": chat, "completions": completions, "embeddings": embeddings,

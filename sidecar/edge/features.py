@@ -121,7 +121,7 @@ def extract(feats: Features, body: dict) -> Features:
 
     text = feats.text
     # ~4 characters per token for English; 4 tokens of framing per message.
-    feats.tokens = (len(text) + 3) // 4 + 4 * feats.messages
+    feats.tokens = (len(text) + read.beyond_text + 3) // 4 + 4 * feats.messages
     feats.prompt = head = signals.windows(text)
     feats.code = _CODE_SCAN(head) is not None
     feats.math = _MATH_SCAN(head) is not None or (

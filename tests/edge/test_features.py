@@ -73,7 +73,7 @@ def test_signals():
                           {"role": "user", "content": "and \\frac{1}{2}?"}]})
     assert (f.model, f.stream, f.max_tokens, f.tools, f.messages) == ("gpt-x", True, 64, True, 4)
     assert f.system_prompt and f.code and f.math
-    assert f.tokens == (len(f.text) + 3) // 4 + 16
+    assert f.tokens == (len(f.text) + len('[{"type":"function"}]') + 3) // 4 + 16
     assert 0.0 <= f.complexity <= 1.0 and 1 <= f.tier_hint <= 5
 
 
@@ -215,3 +215,46 @@ def test_a_body_in_any_content_coding_but_identity_is_refused(identity, other, s
         assert ("Accept-Encoding", "identity") in info.value.headers
     else:
         check_content_coding(headers)
+
+
+HI = {"role": "user", "content": "hi"}
+# Where a provider reads input besides the messages' text, per API: a prompt
+# hidden in any of them must still count toward the request's tokens.
+HIDING_PLACES = {
+    "chat tool description": (CHAT, lambda s: {
+        "messages": [HI], "tools": [{"type": "function", "function": {"name": "f", "description": s}}]}),
+    "chat legacy functions": (CHAT, lambda s: {"messages": [HI], "functions": [{"name": "f", "description": s}]}),
+    "chat tool call arguments": (CHAT, lambda s: {"messages": [
+        HI, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": s}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "ok"}]}),
+    "chat tool call, nothing else in the message": (CHAT, lambda s: {"messages": [
+        HI, {"role": "assistant", "tool_calls": [{"function": {"arguments": s}}]}]}),
+    "chat legacy function call": (CHAT, lambda s: {"messages": [
+        HI, {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": s}}]}),
+    "chat output schema": (CHAT, lambda s: {"messages": [HI], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"description": s}}}}),
+    "responses tool description": ("/v1/responses", lambda s: {
+        "input": "hi", "tools": [{"type": "function", "name": "f", "description": s}]}),
+    "responses call arguments": ("/v1/responses", lambda s: {"input": [
+        HI, {"type": "function_call", "call_id": "c", "name": "f", "arguments": s}]}),
+    "responses output schema": ("/v1/responses", lambda s: {"input": "hi", "text": {
+        "format": {"type": "json_schema", "name": "x", "schema": {"description": s}}}}),
+    "anthropic tool description": ("/v1/messages", lambda s: {
+        "max_tokens": 9, "messages": [HI], "tools": [{"name": "f", "description": s, "input_schema": {}}]}),
+    "a bare block with an input": ("/v1/messages", lambda s: {"max_tokens": 9, "messages": [
+        HI, {"role": "assistant", "content": [{"type": "tool_use", "input": s}]}]}),
+    "responses bare call": ("/v1/responses", lambda s: {"input": [HI, {"arguments": s}]}),
+    "anthropic tool use input": ("/v1/messages", lambda s: {"max_tokens": 9, "messages": [
+        HI, {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": s}}]}]}),
+}
+
+
+@pytest.mark.parametrize("place", HIDING_PLACES)
+@settings(max_examples=40, deadline=None)
+@given(st.text(min_size=0, max_size=4000))
+def test_a_prompt_hidden_beside_the_messages_still_counts_toward_tokens(place, hidden):
+    path, body = HIDING_PLACES[place]
+    with_it, without = run(body(hidden), path), run(body(""), path)
+    assert with_it.tokens - without.tokens >= len(hidden) // 4
+    assert with_it.text == without.text  # the complexity reads the prompt, not the schemas

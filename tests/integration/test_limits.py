@@ -88,6 +88,17 @@ def test_a_request_bigger_than_a_limit_is_not_retryable(limited):
     assert "retrying will not help" in json.loads(text)["error"]["message"]
 
 
+def test_a_prompt_hidden_in_a_tool_definition_counts_against_a_token_limit(limited):
+    """Burst 5,000 tokens: 24,000 characters of tool description are ~6,000."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "description": "word " * 4800}}]}
+    limited.mocks.clear()
+    status, headers, text = ask(limited, "thrifty-key", body)
+    assert status == 429 and "Retry-After" not in headers
+    assert "limit 'tokens'" in json.loads(text)["error"]["message"]
+    assert limited.mocks.total_received() == 0
+
+
 def test_tiers_a_tenant_may_not_use_are_refused_or_downgraded(limited):
     expert = {"model": "expert", "messages": [{"role": "user", "content": "hi"}]}
     status, _, text = ask(limited, "acme-key", expert)
