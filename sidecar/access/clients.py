@@ -103,8 +103,14 @@ def identify(clients: Clients, headers, peer: str) -> Client:
             raise Denied("invalid_api_key", "the Authorization header must be 'Bearer <key>'",
                          headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
     else:
-        # Anthropic's SDKs send the key in x-api-key.
-        key = headers.get("x-api-key", "").strip(" \t")
+        # Anthropic's SDKs send the key in x-api-key. nginx refuses a second
+        # Authorization line itself; a second x-api-key it passes, so refuse it
+        # here rather than pick one.
+        keys = headers.getall("x-api-key", ())
+        if len(keys) > 1:
+            raise Denied("invalid_request", f"the x-api-key header was sent {len(keys)} times; "
+                         "send it once")
+        key = keys[0].strip(" \t") if keys else ""
         if not key:
             if clients.require_key:
                 raise Denied("missing_api_key", "an API key is required: Authorization: Bearer "

@@ -52,6 +52,16 @@ def test_an_anthropic_style_x_api_key_identifies_the_same_tenant():
         identify(CLIENTS, headers(Authorization="Bearer wrong-key", x_api_key="good-key"), "192.0.2.1")
 
 
+@pytest.mark.parametrize("first,second", [("good-key", "wrong-key"), ("wrong-key", "good-key"),
+                                          ("good-key", "good-key"), ("good-key", "")])
+def test_a_second_x_api_key_is_refused_whichever_comes_first(first, second):
+    """nginx refuses a second Authorization line itself; x-api-key it passes on."""
+    twice = CIMultiDict([("x-api-key", first), ("X-Api-Key", second)])
+    with pytest.raises(Denied) as info:
+        identify(CLIENTS, twice, "192.0.2.1")
+    assert (info.value.status, info.value.reason) == (400, "invalid_request")
+
+
 def test_no_key_is_anonymous_unless_keys_are_required():
     assert identify(CLIENTS, headers(), "192.0.2.1").id == "ip:192.0.2.1"
     with pytest.raises(Denied) as info:

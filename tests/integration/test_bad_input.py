@@ -102,6 +102,25 @@ def test_a_duplicated_hash_header_is_refused(clean):
     assert clean.mocks.total_received() == 0
 
 
+@pytest.mark.parametrize("name,value", [("Authorization", "Bearer k"), ("x-api-key", "k")])
+def test_a_credential_sent_twice_is_refused(clean, name, value):
+    """nginx refuses a second Authorization line, the sidecar a second x-api-key:
+    either way one request never carries two credentials to choose from."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", clean.client.port, timeout=5)
+    conn.putrequest("POST", "/v1/chat/completions")
+    body = b'{' + MSG.encode() + b'}'
+    for header in (("Content-Type", "application/json"), ("X-Constitutional-Hash", HASH),
+                   (name, value), (name, value + "2"), ("Content-Length", str(len(body)))):
+        conn.putheader(*header)
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    assert resp.status == 400
+    assert json.loads(resp.read())["error"]["code"] in ("bad_request", "invalid_request")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert clean.mocks.total_received() == 0
+
+
 def test_a_mismatched_hash_answer_names_the_active_hash(clean):
     status, headers, _ = clean.client.chat({"messages": [{"role": "user", "content": "x"}]},
                                            headers={"X-Constitutional-Hash": "ffffffffffffffff"})
