@@ -60,11 +60,13 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
                         st.sampled_from(["role", "content", "type", "text", "input", "messages",
                                          "prompt", "system", "max_tokens", "instructions", "output",
-                                         "stream", "tools", "max_output_tokens"]), kids, max_size=4),
+                                         "stream", "tools", "max_output_tokens", "tool_calls",
+                                         "function_call", "arguments"]), kids, max_size=4),
                     max_leaves=12)
 FIELDS = st.dictionaries(st.sampled_from(["messages", "prompt", "input", "system", "instructions",
                                           "max_tokens", "max_output_tokens", "stream", "tools",
-                                          "functions", "max_completion_tokens"]), JSON, max_size=5)
+                                          "functions", "max_completion_tokens", "response_format",
+                                          "text"]), JSON, max_size=5)
 
 
 @settings(max_examples=400, deadline=None)
@@ -76,6 +78,7 @@ def test_any_json_reads_or_is_refused_with_a_400(api, body):
         assert denied.status == 400 and denied.reason == "invalid_request"
         return
     assert isinstance(read.text, str) and read.messages >= 1 and read.max_tokens >= 0
+    assert read.beyond_text >= 0
 
 
 def test_the_model_list_is_openai_shaped_and_follows_the_tenants_tiers():
