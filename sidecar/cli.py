@@ -212,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the sidecar")
     p.add_argument("--policy", required=True)
     p.add_argument("--socket", help="unix socket path (what nginx talks to)")
-    p.add_argument("--tcp", help="admin listener HOST:PORT (healthz, metrics, debugging)")
+    p.add_argument("--tcp", help="admin listener HOST:PORT (healthz and metrics only)")
+    p.add_argument("--socket-mode", type=lambda text: int(text, 8), default=0o600,
+                   help="permissions of the unix sockets, octal (default 600: the decision "
+                        "socket's answers carry the providers' credentials). When nginx's "
+                        "workers run as another user, give both a group and use 660")
     p.add_argument("--workers", type=int, default=1,
                    help="N processes, sockets PATH-0 .. PATH-(N-1) (render nginx with each)")
     p.add_argument("--feedback-socket", help="where nginx's access log arrives (health, usage, "

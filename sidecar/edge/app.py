@@ -181,13 +181,27 @@ class Sidecar:
         return 200, JSON, orjson.dumps(body)
 
 
+ADMIN_PATHS = ("/healthz", "/metrics")
+
+
 def create_admin_app(sidecar: Sidecar) -> web.Application:
-    """aiohttp app for the TCP admin listener (Prometheus scrapes, health checks,
-    debugging decisions with curl); same answers as the nginx socket."""
+    """aiohttp app for the TCP admin listener: Prometheus scrapes and health
+    checks, nothing else. It never decides: an answer carries the providers'
+    credentials for nginx, and a decision spends limits on the caller's word for
+    its address. The listener is reachable wherever metrics are scraped (the
+    image binds it on all interfaces), so decisions stay on nginx's socket."""
 
     async def handle(request: web.Request) -> web.Response:
-        status, headers, body = sidecar.handle(request.method, request.path_qs, request.headers,
-                                               await request.read())
+        if request.path not in ADMIN_PATHS:
+            status, headers, body = 404, JSON, decision.error_body(
+                f"unknown URL; this listener serves {' and '.join(ADMIN_PATHS)}",
+                "invalid_request_error", "unknown_url")
+        elif request.method not in ("GET", "HEAD"):
+            status, headers, body = 405, {**JSON, "Allow": "GET"}, decision.error_body(
+                f"{request.method} is not allowed on {request.path}; use GET",
+                "invalid_request_error", "method_not_allowed")
+        else:
+            status, headers, body = sidecar.handle("GET", request.path, request.headers, b"")
         return web.Response(status=status, headers=headers, body=body)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)

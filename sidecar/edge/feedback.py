@@ -287,7 +287,7 @@ def _udp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL):
+async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL, mode: int = 0o600):
     """Bind the socket nginx logs to → (transport, drain or None).
 
     UDP (HOST:PORT, loopback only): the event loop reads it in batches and its
@@ -318,7 +318,7 @@ async def listen(path: str, feedback: Feedback, sysctl: Path = QUEUE_SYSCTL):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
-    os.chmod(path, 0o666)
+    os.chmod(path, mode)  # a line written here moves health and settles tokens
     transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(feedback), sock=sock)
     return transport, _drainer(sock, feedback) if warning is not None else None
 

@@ -123,13 +123,15 @@ def run(args, policy) -> int:
                                          args.health_down_seconds, outcomes=outcomes,
                                          settlements=runtime.settlements, policy_ref=lambda: ref.policy,
                                          retries=runtime.retries)
-            transport, drain_feedback = await feedback.listen(args.feedback_socket, listener)
+            transport, drain_feedback = await feedback.listen(args.feedback_socket, listener,
+                                                              mode=args.socket_mode)
             servers.append(transport)
         if socket_path:
             Path(socket_path).unlink(missing_ok=True)
             servers.append(await loop.create_unix_server(
                 lambda: HttpProtocol(sidecar.handle, MAX_BODY, drain_feedback), socket_path))
-            os.chmod(socket_path, 0o666)
+            # Answers carry the providers' credentials: only nginx may connect.
+            os.chmod(socket_path, args.socket_mode)
         if args.tcp and args.workers <= 1:
             runner = web.AppRunner(create_admin_app(sidecar), access_log=None,
                                    handle_signals=False, shutdown_timeout=1)

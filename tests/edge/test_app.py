@@ -17,11 +17,6 @@ from sidecar.edge.wire import HttpProtocol
 from conftest import DEMO, HASH
 
 
-@pytest.fixture(params=["wire", "admin"])
-def listener(request):
-    return request.param
-
-
 async def _with_sidecar(tmp_path, fn, policy=None, listener="wire"):
     """Serve on a real unix socket: the lean nginx protocol or the aiohttp admin app."""
     policy = policy or load_policy(DEMO, {})
@@ -53,7 +48,7 @@ def decide_headers(**extra):
 BODY = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
 
 
-def test_a_decision_and_its_metrics(tmp_path, listener):
+def test_a_decision_and_its_metrics(tmp_path):
     async def fn(session, metrics):
         async with session.post("http://s/_decide", data=BODY, headers=decide_headers(**{"X-Route-Mode": "lua"})) as r:
             assert r.status == 200
@@ -68,10 +63,31 @@ def test_a_decision_and_its_metrics(tmp_path, listener):
         async with session.get("http://s/healthz") as r:
             health = await r.json()
         assert health["status"] == "ok" and len(health["policy_version"]) == 16
-    asyncio.run(_with_sidecar(tmp_path, fn, listener=listener))
+    asyncio.run(_with_sidecar(tmp_path, fn))
 
 
-def test_a_denial_is_counted_by_reason(tmp_path, listener):
+@pytest.mark.parametrize("method,path,status", [
+    ("POST", "/_decide", 404), ("POST", "/v1/chat/completions", 404), ("GET", "/v1/models", 404),
+    ("PUT", "/anything", 404), ("POST", "/metrics", 405), ("DELETE", "/healthz", 405)])
+def test_the_admin_listener_never_decides(tmp_path, method, path, status):
+    """It is reachable wherever metrics are scraped: a decision there would hand
+    out the providers' credentials and spend limits for any address named."""
+    async def fn(session, metrics):
+        headers = decide_headers(**{"X-Peer-Addr": "203.0.113.9"})
+        async with session.request(method, f"http://s{path}", data=BODY, headers=headers) as r:
+            assert r.status == status
+            assert (await r.json())["error"]["code"] in ("unknown_url", "method_not_allowed")
+            assert not [name for name in r.headers if name.lower().startswith("x-route")]
+            assert "X-Accel-Redirect" not in r.headers
+        async with session.get("http://s/healthz") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with session.get("http://s/metrics") as r:
+            assert "router_decision_seconds_count 0.0" in await r.text()
+        assert metrics.routed == {} and metrics.denied == {}
+    asyncio.run(_with_sidecar(tmp_path, fn, listener="admin"))
+
+
+def test_a_denial_is_counted_by_reason(tmp_path):
     async def fn(session, metrics):
         async with session.post("http://s/_decide", data="{", headers=decide_headers()) as r:
             assert r.status == 400
@@ -80,10 +96,10 @@ def test_a_denial_is_counted_by_reason(tmp_path, listener):
         assert metrics.denied == {"invalid_json": 1}
         async with session.get("http://s/metrics") as r:
             assert 'router_denied_total{reason="invalid_json"} 1.0' in await r.text()
-    asyncio.run(_with_sidecar(tmp_path, fn, listener=listener))
+    asyncio.run(_with_sidecar(tmp_path, fn))
 
 
-def test_a_bug_is_logged_and_counted_never_shown(tmp_path, caplog, listener):
+def test_a_bug_is_logged_and_counted_never_shown(tmp_path, caplog):
     policy = load_policy(DEMO, {})
 
     def broken(features):
@@ -96,5 +112,5 @@ def test_a_bug_is_logged_and_counted_never_shown(tmp_path, caplog, listener):
             text = await r.text()
         assert "secret internals" not in text and "Traceback" not in text
         assert metrics.errors._value.get() == 1
-    asyncio.run(_with_sidecar(tmp_path, fn, policy, listener=listener))
+    asyncio.run(_with_sidecar(tmp_path, fn, policy))
     assert "secret internals" in caplog.text

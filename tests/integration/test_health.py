@@ -3,6 +3,9 @@ sidecar an endpoint keeps failing; decisions stop choosing it until it recovers.
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from conftest import Client, Mocks, free_port, shifted_policy, wait_until
@@ -25,6 +28,16 @@ def healthy(request, tmp_path):
     st.client, st.mocks = Client(port), Mocks(ports)
     yield st
     st.stop()
+
+
+def test_the_sidecars_unix_sockets_admit_its_own_user_only(healthy):
+    """The decision socket's answers carry the providers' credentials, and a
+    feedback line moves health: mode 600, and nginx (the same user) still gets
+    through, which the test below shows for each transport."""
+    paths = healthy.sockets + [p for p in healthy.feedback_sockets if p.startswith("/")]
+    assert len(paths) == (2 if healthy.feedback_sockets[0].startswith("/") else 1)
+    for path in paths:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
 
 
 def test_a_failing_endpoint_is_taken_out_of_rotation_then_back(healthy):
