@@ -56,7 +56,8 @@ def admit(policy: Policy, client: Client, route: Route, feats, store, now_ns: in
 
 def _checked(policy, client, route, feats, store, now_ns) -> Admitted | None:
     """Limits and budget for `route` in one store call; None if only the budget refused."""
-    completion = feats.max_tokens or budgets.RESERVE_COMPLETION_TOKENS
+    # Every choice may run to max_tokens: n = 8 can cost eight answers.
+    completion = (feats.max_tokens or budgets.RESERVE_COMPLETION_TOKENS) * feats.choices
     tenant = client.tenant
     spend = None
     if tenant is not None and tenant.budget_usd_per_day > 0:

@@ -25,6 +25,9 @@ class Read(NamedTuple):
     stream: bool
     max_tokens: int
     tools: bool
+    # How many completions the provider generates (chat `n`, completions
+    # `best_of`): each may run to max_tokens, so reservations multiply by it.
+    choices: int
     # Characters a provider also reads as input besides `text` (tool definitions,
     # schemas, the calls a model made): counted toward tokens, so a prompt hidden
     # there cannot slip under a token limit or a long-prompt rule.
@@ -87,6 +90,18 @@ def _max_tokens(body: dict, *fields: str) -> int:
                 raise bad(f"'{field}' must be at least 1")
             return value
     return 0
+
+
+def _choices(body: dict, *fields: str) -> int:
+    """The largest of `fields` (n, best_of), at least 1."""
+    most = 1
+    for field in fields:
+        value = optional(body, field, int, "an integer")
+        if value is not None:
+            if value < 1:
+                raise bad(f"'{field}' must be at least 1")
+            most = max(most, value)
+    return most
 
 
 def _tools(body: dict) -> bool:
@@ -156,7 +171,7 @@ def chat(body: dict) -> Read:
     text, system, beyond = _messages(messages, OPENAI_ROLES)
     return Read(text, len(messages), system, _stream(body),
                 _max_tokens(body, "max_tokens", "max_completion_tokens"), _tools(body),
-                beyond + beyond_text(body, BODY_INPUT))
+                _choices(body, "n"), beyond + beyond_text(body, BODY_INPUT))
 
 
 def completions(body: dict) -> Read:
@@ -167,7 +182,8 @@ def completions(body: dict) -> Read:
         prompt = "\n".join(prompt)
     elif not isinstance(prompt, str):
         raise bad("'prompt' must be a string or a non-empty array of strings")
-    return Read(prompt, 1, False, _stream(body), _max_tokens(body, "max_tokens"), False)
+    return Read(prompt, 1, False, _stream(body), _max_tokens(body, "max_tokens"), False,
+                _choices(body, "n", "best_of"))
 
 
 def embeddings(body: dict) -> Read:
@@ -177,18 +193,18 @@ def embeddings(body: dict) -> Read:
         raise bad("'input' is required")
     value = body["input"]
     if isinstance(value, str):
-        return Read(value, 1, False, False, 0, False)
+        return Read(value, 1, False, False, 0, False, 1)
     if not isinstance(value, list) or not value:
         raise bad("'input' must be a string or a non-empty array")
     if len(value) > MAX_MESSAGES:
         raise bad(f"'input' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
     if all(isinstance(v, str) for v in value):
-        return Read("\n".join(value), len(value), False, False, 0, False)
+        return Read("\n".join(value), len(value), False, False, 0, False, 1)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return Read("    " * len(value), 1, False, False, 0, False)
+        return Read("    " * len(value), 1, False, False, 0, False, 1)
     if all(isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
            for v in value):
-        return Read("    " * sum(map(len, value)), len(value), False, False, 0, False)
+        return Read("    " * sum(map(len, value)), len(value), False, False, 0, False, 1)
     raise bad("'input' must be a string, an array of strings, an array of token ids, or an array "
               "of arrays of token ids")
 
@@ -225,7 +241,7 @@ def responses(body: dict) -> Read:
     else:
         raise bad("'input' must be a string or a non-empty array of items")
     return Read("\n".join(parts), count, bool(instructions), _stream(body),
-                _max_tokens(body, "max_output_tokens"), _tools(body), beyond)
+                _max_tokens(body, "max_output_tokens"), _tools(body), 1, beyond)
 
 
 def messages(body: dict) -> Read:
@@ -241,7 +257,7 @@ def messages(body: dict) -> Read:
     max_tokens = _max_tokens(body, "max_tokens")
     if parts:
         text = "\n".join(parts) + "\n" + text
-    return Read(text, len(turns), bool(parts), _stream(body), max_tokens, _tools(body), beyond)
+    return Read(text, len(turns), bool(parts), _stream(body), max_tokens, _tools(body), 1, beyond)
 
 
 READERS = {"chat": chat, "completions": completions, "embeddings": embeddings,

@@ -29,14 +29,14 @@ _MATH_SCAN = re.compile("|".join(map(re.escape, MATH_MARKERS))).search
 # What a body determines (and the feature cache keeps), as opposed to the
 # request around it (method, path, headers, peer).
 BODY_FEATURES = ("body", "model", "prompt", "tokens", "messages", "system_prompt", "code", "math",
-                 "tools", "stream", "max_tokens", "complexity", "tier_hint")
+                 "tools", "stream", "max_tokens", "choices", "complexity", "tier_hint")
 _body_features = operator.attrgetter(*BODY_FEATURES)
 
 
 class Features:
     __slots__ = ("method", "path", "api", "headers", "body", "model", "text", "prompt", "tokens",
                  "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
-                 "complexity", "tier_hint", "ip", "sticky")
+                 "choices", "complexity", "tier_hint", "ip", "sticky")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
         self.method = method
@@ -57,6 +57,7 @@ class Features:
         self.tools = False
         self.stream = False
         self.max_tokens = 0
+        self.choices = 1  # completions generated per request (n, best_of)
         self.complexity = 0.0
         self.tier_hint = 1
 
@@ -118,6 +119,7 @@ def extract(feats: Features, body: dict) -> Features:
     read = bodies.READERS[feats.api](body)
     feats.text, feats.messages, feats.system_prompt = read.text, read.messages, read.system_prompt
     feats.stream, feats.max_tokens, feats.tools = read.stream, read.max_tokens, read.tools
+    feats.choices = read.choices
 
     text = feats.text
     # ~4 characters per token for English; 4 tokens of framing per message.

@@ -1,12 +1,12 @@
 """Settling what admission reserved with what a request really used.
 
-At admission a request reserves its estimate (prompt tokens + max_tokens, or 256)
-against its token limits, and the same estimate in USD against its tenant's daily
-budget. When the feedback log says what happened, the difference is given back
-(or, if it used more, charged), once per request: the entry is taken out of
-`pending` by nginx's own request id, so a repeated datagram settles nothing, and
-only the process that admitted a request holds its entry (every process hears
-every datagram). Usage is the provider's when lua mode parsed it; otherwise
+At admission a request reserves its estimate (prompt tokens + max_tokens, or 256,
+for each of n choices) against its token limits, and the same estimate in USD
+against its tenant's daily budget. When the feedback log says what happened, the
+difference is given back (or, if it used more, charged), once per request: the entry
+is taken out of `pending` by nginx's own request id, so a repeated datagram settles
+nothing, and only the process that admitted a request holds its entry (every process
+hears every datagram). Usage is the provider's when lua mode parsed it; otherwise
 (stock mode, a stream cut short) the estimate from the answer's bytes, so a client
 that disconnects mid-stream pays for what was produced, not zero. An entry whose
 feedback never comes stays at the estimate: it expires after `TIMEOUT_NS`, and the

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from sidecar.edge.app import Runtime, decide
@@ -100,3 +102,33 @@ def test_a_refused_request_spends_no_budget():
         call(runtime, "saver", model="nano")
     assert info.value.reason == "rate_limit_exceeded"
     assert runtime.store.spent == spent
+
+
+TOKEN_LIMIT = compile_policy((DEMO.read_text().split("\n# Who may call")[0] + """
+limits:
+  - {name: tokens, per: [client], tokens: {rate: 1000000, per: 1m, burst: 20000}}
+""").encode(), "t.yaml", {})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4000), st.integers(1, 40),
+       st.sampled_from([("/v1/chat/completions", "n"), ("/v1/completions", "n"),
+                        ("/v1/completions", "best_of")]))
+def test_every_completion_a_request_asks_for_is_reserved(max_tokens, choices, where):
+    """n (or best_of) answers may each run to max_tokens: a token limit must see
+    all of them before the request goes out, not after the bill."""
+    path, field = where
+    body = ({"messages": [{"role": "user", "content": "hi"}]} if path.endswith("chat/completions")
+            else {"prompt": "hi"})
+    body.update({"model": "auto", "max_tokens": max_tokens, field: choices})
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    prompt = 5  # "hi": one token of text, four of framing
+    try:
+        decide(TOKEN_LIMIT, "POST", path, headers, orjson.dumps(body), peer="192.0.2.9",
+               runtime=Runtime())
+    except Denied as denied:
+        assert prompt + max_tokens * choices > 20000
+        assert (denied.status, denied.reason) == (429, "rate_limit_exceeded")
+        assert "retrying will not help" in denied.message
+    else:
+        assert prompt + max_tokens * choices <= 20000

@@ -99,6 +99,16 @@ def test_a_prompt_hidden_in_a_tool_definition_counts_against_a_token_limit(limit
     assert limited.mocks.total_received() == 0
 
 
+def test_every_choice_counts_against_a_token_limit(limited):
+    """Burst 5,000 tokens: n = 8 answers of up to 1,000 tokens each do not fit."""
+    body = {"model": "auto", "max_tokens": 1000, "n": 8, "messages": [{"role": "user", "content": "hi"}]}
+    limited.mocks.clear()
+    status, headers, text = ask(limited, "thrifty-key", body)
+    assert status == 429 and "Retry-After" not in headers
+    assert "limit 'tokens'" in json.loads(text)["error"]["message"]
+    assert limited.mocks.total_received() == 0
+
+
 def test_tiers_a_tenant_may_not_use_are_refused_or_downgraded(limited):
     expert = {"model": "expert", "messages": [{"role": "user", "content": "hi"}]}
     status, _, text = ask(limited, "acme-key", expert)
