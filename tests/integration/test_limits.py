@@ -88,20 +88,19 @@ def test_a_request_bigger_than_a_limit_is_not_retryable(limited):
     assert "retrying will not help" in json.loads(text)["error"]["message"]
 
 
-def test_a_prompt_hidden_in_a_tool_definition_counts_against_a_token_limit(limited):
-    """Burst 5,000 tokens: 24,000 characters of tool description are ~6,000."""
-    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [
-        {"type": "function", "function": {"name": "f", "description": "word " * 4800}}]}
-    limited.mocks.clear()
-    status, headers, text = ask(limited, "thrifty-key", body)
-    assert status == 429 and "Retry-After" not in headers
-    assert "limit 'tokens'" in json.loads(text)["error"]["message"]
-    assert limited.mocks.total_received() == 0
+# Burst 5,000 tokens, and two ways a request outgrows it beyond its messages' text:
+# 24,000 characters of tool description (~6,000 tokens), or n = 8 answers of up
+# to 1,000 tokens each.
+HIDDEN_SIZE = {
+    "tool description": {"tools": [{"type": "function", "function": {"name": "f",
+                                                                     "description": "word " * 4800}}]},
+    "eight choices": {"max_tokens": 1000, "n": 8},
+}
 
 
-def test_every_choice_counts_against_a_token_limit(limited):
-    """Burst 5,000 tokens: n = 8 answers of up to 1,000 tokens each do not fit."""
-    body = {"model": "auto", "max_tokens": 1000, "n": 8, "messages": [{"role": "user", "content": "hi"}]}
+@pytest.mark.parametrize("extra", HIDDEN_SIZE.values(), ids=HIDDEN_SIZE.keys())
+def test_tokens_beyond_the_messages_count_against_a_token_limit(limited, extra):
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], **extra}
     limited.mocks.clear()
     status, headers, text = ask(limited, "thrifty-key", body)
     assert status == 429 and "Retry-After" not in headers
