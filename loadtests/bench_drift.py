@@ -26,7 +26,6 @@ sidecar through the first window, and the samples are summed by stage
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -38,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadtests.profile_decision import live_breakdown  # noqa: E402
-from loadtests.bench_overhead import bench_policy, direct_nginx, free_port, wrk, wrk_script  # noqa: E402
+from loadtests.bench_overhead import (bench_policy, cpu_seconds, direct_nginx, free_port,  # noqa: E402
+                                      wrk, wrk_script)
 from sidecar.tools.stack import Stack  # noqa: E402
 
 # Installed beside this Python (pip install py-spy) or on PATH.
@@ -51,15 +51,6 @@ SERIES = {
     "decide_s": r'^router_decision_seconds_sum ([\d.e+]+)$',
     "feedback": r'^router_feedback_datagrams_total\{result="ok"\} ([\d.e+]+)$',
 }
-
-
-def cpu_seconds(pids) -> float:
-    """user + system CPU of these processes so far."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def workers(master: int) -> list[int]:

@@ -212,10 +212,13 @@ def wrk(port: int, connections: int, duration: float, script: Path) -> dict:
     return {"p50": lat["50"], "p99": lat["99"], "rps": rps, "requests": requests}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids) -> float:
+    """User + system CPU time these processes have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -273,10 +276,10 @@ def main() -> int:
                     # Rotate the order every round so no target always runs first or last.
                     for name, port in order[r % len(order):] + order[:r % len(order)]:
                         pid = sidecars.get(name)
-                        before = cpu_seconds(pid) if pid else 0.0
+                        before = cpu_seconds([pid]) if pid else 0.0
                         run = wrk(port, conns, args.duration, script)
                         if pid:
-                            run["sidecar_us"] = (cpu_seconds(pid) - before) / max(1, run["requests"]) * 1e6
+                            run["sidecar_us"] = (cpu_seconds([pid]) - before) / max(1, run["requests"]) * 1e6
                         results[kind][name][load].append(run)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
         for kind in scripts:
