@@ -190,13 +190,57 @@ function M.upstream_headers()
 end
 
 -- Token usage from the answer: OpenAI-style bodies put "usage" last, and a
--- stream's usage chunk comes just before [DONE], so the last KiB is enough.
-local TAIL = 1024
+-- stream's usage chunk comes just before [DONE], so the last KiB is enough. An
+-- Anthropic stream reports its input in message_start, its first event, and may
+-- end with only output_tokens in message_delta, so the first chunks are kept too.
+local TAIL, HEAD = 1024, 4096
+local match = string.match
+local P_PROMPT = '"prompt_tokens"%s*:%s*(%d+)'
+local P_COMPLETION = '"completion_tokens"%s*:%s*(%d+)'
+local P_INPUT = '"input_tokens"%s*:%s*(%d+)'
+local P_OUTPUT = '"output_tokens"%s*:%s*(%d+)'
+local P_CACHED = '"cached_tokens"%s*:%s*(%d+)'                   -- OpenAI: part of the input count
+local P_CACHE_READ = '"cache_read_input_tokens"%s*:%s*(%d+)'      -- Anthropic: beside input_tokens
+local P_CACHE_WRITE = '"cache_creation_input_tokens"%s*:%s*(%d+)'
+
+-- Where the last "usage" key starts; plain finds, then one anchored match per field
+-- (a gmatch over the tail cost 6x more: 2 us per buffered answer instead of 13).
+local function last_usage(text)
+    local at, from = nil, 1
+    while true do
+        local s = find(text, '"usage"', from, true)
+        if not s then
+            return at
+        end
+        at, from = s, s + 7
+    end
+end
+
+-- Anthropic counts cache reads and writes beside input_tokens; the router counts every
+-- input token, and says which were cache reads and writes (they are priced apart).
+local function record_input(text, at, input)
+    local read = match(text, P_CACHE_READ, at)
+    local write = match(text, P_CACHE_WRITE, at)
+    if read or write then
+        read, write = tonumber(read) or 0, tonumber(write) or 0
+        var.route_usage_prompt = tostring(tonumber(input) + read + write)
+        var.route_usage_cache_read = tostring(read)
+        var.route_usage_cache_write = tostring(write)
+    else  -- OpenAI's Responses API: input_tokens already counts its cached_tokens
+        var.route_usage_prompt = input
+        var.route_usage_cache_read = match(text, P_CACHED, at) or ""
+    end
+end
 
 local function record_usage(ctx, chunk, eof)
-    -- Keep references to the last three chunks (no copying per chunk); the usage
-    -- event is in them even if nginx split it.
+    -- Keep references to the first two and the last three chunks (no copying per
+    -- chunk); the usage events are in them even if nginx split them.
     if chunk ~= "" then
+        if not ctx.hir_h1 then
+            ctx.hir_h1 = chunk
+        elseif not ctx.hir_h2 then
+            ctx.hir_h2 = chunk
+        end
         ctx.hir_c1, ctx.hir_c2, ctx.hir_c3 = ctx.hir_c2, ctx.hir_c3, chunk
     end
     local last = ctx.hir_c3
@@ -204,31 +248,35 @@ local function record_usage(ctx, chunk, eof)
         return
     end
     local text = #last >= TAIL and sub(last, -TAIL) or sub((ctx.hir_c1 or "") .. (ctx.hir_c2 or "") .. last, -TAIL)
-    -- The last "usage" object; plain finds, then one anchored match per field
-    -- (a gmatch over the tail cost 6x more: 2 us per buffered answer instead of 13).
-    local at, from = nil, 1
-    while true do
-        local s = find(text, '"usage"', from, true)
-        if not s then
-            break
-        end
-        at, from = s, s + 7
-    end
+    local at = last_usage(text)
     if not at then
         return
     end
-    local prompt = string.match(text, '"prompt_tokens"%s*:%s*(%d+)', at)
+    local prompt = match(text, P_PROMPT, at)
     if prompt then
         var.route_usage_prompt = prompt
-        var.route_usage_completion = string.match(text, '"completion_tokens"%s*:%s*(%d+)', at) or "0"
+        var.route_usage_completion = match(text, P_COMPLETION, at) or "0"
+        var.route_usage_cache_read = match(text, P_CACHED, at) or ""
         return
     end
     -- Anthropic Messages and OpenAI Responses: input_tokens / output_tokens.
-    prompt = string.match(text, '"input_tokens"%s*:%s*(%d+)', at)
-    if prompt then
-        var.route_usage_prompt = prompt
-        var.route_usage_completion = string.match(text, '"output_tokens"%s*:%s*(%d+)', at) or "0"
+    local output = match(text, P_OUTPUT, at)
+    if not output then
+        return
     end
+    local input = match(text, P_INPUT, at)
+    if input then
+        record_input(text, at, input)
+    else  -- the input was reported when the stream started
+        local head = sub(ctx.hir_h1 .. (ctx.hir_h2 or ""), 1, HEAD)
+        local head_at = find(head, '"usage"', 1, true)
+        input = head_at and match(head, P_INPUT, head_at)
+        if not input then
+            return
+        end
+        record_input(head, head_at, input)
+    end
+    var.route_usage_completion = output
 end
 
 -- A stream that cannot finish (the endpoint went silent past its deadline, or

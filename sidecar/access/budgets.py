@@ -20,8 +20,19 @@ def seconds_to_midnight(now_ns: int) -> int:
     return DAY - (now_ns // 1_000_000_000) % DAY
 
 
-def estimate_micros(endpoint, prompt_tokens: int, completion_tokens: int) -> int:
-    usd = prompt_tokens * endpoint.price_in + completion_tokens * endpoint.price_out
+def cost_usd(endpoint, prompt_tokens: int, completion_tokens: int,
+             cache_read: int = 0, cache_write: int = 0) -> float:
+    """The endpoint's price for these tokens. `cache_read` and `cache_write` are the
+    part of `prompt_tokens` the provider's prompt cache served or stored, each at its
+    own price (by default the input price)."""
+    fresh = max(0, prompt_tokens - cache_read - cache_write)
+    return (fresh * endpoint.price_in + cache_read * endpoint.price_cache_read
+            + cache_write * endpoint.price_cache_write + completion_tokens * endpoint.price_out)
+
+
+def estimate_micros(endpoint, prompt_tokens: int, completion_tokens: int,
+                    cache_read: int = 0, cache_write: int = 0) -> int:
+    usd = cost_usd(endpoint, prompt_tokens, completion_tokens, cache_read, cache_write)
     return max(1, round(usd * 1_000_000)) if usd > 0 else 0
 
 

@@ -55,13 +55,15 @@ FIELDS = {
     "upstream_header_time": "$upstream_header_time", "upstream_response_time": "$upstream_response_time",
     "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
     "upstream_bytes": "$upstream_bytes_received", "prompt_tokens": "$route_usage_prompt",
-    "completion_tokens": "$route_usage_completion",
+    "completion_tokens": "$route_usage_completion", "cache_read_tokens": "$route_usage_cache_read",
+    "cache_write_tokens": "$route_usage_cache_write",
     # Retry-After of each hop that answered one: the failed hops', then the last.
     "retry_after": ["$route_retry_after1", "$route_retry_after2", "$upstream_http_retry_after"],
 }
 # nginx variables the server block initialises (set "") so every log line has them.
 FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_rule", "route_tenant",
                       "route_stream", "route_usage_prompt", "route_usage_completion",
+                      "route_usage_cache_read", "route_usage_cache_write",
                       "route_retry_after1", "route_retry_after2", "route_features")
 
 

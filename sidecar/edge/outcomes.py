@@ -13,8 +13,11 @@ read at scrape time, like the hot-path metrics: feedback arrives once per reques
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from sidecar.access.budgets import cost_usd
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.9, 1.5, 3, 6, 15, 60)
 DEFAULT_BYTES_PER_TOKEN = 4.0
@@ -50,6 +53,22 @@ def _int(value) -> int | None:
         return None
 
 
+class Usage(NamedTuple):
+    prompt: int           # every input token
+    completion: int
+    cache_read: int = 0   # of `prompt`: what the provider's prompt cache served
+    cache_write: int = 0  # of `prompt`: what it stored
+
+
+def provider_usage(entry: dict) -> Usage | None:
+    """The usage the provider reported, as lua mode parsed it from the answer."""
+    prompt, completion = _int(entry.get("prompt_tokens")), _int(entry.get("completion_tokens"))
+    if prompt is None or completion is None:
+        return None
+    return Usage(prompt, completion, _int(entry.get("cache_read_tokens")) or 0,
+                 _int(entry.get("cache_write_tokens")) or 0)
+
+
 class _Histogram:
     __slots__ = ("counts", "total")
 
@@ -69,6 +88,7 @@ class Outcomes:
         self.latency: dict[tuple, _Histogram] = {}
         self.ttfb: dict[tuple, _Histogram] = {}
         self.tokens: dict[tuple, int] = {}    # (tier, tenant, direction, source)
+        self.cache_tokens: dict[tuple, int] = {}  # (tier, tenant, read|write)
         self.cost: dict[tuple, float] = {}    # (tier, tenant)
         self.fallbacks: dict[str, int] = {}   # tier
         self.target: dict[tuple, int] = {}    # (tier, within|over)
@@ -138,21 +158,24 @@ class Outcomes:
             h.observe(took)
 
     def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
-        prompt, completion = _int(entry.get("prompt_tokens")), _int(entry.get("completion_tokens"))
+        usage = provider_usage(entry)
         size = _int(entry.get("upstream_bytes")) or _int(entry.get("bytes_out")) or 0
-        if prompt is not None and completion is not None:
+        if usage is not None:
             source = "provider"
-            if completion > 0 and size:
-                self.bytes_per_token += RATIO_WEIGHT * (size / completion - self.bytes_per_token)
+            if usage.completion > 0 and size:
+                self.bytes_per_token += RATIO_WEIGHT * (size / usage.completion - self.bytes_per_token)
         else:
             source = "estimated"
-            prompt = (_int(entry.get("bytes_in")) or 0) // 4
-            completion = round(size / self.bytes_per_token)
+            usage = Usage((_int(entry.get("bytes_in")) or 0) // 4, round(size / self.bytes_per_token))
         tier = endpoint.tier.name
-        for direction, n in (("in", prompt), ("out", completion)):
+        for direction, n in (("in", usage.prompt), ("out", usage.completion)):
             k = (tier, tenant, direction, source)
             self.tokens[k] = self.tokens.get(k, 0) + n
-        usd = prompt * endpoint.price_in + completion * endpoint.price_out
+        for op, n in (("read", usage.cache_read), ("write", usage.cache_write)):
+            if n:
+                k = (tier, tenant, op)
+                self.cache_tokens[k] = self.cache_tokens.get(k, 0) + n
+        usd = cost_usd(endpoint, *usage)
         self.cost[(tier, tenant)] = self.cost.get((tier, tenant), 0.0) + usd
 
     def collect(self):
@@ -166,6 +189,9 @@ class Outcomes:
         yield _counter("router_tokens", "Tokens by tier, tenant, direction (in/out) and source "
                        "(provider-reported or estimated)", ["tier", "tenant", "direction", "source"],
                        self.tokens)
+        yield _counter("router_prompt_cache_tokens", "Input tokens the provider's prompt cache read "
+                       "or wrote (part of router_tokens direction=in), by tier, tenant and op",
+                       ["tier", "tenant", "op"], self.cache_tokens)
         yield _counter("router_cost_usd", "Cost in USD from endpoint prices and usage, by tier and "
                        "tenant", ["tier", "tenant"], self.cost)
         yield _counter("router_fallback_hops", "Requests served by a fallback hop, by serving tier",

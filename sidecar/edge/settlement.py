@@ -21,6 +21,7 @@ from typing import NamedTuple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sidecar.access import budgets, limits
+from sidecar.edge.outcomes import Usage, provider_usage
 
 TIMEOUT_NS = 600 * 1_000_000_000
 MAX_PENDING = 100_000
@@ -58,12 +59,12 @@ class Settlements:
             return False
         endpoint = policy.endpoint_by_name.get(entry.get("served") or "") or \
             policy.endpoint_by_name.get(held.endpoint)
-        prompt, completion = _usage(entry, held, bytes_per_token)
+        usage = _usage(entry, held, bytes_per_token)
         now = self.clock_ns()
         store = self.store_ref()
-        limits.settle(store, held.reservation, prompt + completion, now)
+        limits.settle(store, held.reservation, usage.prompt + usage.completion, now)
         if held.spend_key and endpoint is not None:
-            used = budgets.estimate_micros(endpoint, prompt, completion)
+            used = budgets.estimate_micros(endpoint, *usage)
             if used != held.spend_micros:
                 store.refund_spend(held.spend_key, held.spend_micros - used)
         self.settled += 1
@@ -90,15 +91,14 @@ class Settlements:
             self.expired += 1
 
 
-def _usage(entry: dict, held: Pending, bytes_per_token: float) -> tuple[int, int]:
-    try:
-        return int(entry["prompt_tokens"]), int(entry["completion_tokens"])
-    except (KeyError, TypeError, ValueError):
-        pass
+def _usage(entry: dict, held: Pending, bytes_per_token: float) -> Usage:
+    reported = provider_usage(entry)
+    if reported is not None:
+        return reported
     if not str(entry.get("status", "")).startswith("2"):
-        return 0, 0   # nothing was produced: the reservation comes back whole
+        return Usage(0, 0)   # nothing was produced: the reservation comes back whole
     try:
         size = int(entry.get("upstream_bytes") or entry.get("bytes_out") or 0)
     except ValueError:
         size = 0
-    return held.prompt_tokens, round(size / bytes_per_token)
+    return Usage(held.prompt_tokens, round(size / bytes_per_token))

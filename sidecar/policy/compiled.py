@@ -49,6 +49,8 @@ class Endpoint(NamedTuple):
     auth: str = "bearer"                             # bearer | x-api-key
     context_tokens: int = 0                          # prompt + completion window; 0: unknown
     failover_on: frozenset = FAILOVER_STATUSES       # statuses that move on to the next hop
+    price_cache_read: float = 0.0                    # USD per input token read from the prompt cache
+    price_cache_write: float = 0.0                   # USD per input token written to it
 
     @property
     def host_header(self) -> str:

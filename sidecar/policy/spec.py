@@ -23,6 +23,9 @@ from sidecar.policy.strict_yaml import Ctx, PolicyError, StrictLoader, join, map
 DEFAULT_HASH = "cdd01ef066bc6cf2"
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 HASH = re.compile(r"^[0-9a-f]{16}$")
+# USD per token; the prompt cache's reads and writes are input tokens, priced as such
+# unless the policy says (providers bill them apart: Anthropic's writes cost more).
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -131,11 +134,11 @@ def _endpoints(ctx, value, tiers, path="endpoints"):
         scheme, host, port, base = _url(ctx, spec["url"], join(where, "url"))
         model = typed(ctx, spec["model"], str, "a string", join(where, "model"))
         price = mapping(ctx, spec.get("price", {}), join(where, "price"),
-                         optional=("input", "output"))
+                         optional=PRICE_KEYS)
         prices = []
-        for key in ("input", "output"):
-            p = price.get(key, 0)
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0:
+        for key in PRICE_KEYS:
+            p = price.get(key, prices[0] if key.startswith("cache") else 0)
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < float("inf"):
                 raise ctx.error(join(where, f"price.{key}"),
                                 f"expected a non-negative USD price per token, got {show(p)}")
             prices.append(float(p))
@@ -146,6 +149,7 @@ def _endpoints(ctx, value, tiers, path="endpoints"):
         down = typed(ctx, spec.get("down", False), bool, "true or false", join(where, "down"))
         endpoints[name] = Endpoint(name, tier, scheme, host, port, base, model, prices[0],
                                    prices[1], weight, api_key, down,
+                                   price_cache_read=prices[2], price_cache_write=prices[3],
                                    **surface_spec.endpoint_surface(ctx, spec, where))
     for tier in tiers.values():
         if not any(e.tier == tier for e in endpoints.values()):

@@ -1,11 +1,17 @@
 """What a simulated endpoint answers on each API, in that API's own shapes:
 OpenAI chat and completions (and their chunks), embeddings, the Responses API
 (and its typed stream events), and Anthropic Messages (and its event stream).
-`words` is the answer, already as tokens; usage is real for what was sent."""
+`words` is the answer, already as tokens; usage is real for what was sent, in
+each API's own shape: OpenAI's counts include what its prompt cache read
+(`*_tokens_details.cached_tokens`), Anthropic's `input_tokens` leave out what the
+cache read and wrote (`cache_read_input_tokens`, `cache_creation_input_tokens`),
+and an Anthropic stream reports its input in `message_start` and ends with only
+`output_tokens` in `message_delta`, as Anthropic's documentation shows it."""
 
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import orjson
 import xxhash
@@ -22,13 +28,26 @@ def api_of(path: str) -> str:
     return "chat"
 
 
-def _usage(api: str, prompt: int, completion: int) -> dict:
-    if api in ("responses", "messages"):
-        usage = {"input_tokens": prompt, "output_tokens": completion}
-        if api == "responses":
-            usage["total_tokens"] = prompt + completion
-        return usage
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+class Usage(NamedTuple):
+    prompt: int            # every input token, however it was served
+    completion: int
+    cache_read: int = 0    # of `prompt`: read from the provider's prompt cache
+    cache_written: int = 0  # of `prompt`: written to it (Anthropic bills these apart)
+
+
+def _usage(api: str, usage: Usage, completion: int | None = None) -> dict:
+    out = usage.completion if completion is None else completion
+    if api == "messages":
+        return {"input_tokens": usage.prompt - usage.cache_read - usage.cache_written,
+                "cache_creation_input_tokens": usage.cache_written,
+                "cache_read_input_tokens": usage.cache_read, "output_tokens": out}
+    if api == "responses":
+        return {"input_tokens": usage.prompt, "input_tokens_details": {"cached_tokens": usage.cache_read},
+                "output_tokens": out, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": usage.prompt + out}
+    return {"prompt_tokens": usage.prompt, "completion_tokens": out, "total_tokens": usage.prompt + out,
+            "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+            "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def embeddings(model: str, body: dict, prompt_tokens: int) -> dict:
@@ -43,11 +62,11 @@ def embeddings(model: str, body: dict, prompt_tokens: int) -> dict:
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
 
 
-def answer(api: str, model: str, words: list[str], prompt_tokens: int) -> dict:
+def answer(api: str, model: str, words: list[str], tokens: Usage) -> dict:
     """A whole (non-streamed) answer."""
     text = " ".join(words)
     now = int(time.time())
-    usage = _usage(api, prompt_tokens, len(words))
+    usage = _usage(api, tokens)
     if api == "messages":
         return {"id": f"msg_{time.monotonic_ns()}", "type": "message", "role": "assistant",
                 "model": model, "content": [{"type": "text", "text": text}],
@@ -77,16 +96,15 @@ class StreamEvents:
     """The events of one streamed answer: `start()`, `delta(text, last)` per chunk,
     `end(include_usage)`; each returns the bytes to write."""
 
-    def __init__(self, api: str, model: str, prompt_tokens: int, tokens: int):
-        self.api, self.model = api, model
-        self.prompt_tokens, self.tokens = prompt_tokens, tokens
+    def __init__(self, api: str, model: str, usage: Usage):
+        self.api, self.model, self.usage = api, model, usage
         self.created = int(time.time())
 
     def start(self) -> bytes:
         if self.api == "messages":
             message = {"id": "msg_stream", "type": "message", "role": "assistant", "model": self.model,
                        "content": [], "stop_reason": None, "stop_sequence": None,
-                       "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}
+                       "usage": _usage(api="messages", usage=self.usage, completion=1)}
             return (_sse("message_start", {"type": "message_start", "message": message})
                     + _sse("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}))
@@ -113,18 +131,18 @@ class StreamEvents:
 
     def end(self, include_usage: bool) -> bytes:
         if self.api == "messages":
-            usage = {"input_tokens": self.prompt_tokens, "output_tokens": self.tokens}
             return (_sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-                    + _sse("message_delta", {"type": "message_delta", "usage": usage,
+                    + _sse("message_delta", {"type": "message_delta",
+                                             "usage": {"output_tokens": self.usage.completion},
                                              "delta": {"stop_reason": "end_turn", "stop_sequence": None}})
                     + _sse("message_stop", {"type": "message_stop"}))
         if self.api == "responses":
             return _sse("response.completed", {"type": "response.completed", "response": {
                 "id": "resp_stream", "object": "response", "status": "completed", "model": self.model,
-                "usage": _usage("responses", self.prompt_tokens, self.tokens)}})
+                "usage": _usage("responses", self.usage)}})
         out = b""
         if include_usage:
             out += _sse(None, {"id": "chatcmpl-stream", "object": "chat.completion.chunk",
                                "created": self.created, "model": self.model, "choices": [],
-                               "usage": _usage("chat", self.prompt_tokens, self.tokens)})
+                               "usage": _usage("chat", self.usage)})
         return out + b"data: [DONE]\n\n"

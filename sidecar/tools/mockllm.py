@@ -5,7 +5,8 @@ Anthropic Messages, streamed where the API streams (sidecar.tools.mock_apis).
 
 Serves every loopback endpoint of a policy like a provider under load: per-tier
 time to first token and tokens per second drawn from distributions
-(sidecar.tools.mock_generation), real `usage`, SSE streaming (with the usage
+(sidecar.tools.mock_generation), real `usage` (cached input from a simulated prompt
+cache: sidecar.tools.mock_cache), SSE streaming (with the usage
 chunk when `stream_options.include_usage` asks), fault injection by rate or on
 demand, and headers saying which endpoint and model served a request and how
 long the endpoint itself took (X-Mock-Service-Ms).
@@ -39,6 +40,7 @@ import orjson
 from aiohttp import web
 
 from sidecar.tools import mock_apis
+from sidecar.tools.mock_cache import PromptCache
 from sidecar.tools.mock_generation import TOKENS_PER_CHUNK, Model, parse_rates
 
 STALL_S = 30.0
@@ -57,6 +59,7 @@ class MockEndpoint:
         self.fault = ""
         self.extra_headers: dict = {}
         self.received: deque = deque(maxlen=1000)
+        self.prompt_cache = PromptCache()
 
 
 def _parse_fault(text: str) -> dict:
@@ -116,11 +119,13 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         if api == "embeddings":
             await asyncio.sleep(gen.ttft_s)
             answer = mock_apis.embeddings(model, body, prompt_tokens)
-        elif not body.get("stream"):
-            await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
-            answer = mock_apis.answer(api, model, _text(ep, gen.tokens), prompt_tokens)
         else:
-            return await _stream(request, ep, body, prompt_tokens, echo, gen, api, fault)
+            usage = mock_apis.Usage(prompt_tokens, gen.tokens,
+                                    *ep.prompt_cache.lookup(api, body, raw, prompt_tokens))
+            if body.get("stream"):
+                return await _stream(request, ep, body, usage, echo, gen, api, fault)
+            await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
+            answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage)
         echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
         return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=echo)
 
@@ -152,13 +157,13 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
     return app
 
 
-async def _stream(request, ep: MockEndpoint, body: dict, prompt_tokens: int, echo: dict, gen,
+async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage, echo: dict, gen,
                   api: str, fault: dict):
     await asyncio.sleep(gen.ttft_s)
     response = web.StreamResponse(headers={**echo, "Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
-    events = mock_apis.StreamEvents(api, body.get("model", ep.model), prompt_tokens, gen.tokens)
+    events = mock_apis.StreamEvents(api, body.get("model", ep.model), usage)
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
     await response.write(events.start())

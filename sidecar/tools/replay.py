@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 
+from sidecar.access.budgets import cost_usd
 from sidecar.denials import Denied
 from sidecar.edge.features import Features
 from sidecar.policy.compiled import Health
@@ -68,7 +69,7 @@ def _cost(policy, outcome, prompt: int, completion: int) -> float:
     if "deny" in outcome:
         return 0.0
     e = policy.endpoint_by_name[outcome["endpoint"]]
-    return prompt * e.price_in + completion * e.price_out
+    return cost_usd(e, prompt, completion)
 
 
 def _int(value) -> int | None:

@@ -88,6 +88,22 @@ def test_using_more_than_reserved_is_charged(store):
     assert _spent(store) == budgets.estimate_micros(ENDPOINT, 100, 400)
 
 
+def test_cached_input_counts_as_input_and_is_spent_at_its_own_price(store):
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock, tokens=900, prompt=800)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    cheap_reads = ENDPOINT._replace(price_cache_read=ENDPOINT.price_in / 10, price_cache_write=ENDPOINT.price_in * 1.25)
+    policy = type("P", (), {"endpoint_by_name": {ENDPOINT.name: cheap_reads}})()
+    s.settle(entry(prompt_tokens="800", completion_tokens="50", cache_read_tokens="500",
+                   cache_write_tokens="200"), policy, 4.0)
+    assert remaining(store, clock) == before + 900 - 850    # every input token counts toward limits
+    spent = _spent(store)
+    assert spent == budgets.estimate_micros(cheap_reads, 800, 50, 500, 200)
+    assert spent < budgets.estimate_micros(cheap_reads, 800, 50)   # reads at a tenth of the price
+
+
 def test_a_stream_cut_short_pays_for_what_was_produced_not_zero(store):
     clock = Clock()
     s = Settlements(lambda: store, clock)

@@ -56,6 +56,25 @@ def test_a_missing_credential_is_reported_not_fatal():
     assert policy.endpoint_by_name["high-a"].authorization == ""
 
 
+def _priced(price: str):
+    head = GOOD_HEAD.replace("model: small}", f"model: small, price: {price}}}", 1)
+    return compile_policy((head + "default: {tier: low}\n").encode(), "p.yaml", {}).endpoint_by_name["low-a"]
+
+
+def test_cache_prices_default_to_the_input_price_and_may_be_set_apart():
+    e = _priced("{input: 0.000003, output: 0.000015}")
+    assert (e.price_in, e.price_out, e.price_cache_read, e.price_cache_write) == (3e-6, 1.5e-5, 3e-6, 3e-6)
+    e = _priced("{input: 0.000003, cache_read: 0.0000003, cache_write: 0.00000375}")
+    assert (e.price_out, e.price_cache_read, e.price_cache_write) == (0.0, 3e-7, 3.75e-6)
+
+
+@pytest.mark.parametrize("key", ["input", "output", "cache_read", "cache_write"])
+@pytest.mark.parametrize("value", ["-0.1", ".nan", ".inf", "true", '"0.1"', "[1]"])
+def test_a_price_is_a_finite_non_negative_number(key, value):
+    with pytest.raises(PolicyError, match=rf"price\.{key}: expected a non-negative USD price per token"):
+        _priced(f"{{{key}: {value}}}")
+
+
 def test_the_version_is_the_content_hash():
     a = compile_policy((GOOD_HEAD + "default: {tier: low}\n").encode(), "p.yaml", {})
     b = compile_policy((GOOD_HEAD + "default: {tier: high}\n").encode(), "p.yaml", {})

@@ -1,0 +1,162 @@
+"""Every token an answer reports is counted and priced, in each API's own usage shape,
+through real nginx (lua mode: stock mode cannot read answers and says "estimated").
+
+The shapes are the providers' documented ones, as the mock endpoints send them:
+OpenAI's prompt counts include what the prompt cache read; Anthropic's input_tokens
+leave out the cache's reads and writes; an Anthropic stream reports its input in
+message_start and ends with only output_tokens. Each API is sent the same request
+twice with a long prefix, so the second one is served partly from the cache."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import Client, free_port, shifted_policy, wait_until
+from sidecar.access.budgets import cost_usd
+from sidecar.policy.spec import load_policy
+from sidecar.tools.stack import Stack
+
+OPENAI = "nano-qwen3-0-6b"
+ANTHROPIC = "premium-claude-sonnet"
+PRICES = ("price: {input: 0.000003,   output: 0.000015}",
+          "price: {input: 0.000003, output: 0.000015, cache_read: 0.0000003, cache_write: 0.00000375}")
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("usage")
+    policy, _ = shifted_policy(tmp, extra="clients:\n  require_key: false\n")
+    text = policy.read_text()
+    assert PRICES[0] in text
+    policy.write_text(text.replace(*PRICES))
+    admin = f"127.0.0.1:{free_port()}"
+    st = Stack(policy, tmp / "run", mode="lua", listen=f"127.0.0.1:{free_port()}",
+               latency_scale=0, admin_listen=admin)
+    st.start()
+    st.client, st.admin_url = Client(int(st.listen.rpartition(":")[2])), f"http://{admin}"
+    st.policy = load_policy(str(policy), {})
+    yield st
+    st.stop()
+
+
+def _metrics(st) -> dict:
+    text = urllib.request.urlopen(f"{st.admin_url}/metrics", timeout=5).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith(("router_tokens_total", "router_prompt_cache_tokens_total",
+                                "router_cost_usd_total", "router_feedback_datagrams_total"))}
+
+
+def _delta(before: dict, after: dict, name: str, **labels) -> float:
+    return sum(v - before.get(k, 0.0) for k, v in after.items()
+               if k.startswith(name + "{") and all(f'{n}="{x}"' in k for n, x in labels.items()))
+
+
+def _events(raw: bytes) -> list[dict]:
+    return [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+
+
+def _seen(api: str, stream: bool, raw: bytes) -> tuple[int, int, int, int]:
+    """(every input token, output tokens, cache reads, cache writes) the client was shown."""
+    if not stream:
+        usages = [json.loads(raw)["usage"]]
+    else:
+        found = [e.get("usage") or (e.get("message") or {}).get("usage")
+                 or (e.get("response") or {}).get("usage") for e in _events(raw)]
+        usages = [u for u in found if u]
+    if api == "messages":   # message_start has the input, message_delta the output
+        start, end = usages[0], usages[-1]
+        read, write = start.get("cache_read_input_tokens", 0), start.get("cache_creation_input_tokens", 0)
+        return start["input_tokens"] + read + write, end["output_tokens"], read, write
+    usage = usages[-1]
+    if api == "responses":
+        return usage["input_tokens"], usage["output_tokens"], usage["input_tokens_details"]["cached_tokens"], 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return usage["prompt_tokens"], usage.get("completion_tokens", 0), cached, 0
+
+
+def _request(api: str, stream: bool, prefix: str) -> tuple[str, dict]:
+    """A request on `api` whose prefix (system text and an earlier turn) is ~1,500 tokens."""
+    turns = [{"role": "user", "content": "Summarise: " + prefix},
+             {"role": "assistant", "content": "A summary."},
+             {"role": "user", "content": "Shorter, please."}]
+    if api == "messages":
+        system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+        body = {"model": "premium", "max_tokens": 30, "system": system, "messages": turns}
+    elif api == "responses":
+        body = {"model": "nano", "max_output_tokens": 30, "input": turns}
+    elif api == "completions":
+        body = {"model": "nano", "max_tokens": 30, "prompt": prefix + "\nSummarise that."}
+    elif api == "embeddings":
+        body = {"model": "nano", "input": prefix}
+    else:
+        body = {"model": "nano", "max_tokens": 30, "messages": turns}
+    if stream:
+        body["stream"] = True
+        if api in ("chat", "completions"):
+            body["stream_options"] = {"include_usage": True}
+    path = {"chat": "/v1/chat/completions"}.get(api, f"/v1/{api}")
+    return path, body
+
+
+CASES = [(api, stream) for api in ("chat", "completions", "responses", "messages")
+         for stream in (False, True)] + [("embeddings", False)]
+
+
+@pytest.mark.parametrize("api,stream", CASES)
+def test_every_reported_token_is_counted_and_priced_at_its_own_rate(counted, api, stream):
+    st = counted
+    pin = ANTHROPIC if api == "messages" else OPENAI
+    prefix = " ".join(f"word{uuid.uuid4().hex[:6]}" for _ in range(600))   # new to the mock's cache
+    path, body = _request(api, stream, prefix)
+    caching = api in ("chat", "responses", "messages")
+    for attempt in (1, 2):
+        before = _metrics(st)
+        status, headers, raw = st.client.chat(body, path=path, headers={
+            "X-Test-Pin": pin, "anthropic-version": "2023-06-01"})
+        assert status == 200, raw[:300]
+        endpoint = st.policy.endpoint_by_name[headers["X-Route-Endpoint"]]
+        prompt, completion, read, write = _seen(api, stream, raw)
+        assert prompt > 1000 and (completion > 0 or api == "embeddings")
+        if caching and attempt == 1:   # the first request fills the cache (Anthropic bills it)...
+            assert read == 0 and (write > 1000 if api == "messages" else write == 0), (read, write)
+        elif caching:                  # ...and the second reads it
+            assert read > 1000 and write == 0, (read, write)
+        else:
+            assert read == write == 0
+        datagrams = before.get('router_feedback_datagrams_total{result="ok"}', 0)
+        assert wait_until(lambda: _metrics(st).get('router_feedback_datagrams_total{result="ok"}', 0)
+                          > datagrams, 5)
+        after = _metrics(st)
+        assert _delta(before, after, "router_tokens_total", direction="in", source="provider") == prompt
+        assert _delta(before, after, "router_tokens_total", direction="out", source="provider") == completion
+        assert _delta(before, after, "router_tokens_total", source="estimated") == 0
+        assert _delta(before, after, "router_prompt_cache_tokens_total", op="read") == read
+        assert _delta(before, after, "router_prompt_cache_tokens_total", op="write") == write
+        assert _delta(before, after, "router_cost_usd_total") == pytest.approx(
+            cost_usd(endpoint, prompt, completion, read, write), rel=1e-9)
+
+
+def test_cache_prices_default_to_the_input_price(counted):
+    plain = counted.policy.endpoint_by_name[OPENAI]
+    priced = counted.policy.endpoint_by_name[ANTHROPIC]
+    assert plain.price_cache_read == plain.price_cache_write == plain.price_in > 0
+    assert (priced.price_cache_read, priced.price_cache_write) == (0.0000003, 0.00000375)
+    # An Anthropic cache read costs a tenth of a fresh input token, a write 1.25x.
+    assert cost_usd(priced, 1000, 0, 1000, 0) == pytest.approx(cost_usd(priced, 1000, 0) / 10)
+    assert cost_usd(priced, 1000, 0, 0, 1000) == pytest.approx(cost_usd(priced, 1000, 0) * 1.25)
+
+
+def test_the_documented_anthropic_stream_shape_is_what_the_mock_sends(counted):
+    """The case the old tail-only parse missed: the stream's last usage has no input."""
+    path, body = _request("messages", True, "short prefix")
+    status, _, raw = counted.client.chat(body, path=path, headers={
+        "X-Test-Pin": ANTHROPIC, "anthropic-version": "2023-06-01"})
+    assert status == 200
+    last = [e for e in _events(raw) if e.get("type") == "message_delta"][-1]
+    assert set(last["usage"]) == {"output_tokens"}
+    assert re.search(rb'"message_start".*"input_tokens":\d+', raw)
