@@ -28,6 +28,8 @@ from pathlib import Path
 
 import orjson
 
+from sidecar.edge.estimates import TokenEstimates
+
 log = logging.getLogger("sidecar.edge.feedback")
 
 FAILED = {"500", "502", "503", "504", "-"}
@@ -54,7 +56,7 @@ FIELDS = {
     "upstream_status": "$upstream_status", "upstream_connect_time": "$upstream_connect_time",
     "upstream_header_time": "$upstream_header_time", "upstream_response_time": "$upstream_response_time",
     "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
-    "upstream_bytes": "$upstream_bytes_received", "prompt_tokens": "$route_usage_prompt",
+    "upstream_body_bytes": "$upstream_response_length", "prompt_tokens": "$route_usage_prompt",
     "completion_tokens": "$route_usage_completion", "cache_read_tokens": "$route_usage_cache_read",
     "cache_write_tokens": "$route_usage_cache_write",
     # Retry-After of each hop that answered one: the failed hops', then the last.
@@ -118,6 +120,7 @@ class Feedback:
         self.failures: dict[str, int] = {}
         self.received = 0
         self.outcomes = outcomes      # sidecar.edge.outcomes.Outcomes, or None
+        self.estimates = TokenEstimates()  # its defaults, when there are no outcomes to learn them
         self.settlements = settlements  # sidecar.edge.settlement.Settlements, or None
         self.policy_ref = policy_ref
         self.retries = retries        # sidecar.edge.retry_budget.RetryBudget, or None
@@ -136,8 +139,8 @@ class Feedback:
         if self.outcomes is not None:
             self.outcomes.record(entry)
         if self.settlements is not None:
-            ratio = self.outcomes.bytes_per_token if self.outcomes is not None else 4.0
-            self.settlements.settle(entry, self.policy_ref(), ratio)
+            estimates = self.outcomes.estimates if self.outcomes is not None else self.estimates
+            self.settlements.settle(entry, self.policy_ref(), estimates)
             self.settlements.expire()
         health = self.health_ref()
         hops = hop_statuses(entry)

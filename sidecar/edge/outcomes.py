@@ -4,9 +4,8 @@ tokens and cost per tier and tenant, fallback hops, each tier's latency target,
 and the feedback channel's own health.
 
 Tokens come from the provider's `usage` where lua mode parsed it; otherwise
-(stock mode, or an answer without usage) completion tokens are estimated from the
-answer's size with a bytes-per-token ratio learned from answers that did report
-usage, and the series says so (`source="estimated"`). Counters are plain dicts
+(stock mode, or an answer without usage) they are estimated (sidecar.edge.estimates),
+and the series says so (`source="estimated"`). Counters are plain dicts
 read at scrape time, like the hot-path metrics: feedback arrives once per request.
 """
 
@@ -18,10 +17,9 @@ from typing import NamedTuple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from sidecar.access.budgets import cost_usd
+from sidecar.edge import estimates
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.9, 1.5, 3, 6, 15, 60)
-DEFAULT_BYTES_PER_TOKEN = 4.0
-RATIO_WEIGHT = 0.05           # how fast the learned bytes-per-token ratio follows new answers
 
 
 def _last_time(value: str) -> float | None:
@@ -94,7 +92,7 @@ class Outcomes:
         self.target: dict[tuple, int] = {}    # (tier, within|over)
         self.datagrams = {"ok": 0, "unparsable": 0}
         self.dropped = None                   # UDP feedback: callable -> the kernel's drop count
-        self.bytes_per_token = DEFAULT_BYTES_PER_TOKEN
+        self.estimates = estimates.TokenEstimates()
         self.failures: dict[str, int] = {}    # the health tracker's consecutive failures
         self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
         self.retries = None                   # the retry budget, when there is one
@@ -159,14 +157,12 @@ class Outcomes:
 
     def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
         usage = provider_usage(entry)
-        size = _int(entry.get("upstream_bytes")) or _int(entry.get("bytes_out")) or 0
         if usage is not None:
             source = "provider"
-            if usage.completion > 0 and size:
-                self.bytes_per_token += RATIO_WEIGHT * (size / usage.completion - self.bytes_per_token)
+            self.estimates.learn(entry, usage.completion)
         else:
             source = "estimated"
-            usage = Usage((_int(entry.get("bytes_in")) or 0) // 4, round(size / self.bytes_per_token))
+            usage = Usage(estimates.prompt_tokens(entry), self.estimates.completion_tokens(entry))
         tier = endpoint.tier.name
         for direction, n in (("in", usage.prompt), ("out", usage.completion)):
             k = (tier, tenant, direction, source)
@@ -203,9 +199,12 @@ class Outcomes:
             datagrams[("dropped",)] = self.dropped()
         yield _counter("router_feedback_datagrams", "Feedback log datagrams received, by result "
                        "(dropped: by the kernel, the sidecar's buffer full)", ["result"], datagrams)
-        ratio = GaugeMetricFamily("router_bytes_per_token", "Learned answer bytes per completion "
-                                  "token (for stock-mode estimates)")
-        ratio.add_metric([], self.bytes_per_token)
+        ratio = GaugeMetricFamily("router_bytes_per_token", "Answer body bytes per completion token "
+                                  "the estimates use (learned where usage was reported), by API "
+                                  "and streamed or not", labels=["api", "stream"])
+        for api in estimates.APIS[:-1]:   # embeddings answer no completion
+            for streamed in (False, True):
+                ratio.add_metric([api, str(streamed).lower()], self.estimates.bytes_per_token(api, streamed))
         yield ratio
         up = GaugeMetricFamily("router_endpoint_up", "1 if the endpoint takes traffic (passive "
                                "health), 0 while marked down", labels=["endpoint", "tier"])

@@ -52,14 +52,14 @@ class Settlements:
             self.pending.popitem(last=False)
             self.expired += 1
 
-    def settle(self, entry: dict, policy, bytes_per_token: float) -> bool:
+    def settle(self, entry: dict, policy, estimates) -> bool:
         """Settle the request `entry` describes, if this process holds it."""
         held = self.pending.pop(entry.get("internal_id") or "", None)
         if held is None:
             return False
         endpoint = policy.endpoint_by_name.get(entry.get("served") or "") or \
             policy.endpoint_by_name.get(held.endpoint)
-        usage = _usage(entry, held, bytes_per_token)
+        usage = _usage(entry, held, estimates)
         now = self.clock_ns()
         store = self.store_ref()
         limits.settle(store, held.reservation, usage.prompt + usage.completion, now)
@@ -91,14 +91,10 @@ class Settlements:
             self.expired += 1
 
 
-def _usage(entry: dict, held: Pending, bytes_per_token: float) -> Usage:
+def _usage(entry: dict, held: Pending, estimates) -> Usage:
     reported = provider_usage(entry)
     if reported is not None:
         return reported
     if not str(entry.get("status", "")).startswith("2"):
         return Usage(0, 0)   # nothing was produced: the reservation comes back whole
-    try:
-        size = int(entry.get("upstream_bytes") or entry.get("bytes_out") or 0)
-    except ValueError:
-        size = 0
-    return Usage(held.prompt_tokens, round(size / bytes_per_token))
+    return Usage(held.prompt_tokens, estimates.completion_tokens(entry))

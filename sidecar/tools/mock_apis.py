@@ -40,14 +40,20 @@ def _usage(api: str, usage: Usage, completion: int | None = None) -> dict:
     if api == "messages":
         return {"input_tokens": usage.prompt - usage.cache_read - usage.cache_written,
                 "cache_creation_input_tokens": usage.cache_written,
-                "cache_read_input_tokens": usage.cache_read, "output_tokens": out}
+                "cache_read_input_tokens": usage.cache_read,
+                "cache_creation": {"ephemeral_5m_input_tokens": usage.cache_written,
+                                   "ephemeral_1h_input_tokens": 0},
+                "output_tokens": out, "service_tier": "standard"}
     if api == "responses":
         return {"input_tokens": usage.prompt, "input_tokens_details": {"cached_tokens": usage.cache_read},
                 "output_tokens": out, "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": usage.prompt + out}
+    if api == "completions":   # the legacy API: no details
+        return {"prompt_tokens": usage.prompt, "completion_tokens": out, "total_tokens": usage.prompt + out}
     return {"prompt_tokens": usage.prompt, "completion_tokens": out, "total_tokens": usage.prompt + out,
-            "prompt_tokens_details": {"cached_tokens": usage.cache_read},
-            "completion_tokens_details": {"reasoning_tokens": 0}}
+            "prompt_tokens_details": {"cached_tokens": usage.cache_read, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
 
 def embeddings(model: str, body: dict, prompt_tokens: int) -> dict:
@@ -63,28 +69,36 @@ def embeddings(model: str, body: dict, prompt_tokens: int) -> dict:
 
 
 def answer(api: str, model: str, words: list[str], tokens: Usage) -> dict:
-    """A whole (non-streamed) answer."""
+    """A whole (non-streamed) answer, with the fields each provider's object carries."""
     text = " ".join(words)
     now = int(time.time())
     usage = _usage(api, tokens)
     if api == "messages":
-        return {"id": f"msg_{time.monotonic_ns()}", "type": "message", "role": "assistant",
+        return {"id": f"msg_{time.monotonic_ns():024d}", "type": "message", "role": "assistant",
                 "model": model, "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn", "stop_sequence": None, "usage": usage}
     if api == "responses":
-        return {"id": f"resp_{time.monotonic_ns()}", "object": "response", "created_at": now,
-                "status": "completed", "model": model,
-                "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-                "usage": usage}
+        return {"id": f"resp_{time.monotonic_ns():048d}", "object": "response", "created_at": now,
+                "status": "completed", "background": False, "error": None, "incomplete_details": None,
+                "instructions": None, "max_output_tokens": None, "max_tool_calls": None, "model": model,
+                "output": [{"id": f"msg_{time.monotonic_ns():048d}", "type": "message", "status": "completed",
+                            "content": [{"type": "output_text", "annotations": [], "logprobs": [],
+                                         "text": text}], "role": "assistant"}],
+                "parallel_tool_calls": True, "previous_response_id": None, "prompt_cache_key": None,
+                "reasoning": {"effort": None, "summary": None}, "safety_identifier": None,
+                "service_tier": "default", "store": True, "temperature": 1.0,
+                "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
+                "tools": [], "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
+                "usage": usage, "user": None, "metadata": {}}
     if api == "completions":
-        return {"id": f"cmpl-{time.monotonic_ns()}", "object": "text_completion", "created": now,
-                "model": model, "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-                "usage": usage}
-    return {"id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion", "created": now,
-            "model": model, "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": text}}],
-            "usage": usage}
+        return {"id": f"cmpl-{time.monotonic_ns():029d}", "object": "text_completion", "created": now,
+                "model": model, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                             "finish_reason": "stop"}], "usage": usage}
+    return {"id": f"chatcmpl-{time.monotonic_ns():029d}", "object": "chat.completion", "created": now,
+            "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                                 "refusal": None, "annotations": []},
+                                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage, "service_tier": "default", "system_fingerprint": "fp_mock0001"}
 
 
 def _sse(event: str | None, data) -> bytes:
@@ -93,12 +107,23 @@ def _sse(event: str | None, data) -> bytes:
 
 
 class StreamEvents:
-    """The events of one streamed answer: `start()`, `delta(text, last)` per chunk,
-    `end(include_usage)`; each returns the bytes to write."""
+    """The events of one streamed answer: `start()`, `deltas(words, last)` per write,
+    `end(include_usage)`; each returns the bytes to write.
+
+    Framed as the providers frame them, since the router's byte-based token estimates
+    depend on it: OpenAI's chat, completions and Responses streams send one token per
+    event, with ids, indices and nulls around it; Anthropic's deltas carry a few."""
 
     def __init__(self, api: str, model: str, usage: Usage):
         self.api, self.model, self.usage = api, model, usage
         self.created = int(time.time())
+        self.id = f"{time.monotonic_ns():029d}"[-29:]
+        self.sequence = 0
+
+    def deltas(self, words: list[str], last: bool) -> bytes:
+        if self.api == "messages":
+            return self.delta(" ".join(words) + " ", last)
+        return b"".join(self.delta(word + " ", last and i == len(words) - 1) for i, word in enumerate(words))
 
     def start(self) -> bytes:
         if self.api == "messages":
@@ -118,16 +143,20 @@ class StreamEvents:
             return _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                 "delta": {"type": "text_delta", "text": text}})
         if self.api == "responses":
-            return _sse("response.output_text.delta", {"type": "response.output_text.delta",
-                                                       "output_index": 0, "content_index": 0, "delta": text})
+            self.sequence += 1
+            return _sse("response.output_text.delta", {
+                "type": "response.output_text.delta", "sequence_number": self.sequence,
+                "item_id": f"msg_{self.id}{self.id[:19]}", "output_index": 0, "content_index": 0,
+                "delta": text, "logprobs": []})
         if self.api == "completions":
             choice = {"index": 0, "text": text, "finish_reason": "stop" if last else None}
             kind = "text_completion"
         else:
-            choice = {"index": 0, "delta": {"content": text}, "finish_reason": "stop" if last else None}
+            choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
+                      "finish_reason": "stop" if last else None}
             kind = "chat.completion.chunk"
-        return _sse(None, {"id": "chatcmpl-stream", "object": kind, "created": self.created,
-                           "model": self.model, "choices": [choice]})
+        return _sse(None, {"id": f"chatcmpl-{self.id}", "object": kind, "created": self.created,
+                           "model": self.model, "system_fingerprint": "fp_mock0001", "choices": [choice]})
 
     def end(self, include_usage: bool) -> bytes:
         if self.api == "messages":

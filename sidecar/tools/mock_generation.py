@@ -18,7 +18,7 @@ TTFT_SHARE = 0.4            # of the total latency of a typical answer
 TYPICAL_TOKENS = 64
 SIGMA = 0.25                # lognormal spread of TTFT and speed
 LENGTH_SIGMA = 0.6
-TOKENS_PER_CHUNK = 4        # an SSE chunk carries a few tokens, as providers' do
+TOKENS_PER_CHUNK = 4        # tokens per write (and per pause); their events: mock_apis.StreamEvents
 FAULTS = ("429", "500", "502", "503", "stall", "drop")
 
 
@@ -46,7 +46,8 @@ class Model:
         ttft = _lognormal(self.rng, total * TTFT_SHARE, SIGMA)
         per_token = _lognormal(self.rng, total * (1 - TTFT_SHARE) / TYPICAL_TOKENS, SIGMA)
         tokens = max(1, round(_lognormal(self.rng, TYPICAL_TOKENS, LENGTH_SIGMA)))
-        low, high = body.get("min_tokens"), body.get("max_tokens") or body.get("max_completion_tokens")
+        low = body.get("min_tokens")
+        high = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
         if isinstance(low, int) and low > 0:
             tokens = max(tokens, low)
         if isinstance(high, int) and high > 0:

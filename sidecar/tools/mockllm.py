@@ -169,7 +169,7 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
     await response.write(events.start())
     for i in range(0, len(words), step):
         last = i + step >= len(words)
-        await response.write(events.delta(" ".join(words[i:i + step]) + " ", last))
+        await response.write(events.deltas(words[i:i + step], last))
         if i == 0 and "cut" in fault:
             request.transport.close()
             raise asyncio.CancelledError

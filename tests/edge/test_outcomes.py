@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from conftest import DEMO
+from sidecar.edge.estimates import ENVELOPE_BYTES, TokenEstimates
 from sidecar.edge.feedback import Feedback
 from sidecar.edge.outcomes import Outcomes
 from sidecar.policy.spec import load_policy
@@ -16,7 +17,7 @@ POLICY = load_policy(DEMO, {})
 def entry(**kw):
     base = {"mode": "lua", "served": "fast-llama-3-1-8b", "hop": "0", "tier": "fast", "status": "200",
             "upstream_status": "200", "upstream_response_time": "0.080", "upstream_header_time": "0.030",
-            "request_time": "0.081", "bytes_in": "400", "bytes_out": "900", "upstream_bytes": "800",
+            "request_time": "0.081", "bytes_in": "400", "bytes_out": "900", "upstream_body_bytes": "800",
             "prompt_tokens": "100", "completion_tokens": "50", "endpoints": ["fast-llama-3-1-8b", "", ""]}
     base.update(kw)
     return base
@@ -57,15 +58,44 @@ def test_the_served_hop_is_the_last_and_a_fallback_is_counted():
     assert s[("router_upstream_duration_seconds_sum", (("endpoint", "balanced-qwen3-32b-b"), ("tier", "balanced")))] == pytest.approx(0.3)
 
 
-def test_without_usage_tokens_are_estimated_from_bytes_learned_where_usage_was_reported():
+def _estimated(s, direction):
+    return s.get(("router_tokens_total", (("direction", direction), ("source", "estimated"), ("tenant", ""),
+                                          ("tier", "fast"))), 0)
+
+
+@pytest.mark.parametrize("api,streamed", [(a, st) for a in ("chat", "completions", "responses", "messages")
+                                          for st in (False, True)])
+def test_without_usage_tokens_are_estimated_with_a_ratio_per_api_and_framing(api, streamed):
     o = Outcomes(lambda: POLICY)
-    for _ in range(200):
-        o.record(entry(upstream_bytes="1000", completion_tokens="50"))   # 20 bytes per token
-    o.record(entry(mode="stock", prompt_tokens="", completion_tokens="", upstream_bytes="2000"))
+    features = f"{api};321;1;500;0.5000;0;{'r' if streamed else ''};auto"
+    stock = dict(mode="stock", prompt_tokens="", completion_tokens="", features=features,
+                 stream="1" if streamed else "", upstream_body_bytes="12300")
+    o.record(entry(**stock))
     s = scrape(o)
-    assert o.bytes_per_token == pytest.approx(20, rel=0.01)
-    key = ("router_tokens_total", (("direction", "out"), ("source", "estimated"), ("tenant", ""), ("tier", "fast")))
-    assert s[key] == pytest.approx(100, abs=1)
+    assert _estimated(s, "in") == 321            # the decision's own count, not the request's bytes
+    default = o.estimates.bytes_per_token(api, streamed)
+    text_bytes = 12300 if streamed else 12300 - ENVELOPE_BYTES[api]   # a whole answer's JSON left out
+    assert _estimated(s, "out") == round(text_bytes / default)
+    # A stream frames every delta as an event: tens to hundreds of bytes a token, not ~5.
+    assert (default >= 40) == streamed
+    # Answers that reported usage teach their own API and framing, nothing else.
+    for _ in range(300):
+        o.record(entry(features=features, stream=stock["stream"], upstream_body_bytes="5300",
+                       completion_tokens="100"))
+    learned = (5300 if streamed else 5300 - ENVELOPE_BYTES[api]) / 100
+    assert o.estimates.bytes_per_token(api, streamed) == pytest.approx(learned, rel=0.01)
+    assert o.estimates.bytes_per_token(api, not streamed) == TokenEstimates().bytes_per_token(api, not streamed)
+    other = "messages" if api != "messages" else "chat"
+    assert o.estimates.bytes_per_token(other, streamed) == TokenEstimates().bytes_per_token(other, streamed)
+    o.record(entry(**stock))
+    assert _estimated(scrape(o), "out") - _estimated(s, "out") == round(text_bytes / learned)
+
+
+def test_the_served_hops_body_bytes_are_the_last_figure():
+    o = Outcomes(lambda: POLICY)
+    o.record(entry(mode="stock", prompt_tokens="", completion_tokens="", stream="1",
+                   features="chat;10;1;0;0.1000;0;r;auto", upstream_body_bytes="0, 812 : 4000"))
+    assert _estimated(scrape(o), "out") == round(4000 / TokenEstimates().bytes_per_token("chat", True))
 
 
 def test_not_forwarded_and_unknown_names_stay_out_of_the_labels():

@@ -11,6 +11,7 @@ from conftest import DEMO
 from sidecar.access import budgets, gcra
 from sidecar.access.limits import Check, MemoryStore, Reservation, Spend
 from sidecar.access.redis_store import RedisStore
+from sidecar.edge.estimates import TokenEstimates
 from sidecar.edge.settlement import MAX_PENDING, TIMEOUT_NS, Pending, Settlements
 from sidecar.policy.spec import load_policy
 
@@ -18,6 +19,7 @@ POLICY = load_policy(DEMO, {})
 S = 1_000_000_000
 RATE = gcra.Rate(rate=1000, period=1, burst=1000)   # tokens: 1000 a second
 ENDPOINT = POLICY.endpoint_by_name["premium-deepseek-v3"]
+ESTIMATES = TokenEstimates()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -70,10 +72,10 @@ def test_unused_tokens_and_dollars_come_back_once(store):
     held, _ = reserve(store, clock)
     s.hold("r1", held)
     before = remaining(store, clock)
-    assert s.settle(entry(prompt_tokens="100", completion_tokens="50"), POLICY, 4.0)
+    assert s.settle(entry(prompt_tokens="100", completion_tokens="50"), POLICY, ESTIMATES)
     assert remaining(store, clock) == before + 450      # reserved 600, used 150
     assert _spent(store) == budgets.estimate_micros(ENDPOINT, 100, 50)
-    assert not s.settle(entry(prompt_tokens="100", completion_tokens="50"), POLICY, 4.0)  # a repeat
+    assert not s.settle(entry(prompt_tokens="100", completion_tokens="50"), POLICY, ESTIMATES)  # a repeat
     assert remaining(store, clock) == before + 450
 
 
@@ -83,7 +85,7 @@ def test_using_more_than_reserved_is_charged(store):
     held, _ = reserve(store, clock, tokens=300)
     s.hold("r1", held)
     before = remaining(store, clock)
-    s.settle(entry(prompt_tokens="100", completion_tokens="400"), POLICY, 4.0)
+    s.settle(entry(prompt_tokens="100", completion_tokens="400"), POLICY, ESTIMATES)
     assert remaining(store, clock) == before - 200
     assert _spent(store) == budgets.estimate_micros(ENDPOINT, 100, 400)
 
@@ -97,7 +99,7 @@ def test_cached_input_counts_as_input_and_is_spent_at_its_own_price(store):
     cheap_reads = ENDPOINT._replace(price_cache_read=ENDPOINT.price_in / 10, price_cache_write=ENDPOINT.price_in * 1.25)
     policy = type("P", (), {"endpoint_by_name": {ENDPOINT.name: cheap_reads}})()
     s.settle(entry(prompt_tokens="800", completion_tokens="50", cache_read_tokens="500",
-                   cache_write_tokens="200"), policy, 4.0)
+                   cache_write_tokens="200"), policy, ESTIMATES)
     assert remaining(store, clock) == before + 900 - 850    # every input token counts toward limits
     spent = _spent(store)
     assert spent == budgets.estimate_micros(cheap_reads, 800, 50, 500, 200)
@@ -110,8 +112,12 @@ def test_a_stream_cut_short_pays_for_what_was_produced_not_zero(store):
     held, _ = reserve(store, clock)
     s.hold("r1", held)
     before = remaining(store, clock)
-    s.settle(entry(status="200", prompt_tokens="", completion_tokens="", upstream_bytes="800"), POLICY, 8.0)
-    assert remaining(store, clock) == before + 600 - (100 + 100)   # prompt estimate + 800/8 produced
+    cut = entry(status="200", prompt_tokens="", completion_tokens="", stream="1", upstream_body_bytes="8000",
+                features="chat;100;1;500;0.5000;0;r;auto")
+    s.settle(cut, POLICY, ESTIMATES)
+    produced = ESTIMATES.completion_tokens(cut)
+    assert produced == 8000 / ESTIMATES.bytes_per_token("chat", True) == 40
+    assert remaining(store, clock) == before + 600 - (100 + produced)   # the prompt estimate + what was produced
 
 
 def test_a_request_that_failed_gets_its_reservation_back(store):
@@ -120,7 +126,7 @@ def test_a_request_that_failed_gets_its_reservation_back(store):
     held, _ = reserve(store, clock)
     s.hold("r1", held)
     before = remaining(store, clock)
-    s.settle(entry(status="502", served=""), POLICY, 4.0)
+    s.settle(entry(status="502", served=""), POLICY, ESTIMATES)
     assert remaining(store, clock) == before + 600
     assert _spent(store) == 0
 
@@ -133,7 +139,7 @@ def test_feedback_that_never_comes_leaves_the_estimate_and_expires():
     clock.now += TIMEOUT_NS + 1
     s.expire()
     assert s.pending == {} and s.expired == 1
-    assert not s.settle(entry(prompt_tokens="1", completion_tokens="1"), POLICY, 4.0)
+    assert not s.settle(entry(prompt_tokens="1", completion_tokens="1"), POLICY, ESTIMATES)
 
 
 def test_the_table_is_bounded():

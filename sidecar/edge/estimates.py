@@ -1,0 +1,91 @@
+"""Token counts for an answer whose usage nobody read: every answer in stock mode
+(nginx cannot read bodies), and in lua mode a stream cut short or a provider that
+sends no usage.
+
+The prompt is the decision's own count of the request's text (the `tokens` it
+logged in X-Route-Features, which limits and budgets reserved), not the request's
+bytes, which carry headers and the JSON around the text.
+
+The answer is its body's bytes (nginx's $upstream_response_length: no headers) over
+a bytes-per-token ratio for its API, streamed or whole. The two differ by 40x: a
+whole answer is 250-1,000 bytes of JSON around text at ~4-6 bytes a token, while a
+stream frames each delta as an event of its own. OpenAI's chat, completions and
+Responses streams send one token per event, each event ~160-300 bytes (ids, model,
+indices, nulls); Anthropic's deltas carry a few tokens in ~120 bytes. A single ratio
+for both made a stock-mode stream count 15-25x its real tokens against the
+client's token limits. Lua mode learns each ratio from the answers that did
+report usage; stock mode keeps these defaults.
+"""
+
+from __future__ import annotations
+
+# The JSON around a whole answer's text (ids, model, usage, and for the Responses
+# API every setting of the request echoed back), from the providers' documented objects.
+ENVELOPE_BYTES = {"chat": 550, "completions": 250, "messages": 400, "responses": 1000}
+WHOLE_BYTES_PER_TOKEN = 5.0        # JSON-escaped text
+STREAM_BYTES_PER_TOKEN = {"messages": 45.0}   # Anthropic: a few tokens per content_block_delta
+DEFAULT_STREAM_BYTES_PER_TOKEN = 200.0        # OpenAI-style: one token per event
+LEARNING_WEIGHT = 0.05             # how fast a learned ratio follows new answers
+APIS = ("chat", "completions", "responses", "messages", "embeddings")
+
+
+def _last_number(value) -> int | None:
+    """The served hop's figure: the last number of nginx's "12, 0 : 345"."""
+    text = str(value or "")
+    if text.isdigit():
+        return int(text)   # one hop: the usual case, and the cheap one
+    for part in reversed(text.replace(":", ",").split(",")):
+        part = part.strip()
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+def api_of(entry: dict) -> str:
+    api = (entry.get("features") or "").partition(";")[0]
+    return api if api in APIS else "chat"
+
+
+def prompt_tokens(entry: dict) -> int:
+    """The decision's count of the prompt; the request's bytes / 4 if it logged none."""
+    fields = (entry.get("features") or "").split(";", 2)
+    if len(fields) > 2 and fields[1].isdigit():
+        return int(fields[1])
+    return (_last_number(entry.get("bytes_in")) or 0) // 4
+
+
+class TokenEstimates:
+    def __init__(self):
+        self.learned: dict[tuple[str, bool], float] = {}   # (api, streamed) -> bytes per token
+
+    def bytes_per_token(self, api: str, streamed: bool) -> float:
+        learned = self.learned.get((api, streamed))
+        if learned is not None:
+            return learned
+        if streamed:
+            return STREAM_BYTES_PER_TOKEN.get(api, DEFAULT_STREAM_BYTES_PER_TOKEN)
+        return WHOLE_BYTES_PER_TOKEN
+
+    @staticmethod
+    def _text_bytes(entry: dict, api: str) -> tuple[int, bool]:
+        """(the answer's bytes that scale with its tokens, whether it was streamed)."""
+        size = _last_number(entry.get("upstream_body_bytes"))
+        if size is None:
+            size = _last_number(entry.get("bytes_out")) or 0
+        streamed = entry.get("stream") == "1"
+        return (size if streamed else max(0, size - ENVELOPE_BYTES.get(api, 0))), streamed
+
+    def completion_tokens(self, entry: dict) -> int:
+        api = api_of(entry)
+        size, streamed = self._text_bytes(entry, api)
+        return round(size / self.bytes_per_token(api, streamed))
+
+    def learn(self, entry: dict, completion: int) -> None:
+        """An answer that reported its usage tunes its API's ratio."""
+        api = api_of(entry)
+        size, streamed = self._text_bytes(entry, api)
+        if completion <= 0 or size <= 0:
+            return
+        key = (api, streamed)
+        ratio = self.bytes_per_token(*key)
+        self.learned[key] = ratio + LEARNING_WEIGHT * (size / completion - ratio)
