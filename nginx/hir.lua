@@ -190,10 +190,12 @@ function M.upstream_headers()
 end
 
 -- Token usage from the answer: OpenAI-style bodies put "usage" last, and a
--- stream's usage chunk comes just before [DONE], so the last KiB is enough. An
--- Anthropic stream reports its input in message_start, its first event, and may
+-- stream's usage chunk comes just before [DONE], so the last KiB is almost always
+-- enough; a Responses object echoes the request's metadata (up to ~9 KB) after its
+-- usage, so the last chunks up to WIDE_TAIL are searched when the last KiB has none.
+-- An Anthropic stream reports its input in message_start, its first event, and may
 -- end with only output_tokens in message_delta, so the first chunks are kept too.
-local TAIL, HEAD = 1024, 4096
+local TAIL, WIDE_TAIL, HEAD = 1024, 16384, 4096
 local match = string.match
 local P_PROMPT = '"prompt_tokens"%s*:%s*(%d+)'
 local P_COMPLETION = '"completion_tokens"%s*:%s*(%d+)'
@@ -203,8 +205,10 @@ local P_CACHED = '"cached_tokens"%s*:%s*(%d+)'                   -- OpenAI: part
 local P_CACHE_READ = '"cache_read_input_tokens"%s*:%s*(%d+)'      -- Anthropic: beside input_tokens
 local P_CACHE_WRITE = '"cache_creation_input_tokens"%s*:%s*(%d+)'
 
--- Where the last "usage" key starts; plain finds, then one anchored match per field
--- (a gmatch over the tail cost 6x more: 2 us per buffered answer instead of 13).
+-- Where the last "usage" object starts; plain finds, then one anchored match per field
+-- (a gmatch over the tail cost 6x more: 2 us per buffered answer instead of 13). Only an
+-- object counts: a chunk's "usage":null is not one, nor a metadata key the request chose
+-- and the answer echoes (its values are strings).
 local function last_usage(text)
     local at, from = nil, 1
     while true do
@@ -212,7 +216,10 @@ local function last_usage(text)
         if not s then
             return at
         end
-        at, from = s, s + 7
+        if find(text, '^%s*:%s*{', s + 7) then
+            at = s
+        end
+        from = s + 7
     end
 end
 
@@ -250,7 +257,12 @@ local function record_usage(ctx, chunk, eof)
     local text = #last >= TAIL and sub(last, -TAIL) or sub((ctx.hir_c1 or "") .. (ctx.hir_c2 or "") .. last, -TAIL)
     local at = last_usage(text)
     if not at then
-        return
+        text = #last >= WIDE_TAIL and sub(last, -WIDE_TAIL)
+            or sub((ctx.hir_c1 or "") .. (ctx.hir_c2 or "") .. last, -WIDE_TAIL)
+        at = last_usage(text)
+        if not at then
+            return
+        end
     end
     local prompt = match(text, P_PROMPT, at)
     if prompt then

@@ -77,6 +77,8 @@ class TokenEstimates:
 
     def completion_tokens(self, entry: dict) -> int:
         api = api_of(entry)
+        if api == "embeddings":
+            return 0   # an answer of vectors: its bytes are no tokens generated
         size, streamed = self._text_bytes(entry, api)
         return round(size / self.bytes_per_token(api, streamed))
 

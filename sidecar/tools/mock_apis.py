@@ -68,7 +68,7 @@ def embeddings(model: str, body: dict, prompt_tokens: int) -> dict:
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
 
 
-def answer(api: str, model: str, words: list[str], tokens: Usage) -> dict:
+def answer(api: str, model: str, words: list[str], tokens: Usage, metadata=None) -> dict:
     """A whole (non-streamed) answer, with the fields each provider's object carries."""
     text = " ".join(words)
     now = int(time.time())
@@ -89,7 +89,8 @@ def answer(api: str, model: str, words: list[str], tokens: Usage) -> dict:
                 "service_tier": "default", "store": True, "temperature": 1.0,
                 "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
                 "tools": [], "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
-                "usage": usage, "user": None, "metadata": {}}
+                "usage": usage, "user": None,
+                "metadata": metadata if isinstance(metadata, dict) else {}}   # the request's, echoed
     if api == "completions":
         return {"id": f"cmpl-{time.monotonic_ns():029d}", "object": "text_completion", "created": now,
                 "model": model, "choices": [{"text": text, "index": 0, "logprobs": None,

@@ -125,7 +125,7 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             if body.get("stream"):
                 return await _stream(request, ep, body, usage, echo, gen, api, fault)
             await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
-            answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage)
+            answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage, body.get("metadata"))
         echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
         return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=echo)
 
