@@ -48,3 +48,18 @@ timed("stream, 1000 events + usage", 1000, function()
     for _ = 1, 1000 do record_usage(ctx, event, false) end
     record_usage(ctx, usage, true)
 end)
+-- Anthropic's documented stream: the input in message_start, only output_tokens at the end.
+local start = 'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+    .. '"role":"assistant","model":"m","content":[],"stop_reason":null,"usage":{"input_tokens":16,'
+    .. '"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":1}}}\n\n'
+local delta = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    .. '"delta":{"type":"text_delta","text":"a b c d "}}\n\n'
+local stop = 'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    .. '"stop_sequence":null},"usage":{"output_tokens":64}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+timed("Anthropic stream, 16 deltas", 10000, function()
+    local ctx = {}
+    record_usage(ctx, start, false)
+    for _ = 1, 16 do record_usage(ctx, delta, false) end
+    record_usage(ctx, stop, true)
+end)
+assert(vars.route_usage_prompt == "20" and vars.route_usage_completion == "64" and vars.route_usage_cache_read == "4")
