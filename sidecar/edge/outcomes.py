@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sidecar.access.budgets import cost_usd
 from sidecar.edge import estimates
 
+MAX_ANSWER_TOKENS = 10_000_000   # beyond any model's context window today
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.9, 1.5, 3, 6, 15, 60)
 
 
@@ -58,13 +59,19 @@ class Usage(NamedTuple):
     cache_write: int = 0  # of `prompt`: what it stored
 
 
-def provider_usage(entry: dict) -> Usage | None:
-    """The usage the provider reported, as lua mode parsed it from the answer."""
+def provider_usage(entry: dict, context_tokens: int = 0) -> Usage | None:
+    """The usage the provider reported, as lua mode parsed it from the answer, each
+    count at most the endpoint's context window (or MAX_ANSWER_TOKENS): a provider
+    that reports more is wrong, and believing it would charge a client's token
+    limits and budget without bound (1e30 tokens locked a client out for good)."""
     prompt, completion = _int(entry.get("prompt_tokens")), _int(entry.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
-    return Usage(prompt, completion, _int(entry.get("cache_read_tokens")) or 0,
-                 _int(entry.get("cache_write_tokens")) or 0)
+    most = context_tokens or MAX_ANSWER_TOKENS
+    prompt = min(prompt, most)
+    read = min(_int(entry.get("cache_read_tokens")) or 0, prompt)
+    write = min(_int(entry.get("cache_write_tokens")) or 0, prompt - read)
+    return Usage(prompt, min(completion, most), read, write)
 
 
 class _Histogram:
@@ -156,7 +163,7 @@ class Outcomes:
             h.observe(took)
 
     def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
-        usage = provider_usage(entry)
+        usage = provider_usage(entry, endpoint.context_tokens)
         if usage is not None:
             source = "provider"
             self.estimates.learn(entry, usage.completion)

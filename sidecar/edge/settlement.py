@@ -59,7 +59,7 @@ class Settlements:
             return False
         endpoint = policy.endpoint_by_name.get(entry.get("served") or "") or \
             policy.endpoint_by_name.get(held.endpoint)
-        usage = _usage(entry, held, estimates)
+        usage = _usage(entry, held, estimates, endpoint)
         now = self.clock_ns()
         store = self.store_ref()
         limits.settle(store, held.reservation, usage.prompt + usage.completion, now)
@@ -91,8 +91,8 @@ class Settlements:
             self.expired += 1
 
 
-def _usage(entry: dict, held: Pending, estimates) -> Usage:
-    reported = provider_usage(entry)
+def _usage(entry: dict, held: Pending, estimates, endpoint) -> Usage:
+    reported = provider_usage(entry, endpoint.context_tokens if endpoint is not None else 0)
     if reported is not None:
         return reported
     if not str(entry.get("status", "")).startswith("2"):

@@ -149,3 +149,20 @@ def test_the_table_is_bounded():
     for i in range(MAX_PENDING + 10):
         s.hold(f"r{i}", held)
     assert len(s.pending) == MAX_PENDING and s.expired == 10
+
+
+@pytest.mark.parametrize("reported", ["1" + "0" * 30, str(2**63), "9" * 400])
+def test_a_providers_absurd_usage_is_charged_at_most_the_endpoints_window(store, reported):
+    """Believing 1e30 tokens locked the client out for good in memory, and in Redis
+    overflowed the counter so the charge silently went to the fallback store."""
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    s.settle(entry(prompt_tokens=reported, completion_tokens=reported, cache_read_tokens=reported),
+             POLICY, ESTIMATES)
+    window = ENDPOINT.context_tokens
+    assert window > 0
+    assert _spent(store) == budgets.estimate_micros(ENDPOINT, window, window, window, 0)
+    clock.now += (2 * window // RATE.rate + 1) * S   # the charge (2 windows) drains at the limit's rate
+    assert remaining(store, clock) == RATE.burst
