@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -37,13 +38,19 @@ DEFAULT_COOLDOWN_S = 5.0      # a 429 without a usable Retry-After
 MAX_COOLDOWN_S = 300.0
 
 
+# RFC 9110's delay-seconds (digits), and the decimals some providers send. Not
+# Python's float(): it reads "nan" (a cooldown that never ends and never shows as
+# down), "inf", "1_0" and other scripts' digits.
+DELAY_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
+
+
 def cooldown_seconds(value: str) -> float:
-    """Retry-After in seconds (delay-seconds form; an HTTP date counts as absent)."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
+    """Retry-After in seconds (delay-seconds form; an HTTP date, or anything else,
+    counts as absent)."""
+    value = (value or "").strip(" \t")
+    if not DELAY_SECONDS.fullmatch(value):
         return DEFAULT_COOLDOWN_S
-    return min(max(seconds, 0.0), MAX_COOLDOWN_S)
+    return min(float(value), MAX_COOLDOWN_S)
 
 # What the feedback log says of each request (the nginx log_format rendered by
 # nginx_render): the decision, each hop's status and times, sizes, and the token

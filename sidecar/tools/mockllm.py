@@ -104,7 +104,7 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             body = {"error": {"message": f"injected fault on {ep.name}", "type": "server_error",
                               "code": status}}
             if status == 429:
-                echo["Retry-After"] = "1"
+                echo.setdefault("Retry-After", "1")   # unless the fault set its own
             return web.json_response(body, status=status, headers=echo)
         if "accel" in fault:
             echo["X-Accel-Redirect"] = "/_mock/secret"

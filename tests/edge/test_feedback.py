@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sidecar.edge.feedback import Feedback, hop_statuses
+from sidecar.edge.feedback import MAX_COOLDOWN_S, Feedback, cooldown_seconds, hop_statuses
 from sidecar.policy.compiled import Health
 
 
@@ -60,6 +60,13 @@ def test_consecutive_failures_mark_an_endpoint_down_and_success_resets():
     (["", "", ""], "429", "a", 5.0),
     (["", "", "Wed, 21 Oct 2026 07:28:00 GMT"], "429", "a", 5.0),
     (["", "", "86400"], "429", "a", 300.0),
+    # Not delay-seconds: the default. "nan" used to make a cooldown that never ended.
+    (["", "", "nan"], "429", "a", 5.0),
+    (["", "", "inf"], "429", "a", 5.0),
+    (["", "", "-3"], "429", "a", 5.0),
+    (["", "", "1_0"], "429", "a", 5.0),
+    (["", "", "\u0663"], "429", "a", 5.0),
+    (["", "", "2.5"], "429", "a", 2.5),
 ])
 def test_a_429_cools_its_endpoint_down_for_its_retry_after(retry_after, hops, served, cooldown):
     clock = Clock()
@@ -285,3 +292,12 @@ def test_udp_feedback_refuses_every_address_off_loopback(address, port):
     from sidecar.edge.feedback import _udp_socket
     with pytest.raises(ValueError, match="loopback"):
         _udp_socket(str(address), port)
+
+
+@given(st.text(max_size=40))
+def test_any_retry_after_gives_a_finite_cooldown_within_bounds(value):
+    seconds = cooldown_seconds(value)
+    assert 0.0 <= seconds <= MAX_COOLDOWN_S
+    stripped = value.strip(" \t")
+    if stripped.isascii() and stripped.isdigit() and len(stripped) <= 9:
+        assert seconds == min(int(stripped), MAX_COOLDOWN_S)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import HASH, SECURITY, Client, Mocks, free_port, fresh_mocks, shifted_policy, wait_until
+from sidecar.edge.feedback import DEFAULT_COOLDOWN_S
 from sidecar.tools.stack import Stack
 
 
@@ -69,6 +70,19 @@ def test_a_429_fails_over_and_cools_the_endpoint_down_for_its_retry_after(fx):
     # Back after its Retry-After.
     fx.mocks.fault("fast-deepseek-r1-8b", "")
     assert wait_until(lambda: "fast-deepseek-r1-8b" not in fx.sidecar_health()["endpoints_down"], 5)
+
+
+def test_a_429_whose_retry_after_is_no_number_cools_down_for_the_default_and_comes_back(fx):
+    """Retry-After: nan used to cool an endpoint down for ever, and invisibly."""
+    fx.mocks.fault("fast-deepseek-r1-8b", "status=429", headers={"Retry-After": "nan"})
+    status, headers, _ = pinned(fx, "fast-deepseek-r1-8b")
+    assert status == 200 and headers["X-Route-Hop"] == "1"
+    assert wait_until(lambda: "fast-deepseek-r1-8b" in fx.sidecar_health()["endpoints_down"], 5)
+    fx.mocks.fault("fast-deepseek-r1-8b", "")
+    assert wait_until(lambda: "fast-deepseek-r1-8b" not in fx.sidecar_health()["endpoints_down"],
+                      DEFAULT_COOLDOWN_S + 3)
+    status, headers, _ = pinned(fx, "fast-deepseek-r1-8b")
+    assert status == 200 and headers["X-Route-Hop"] == "0"
 
 
 def test_every_hop_rate_limited_gives_the_client_a_429_with_retry_after(fx):
