@@ -350,7 +350,8 @@ local function strip_usage_event(ctx, chunk, eof)
             break
         end
         local event = sub(text, start, e)
-        if not (find(event, '"choices":[]', 1, true) and find(event, '"usage"', 1, true)) then
+        -- Any spacing: servers that write JSON as Python's json module does send '"choices": []'.
+        if not (find(event, '"choices"%s*:%s*%[%s*%]') and find(event, '"usage"%s*:%s*{')) then
             out[#out + 1] = event
         end
         start = e + 1

@@ -10,7 +10,9 @@ and an Anthropic stream reports its input in `message_start` and ends with only
 
 from __future__ import annotations
 
+import json
 import time
+from functools import partial
 from typing import NamedTuple
 
 import orjson
@@ -102,9 +104,14 @@ def answer(api: str, model: str, words: list[str], tokens: Usage, metadata=None)
             "usage": usage, "service_tier": "default", "system_fingerprint": "fp_mock0001"}
 
 
-def _sse(event: str | None, data) -> bytes:
+def spaced_json(data) -> bytes:
+    """JSON as Python's json module writes it (", " and ": "), as some servers send it."""
+    return json.dumps(data).encode()
+
+
+def _sse(event: str | None, data, dumps=orjson.dumps) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
-    return head + b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
+    return head + b"data: " + (data if isinstance(data, bytes) else dumps(data)) + b"\n\n"
 
 
 class StreamEvents:
@@ -115,8 +122,9 @@ class StreamEvents:
     depend on it: OpenAI's chat, completions and Responses streams send one token per
     event, with ids, indices and nulls around it; Anthropic's deltas carry a few."""
 
-    def __init__(self, api: str, model: str, usage: Usage):
+    def __init__(self, api: str, model: str, usage: Usage, dumps=orjson.dumps):
         self.api, self.model, self.usage = api, model, usage
+        self.sse = partial(_sse, dumps=dumps)
         self.created = int(time.time())
         self.id = f"{time.monotonic_ns():029d}"[-29:]
         self.sequence = 0
@@ -131,21 +139,21 @@ class StreamEvents:
             message = {"id": "msg_stream", "type": "message", "role": "assistant", "model": self.model,
                        "content": [], "stop_reason": None, "stop_sequence": None,
                        "usage": _usage(api="messages", usage=self.usage, completion=1)}
-            return (_sse("message_start", {"type": "message_start", "message": message})
-                    + _sse("content_block_start", {"type": "content_block_start", "index": 0,
+            return (self.sse("message_start", {"type": "message_start", "message": message})
+                    + self.sse("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}))
         if self.api == "responses":
-            return _sse("response.created", {"type": "response.created", "response": {
+            return self.sse("response.created", {"type": "response.created", "response": {
                 "id": "resp_stream", "object": "response", "status": "in_progress", "model": self.model}})
         return b""
 
     def delta(self, text: str, last: bool) -> bytes:
         if self.api == "messages":
-            return _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+            return self.sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                 "delta": {"type": "text_delta", "text": text}})
         if self.api == "responses":
             self.sequence += 1
-            return _sse("response.output_text.delta", {
+            return self.sse("response.output_text.delta", {
                 "type": "response.output_text.delta", "sequence_number": self.sequence,
                 "item_id": f"msg_{self.id}{self.id[:19]}", "output_index": 0, "content_index": 0,
                 "delta": text, "logprobs": []})
@@ -156,23 +164,23 @@ class StreamEvents:
             choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
                       "finish_reason": "stop" if last else None}
             kind = "chat.completion.chunk"
-        return _sse(None, {"id": f"chatcmpl-{self.id}", "object": kind, "created": self.created,
+        return self.sse(None, {"id": f"chatcmpl-{self.id}", "object": kind, "created": self.created,
                            "model": self.model, "system_fingerprint": "fp_mock0001", "choices": [choice]})
 
     def end(self, include_usage: bool) -> bytes:
         if self.api == "messages":
-            return (_sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-                    + _sse("message_delta", {"type": "message_delta",
+            return (self.sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+                    + self.sse("message_delta", {"type": "message_delta",
                                              "usage": {"output_tokens": self.usage.completion},
                                              "delta": {"stop_reason": "end_turn", "stop_sequence": None}})
-                    + _sse("message_stop", {"type": "message_stop"}))
+                    + self.sse("message_stop", {"type": "message_stop"}))
         if self.api == "responses":
-            return _sse("response.completed", {"type": "response.completed", "response": {
+            return self.sse("response.completed", {"type": "response.completed", "response": {
                 "id": "resp_stream", "object": "response", "status": "completed", "model": self.model,
                 "usage": _usage("responses", self.usage)}})
         out = b""
         if include_usage:
-            out += _sse(None, {"id": "chatcmpl-stream", "object": "chat.completion.chunk",
+            out += self.sse(None, {"id": f"chatcmpl-{self.id}", "object": "chat.completion.chunk",
                                "created": self.created, "model": self.model, "choices": [],
                                "usage": _usage("chat", self.usage)})
         return out + b"data: [DONE]\n\n"

@@ -20,6 +20,7 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
     garbage           write bytes that are not HTTP, then close
     bare              write a JSON body with no status line or headers, then close
     cut               (streams) close the connection after the first event
+    spaced            write JSON with spaces after ',' and ':' (as Python's json module does)
     hang              (streams) go silent after the first event (30 s)
 `POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
 compromised or careless provider might send), and `{"rates": {"429": 0.01,
@@ -127,7 +128,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
             answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage, body.get("metadata"))
         echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
-        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=echo)
+        dumps = mock_apis.spaced_json if "spaced" in fault else orjson.dumps
+        return web.Response(body=dumps(answer), content_type="application/json", headers=echo)
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -163,7 +165,8 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
     response = web.StreamResponse(headers={**echo, "Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
-    events = mock_apis.StreamEvents(api, body.get("model", ep.model), usage)
+    events = mock_apis.StreamEvents(api, body.get("model", ep.model), usage,
+                                    mock_apis.spaced_json if "spaced" in fault else orjson.dumps)
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
     await response.write(events.start())

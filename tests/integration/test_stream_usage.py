@@ -14,8 +14,12 @@ def events(raw: bytes) -> list[dict]:
     return [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
 
 
+@pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])
 @pytest.mark.parametrize("asked", [False, True])
-def test_the_client_sees_the_usage_chunk_only_when_it_asked(clean, asked):
+def test_the_client_sees_the_usage_chunk_only_when_it_asked(clean, asked, spaced):
+    """Also from a server that writes '"choices": []' (JSON with spaces)."""
+    if spaced:
+        clean.mocks.fault("fast-llama-3-1-8b", "spaced")
     body = user("stream please", model="fast", stream=True, min_tokens=40, max_tokens=40)
     if asked:
         body["stream_options"] = {"include_usage": True}

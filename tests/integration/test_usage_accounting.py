@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from conftest import Client, free_port, shifted_policy, wait_until
+from conftest import Client, Mocks, free_port, shifted_policy, wait_until
 from sidecar.access.budgets import cost_usd
 from sidecar.policy.spec import load_policy
 from sidecar.tools.stack import Stack
@@ -30,7 +30,7 @@ PRICES = ("price: {input: 0.000003,   output: 0.000015}",
 
 def _stack(tmp_path_factory, mode: str):
     tmp = tmp_path_factory.mktemp(f"usage-{mode}")
-    policy, _ = shifted_policy(tmp, extra="clients:\n  require_key: false\n")
+    policy, ports = shifted_policy(tmp, extra="clients:\n  require_key: false\n")
     text = policy.read_text()
     assert PRICES[0] in text
     policy.write_text(text.replace(*PRICES))
@@ -39,6 +39,7 @@ def _stack(tmp_path_factory, mode: str):
                latency_scale=0, admin_listen=admin)
     st.start()
     st.client, st.admin_url = Client(int(st.listen.rpartition(":")[2])), f"http://{admin}"
+    st.mocks = Mocks(ports)
     st.policy = load_policy(str(policy), {})
     return st
 
@@ -120,10 +121,13 @@ CASES = [(api, stream) for api in ("chat", "completions", "responses", "messages
          for stream in (False, True)] + [("embeddings", False)]
 
 
+@pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])
 @pytest.mark.parametrize("api,stream", CASES)
-def test_every_reported_token_is_counted_and_priced_at_its_own_rate(counted, api, stream):
+def test_every_reported_token_is_counted_and_priced_at_its_own_rate(counted, api, stream, spaced):
+    """Also from a server that writes JSON with spaces after ',' and ':'."""
     st = counted
     pin = ANTHROPIC if api == "messages" else OPENAI
+    st.mocks.fault(pin, "spaced" if spaced else "")
     prefix = " ".join(f"word{uuid.uuid4().hex[:6]}" for _ in range(600))   # new to the mock's cache
     path, body = _request(api, stream, prefix)
     caching = api in ("chat", "responses", "messages")
@@ -161,6 +165,7 @@ def test_every_reported_token_is_counted_and_priced_at_its_own_rate(counted, api
 ], ids=["large", "usage-keys", "large-usage-values"])
 def test_usage_is_read_past_the_metadata_a_responses_object_echoes_after_it(counted, metadata):
     """The request's metadata comes back after the usage; whatever it says is no usage."""
+    counted.mocks.fault(OPENAI, "")
     before = _metrics(counted)
     status, headers, raw = counted.client.chat(
         {"model": "nano", "input": "hello", "max_output_tokens": 20, "metadata": metadata},
@@ -190,6 +195,7 @@ def test_cache_prices_default_to_the_input_price(counted):
 
 def test_the_documented_anthropic_stream_shape_is_what_the_mock_sends(counted):
     """The case the old tail-only parse missed: the stream's last usage has no input."""
+    counted.mocks.fault(ANTHROPIC, "")
     path, body = _request("messages", True, "short prefix")
     status, _, raw = counted.client.chat(body, path=path, headers={
         "X-Test-Pin": ANTHROPIC, "anthropic-version": "2023-06-01"})
