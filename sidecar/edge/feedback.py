@@ -33,7 +33,8 @@ from sidecar.edge.estimates import TokenEstimates
 
 log = logging.getLogger("sidecar.edge.feedback")
 
-FAILED = {"500", "502", "503", "504", "-"}
+# 401/403 too: an endpoint that refuses the router's credential fails every request.
+FAILED = {"401", "403", "500", "502", "503", "504", "-"}
 DEFAULT_COOLDOWN_S = 5.0      # a 429 without a usable Retry-After
 MAX_COOLDOWN_S = 300.0
 

@@ -29,7 +29,9 @@ class Tier(NamedTuple):
 
 
 # Endpoint statuses that move a request to the next hop unless the endpoint says otherwise.
-FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 401/403: the endpoint refused the router's credential (revoked, rotated, unset),
+# which another endpoint's may not be.
+FAILOVER_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
 
 
 class Endpoint(NamedTuple):

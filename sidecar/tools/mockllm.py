@@ -104,6 +104,12 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             status = int(fault["status"])
             body = {"error": {"message": f"injected fault on {ep.name}", "type": "server_error",
                               "code": status}}
+            if status == 401:   # as OpenAI words it: the key's last characters quoted back
+                key = request.headers.get("Authorization", "").removeprefix("Bearer ") or \
+                    request.headers.get("x-api-key", "")
+                body["error"] = {"message": f"Incorrect API key provided: {key[:3]}****{key[-4:]}. "
+                                 "You can find your API key at https://platform.openai.com/account/api-keys.",
+                                 "type": "invalid_request_error", "code": "invalid_api_key"}
             if status == 429:
                 echo.setdefault("Retry-After", "1")   # unless the fault set its own
             return web.json_response(body, status=status, headers=echo)

@@ -41,12 +41,21 @@ ENDPOINT_ANSWERS = {
     429: ("rate_limit_error", "upstream_rate_limited", "The model endpoints are rate-limiting "
           "this request; retry after the time in Retry-After."),
 }
+# An endpoint refused the router's own credential (its 401 or 403) and no other hop
+# could take the request: a fault on the router's side, answered 502. The provider's
+# message is not passed on: it is about the operator's key (OpenAI's quotes its last
+# characters), and would tell a client whose own key is fine that it is not.
+CREDENTIALS_REFUSED = ("server_error", "upstream_auth_failed",
+                       "A model endpoint refused the credentials the router sent.")
+
+
+def answer(etype: str, code: str, message: str) -> str:
+    return ('{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
+            % (message, etype, code))
 
 
 def body(status: int) -> str:
-    etype, code, message = OWN.get(status) or ENDPOINT_ANSWERS[status]
-    return ('{"error":{"message":"%s","type":"%s","param":null,"code":"%s"}}'
-            % (message, etype, code))
+    return answer(*(OWN.get(status) or ENDPOINT_ANSWERS[status]))
 
 
 def error_pages(indent: str, overrides: dict[int, str] | None = None,

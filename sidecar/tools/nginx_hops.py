@@ -25,7 +25,8 @@ HOPS = (("", "route_endpoint", "route_auth"),
         ("_fb2", "route_fallback2", "route_fallback2_auth"))
 FLAVOURS = (("buffered", False), ("stream", True))
 # Where a request ends when its chain cannot go on, by the failed hop's status.
-STOP = {429: "@endpoint_429", 500: "@upstream_failed", 502: "@upstream_failed",
+STOP = {401: "@upstream_credentials_refused", 403: "@upstream_credentials_refused",
+        429: "@endpoint_429", 500: "@upstream_failed", 502: "@upstream_failed",
         503: "@upstream_failed", 504: "@upstream_timeout"}
 DEFAULT_READ_TIMEOUT_MS = 300_000
 
@@ -131,9 +132,9 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
     if streaming:
         lines += [f"{pad}proxy_buffering off;", f"{pad}proxy_cache off;"]
     pages = nexts or STOP
-    # Only 429 and the 5xx: this location is reached with the body read, so nginx
-    # raises nothing else here, and an error_page for another 4xx would swallow the
-    # endpoint's own answer.
+    # Only 401/403 (the endpoint refused the router's credential), 429 and the 5xx:
+    # this location is reached with the body read, so nginx raises nothing else here,
+    # and an error_page for another 4xx would swallow the endpoint's own answer.
     lines += [f"{pad}error_page {status} = {target};" for status, target in pages.items()]
     return lines + [f"{pad}proxy_pass $hop{suffix}_target$route_path;"]
 

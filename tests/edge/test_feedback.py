@@ -50,6 +50,16 @@ def test_consecutive_failures_mark_an_endpoint_down_and_success_resets():
     assert fb.received == 6
 
 
+@pytest.mark.parametrize("refusal", ["401", "403"])
+def test_an_endpoint_refusing_the_routers_credential_counts_as_failing(refusal):
+    clock = Clock()
+    health = Health(clock)
+    fb = Feedback(lambda: health, threshold=3, down_seconds=10)
+    for _ in range(3):
+        fb.record({"mode": "lua", "endpoints": ["a", "b", ""], "upstream_status": f"{refusal} : 200"})
+    assert health.down_until == {"a": clock.now + 10}
+
+
 @pytest.mark.parametrize("retry_after, hops, served, cooldown", [
     # One hop answered 429 and it went to the client: nginx's own $upstream_http_retry_after.
     (["", "", "7"], "429", "a", 7.0),

@@ -18,7 +18,11 @@ from sidecar.edge.feedback import DEFAULT_COOLDOWN_S
 from sidecar.tools.stack import Stack
 
 
+PROVIDER_KEY = "sk-proj-0123456789abcdefWXYZ"
+
+
 def _variant(text: str) -> str:
+    text = text.replace("{name: fast-deepseek-r1-8b,", '{name: fast-deepseek-r1-8b, api_key: "${MOCK_FAST_KEY}",')
     text = text.replace("first_byte_timeout_ms: 60000,  max_stream_s: 600, description: advanced",
                         "first_byte_timeout_ms: 500,  max_stream_s: 600, description: advanced")
     text = text.replace("first_byte_timeout_ms: 120000, max_stream_s: 900,",
@@ -41,7 +45,8 @@ def _stack(request, tmp_path_factory, name, edit, **kw):
 
 @pytest.fixture(scope="module", params=["lua", "stock"])
 def flaky(request, tmp_path_factory):
-    st = _stack(request, tmp_path_factory, "flaky", _variant, latency_scale=0.1)
+    st = _stack(request, tmp_path_factory, "flaky", _variant, latency_scale=0.1,
+                env={"MOCK_FAST_KEY": PROVIDER_KEY})
     yield st
     st.stop()
 
@@ -83,6 +88,30 @@ def test_a_429_whose_retry_after_is_no_number_cools_down_for_the_default_and_com
                       DEFAULT_COOLDOWN_S + 3)
     status, headers, _ = pinned(fx, "fast-deepseek-r1-8b")
     assert status == 200 and headers["X-Route-Hop"] == "0"
+
+
+def test_an_endpoint_that_refuses_the_routers_key_fails_over_and_the_client_never_sees_why(fx):
+    fx.mocks.fault("fast-deepseek-r1-8b", "status=401")   # OpenAI's message: the key's last 4
+    status, headers, body = pinned(fx, "fast-deepseek-r1-8b")
+    assert status == 200 and headers["X-Route-Hop"] == "1", body
+    (refused,) = fx.mocks.received("fast-deepseek-r1-8b")
+    assert refused["headers"]["Authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert PROVIDER_KEY[-4:].encode() not in body and b"Incorrect API key" not in body
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_when_no_hop_takes_the_routers_credentials_the_client_gets_a_502_in_json(fx, refusal):
+    for name in ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b"):
+        fx.mocks.fault(name, f"status={refusal}")
+    status, headers, body = pinned(fx, "nano-qwen3-0-6b")
+    assert status == 502, body
+    assert json.loads(body)["error"]["code"] == "upstream_auth_failed"
+    assert b"injected" not in body and b"Incorrect" not in body
+    assert headers["Content-Type"] == "application/json"
+    for name, value in SECURITY.items():
+        assert headers[name] == value
+    assert sum(len(fx.mocks.received(name)) for name in ("nano-qwen3-0-6b", "nano-qwen3-1-7b",
+                                                          "nano-qwen3-4b")) == 3   # every hop tried
 
 
 def test_every_hop_rate_limited_gives_the_client_a_429_with_retry_after(fx):
