@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from sidecar.edge.feedback import DEFAULT_COOLDOWN_S
 from sidecar.tools import nginx_cors, nginx_errors
 
 HSTS = "max-age=63072000; includeSubDomains"
@@ -106,6 +107,14 @@ def raw_response_maps() -> list[str]:
             'default $request_id; }',
             f'map $https $hir_hsts_line {{ on "Strict-Transport-Security: {HSTS}\\r\\n"; default ""; }}',
             'map $server_protocol $hir_http09 { "" 1; default 0; }',
+            # The Retry-After a client gets when the endpoints rate-limited it: the
+            # endpoint's when it is one (seconds, or an HTTP date), else the seconds the
+            # router itself keeps a 429-ing endpoint out of rotation. Never a provider's
+            # "nan" or other text a client's SDK would have to survive.
+            'map $upstream_http_retry_after $hir_client_retry_after { '
+            '"~^[0-9]{1,9}([.][0-9]{1,6})?$" $upstream_http_retry_after; '
+            '"~^[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$" '
+            f'$upstream_http_retry_after; default {DEFAULT_COOLDOWN_S:g}; }}',
             f'map $scheme $hir_unframed_response {{ default "{_raw_response(502, "Bad Gateway")}"; }}',
             f"map $scheme $hir_timeout_body {{ default '{nginx_errors.body(408)}'; }}",
             f'map $scheme $hir_http09_response {{ default '

@@ -246,7 +246,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               # Retry-After, the router's JSON (the provider's own body is not passed on).
               "        location @endpoint_429 {",
               f"            {security}",
-              "            add_header Retry-After $upstream_http_retry_after always;",
+              "            add_header Retry-After $hir_client_retry_after always;",
               "            default_type application/json;",
               f"            return 429 '{nginx_errors.body(429)}';",
               "        }",

@@ -114,12 +114,22 @@ def test_when_no_hop_takes_the_routers_credentials_the_client_gets_a_502_in_json
                                                           "nano-qwen3-4b")) == 3   # every hop tried
 
 
-def test_every_hop_rate_limited_gives_the_client_a_429_with_retry_after(fx):
-    for name in ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b"):
-        fx.mocks.fault(name, "status=429")
+@pytest.mark.parametrize("given,told", [
+    (None, "1"),                   # the mock's own
+    ("2.5", "2.5"),
+    ("Wed, 21 Oct 2099 07:28:00 GMT", "Wed, 21 Oct 2099 07:28:00 GMT"),
+    ("nan", str(int(DEFAULT_COOLDOWN_S))),   # not a Retry-After: the router's own wait
+])
+def test_every_hop_rate_limited_gives_the_client_a_429_with_retry_after(fx, given, told):
+    nano = ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b")
+    # The previous case's 429s keep them out of rotation for a while.
+    assert wait_until(lambda: not set(nano) & set(fx.sidecar_health()["endpoints_down"]),
+                      DEFAULT_COOLDOWN_S + 3)
+    for name in nano:
+        fx.mocks.fault(name, "status=429", headers={"Retry-After": given} if given else None)
     status, headers, body = pinned(fx, "nano-qwen3-0-6b")
     assert status == 429
-    assert headers["Retry-After"] == "1"
+    assert headers["Retry-After"] == told
     error = json.loads(body)["error"]
     assert error["code"] == "upstream_rate_limited" and "injected" not in body.decode()
     for name, value in SECURITY.items():
