@@ -48,6 +48,7 @@ HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
     "Alt-Svc", "NEL", "Report-To", "Reporting-Endpoints", "Permissions-Policy", "Clear-Site-Data",
     "X-XSS-Protection", "X-Permitted-Cross-Domain-Policies", "Expect-CT", "Public-Key-Pins",
     "Timing-Allow-Origin", "Refresh", "Link", "WWW-Authenticate", "Proxy-Authenticate",
+    "Location", "Content-Location",   # the router never redirects a client elsewhere
     "CF-Ray", "CF-Cache-Status", "Openai-Organization", "Openai-Processing-Ms", "Openai-Version",
     "X-Groq-Id", "X-Groq-Region", "X-Openrouter-Provider", "X-Mock-Internal",
     "X-Ratelimit-Limit-Requests", "X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Requests",

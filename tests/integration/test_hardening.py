@@ -150,6 +150,9 @@ HOSTILE_RESPONSE_HEADERS = {
     "Access-Control-Allow-Credentials": "true", "X-Constitutional-Hash": "0000000000000000",
     "Set-Cookie": "session=stolen", "X-Request-Id": "forged", "Content-Security-Policy": "default-src *",
     "Cache-Control": "public, max-age=3600", "X-Powered-By": "PHP/5.1",
+    # The router never redirects: a provider's Location would send the client (and
+    # maybe its credentials) elsewhere.
+    "Location": "https://evil.example/steal", "Content-Location": "https://evil.example/",
 }
 OWNED = ("x-route-tier", "x-route-endpoint", "x-policy-version", "ratelimit", "ratelimit-policy",
          "x-frame-options", "x-constitutional-hash", "x-request-id", "content-security-policy",
@@ -172,7 +175,7 @@ def test_a_client_sees_only_the_routers_copy_of_the_headers_it_owns(clean, strea
     assert headers["cache-control"] == ["no-store"]
     assert "strict-transport-security" not in headers  # plain HTTP: the router sends none
     for name in ("access-control-allow-origin", "access-control-allow-credentials", "set-cookie",
-                 "x-aspnet-version", "x-powered-by"):
+                 "x-aspnet-version", "x-powered-by", "location", "content-location"):
         assert name not in headers, name
 
 
