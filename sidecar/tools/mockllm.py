@@ -49,7 +49,11 @@ STALL_S = 30.0
 PROVIDER_HEADERS = {"X-Powered-By": "Express", "Via": "1.1 provider-edge", "CF-Ray": "8c1f-AMS",
                     "Openai-Organization": "org-secret", "X-Groq-Region": "us-east",
                     "X-Ratelimit-Remaining-Requests": "4999", "Server": "uvicorn",
-                    "X-Mock-Internal": "internal"}
+                    "X-Mock-Internal": "internal", "Openai-Project": "proj_secret",
+                    "Anthropic-Organization-Id": "a1b2c3d4-org", "Request-Id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+                    "Anthropic-Ratelimit-Tokens-Remaining": "39000",
+                    "X-Envoy-Upstream-Service-Time": "412", "Apim-Request-Id": "0f6a2c1e",
+                    "X-Ms-Region": "East US"}
 
 
 class MockEndpoint:

@@ -53,6 +53,14 @@ HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
     "X-Groq-Id", "X-Groq-Region", "X-Openrouter-Provider", "X-Mock-Internal",
     "X-Ratelimit-Limit-Requests", "X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Requests",
     "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Requests", "X-Ratelimit-Reset-Tokens",
+    # The operator's provider account: its ids and its rate-limit state (OpenAI,
+    # Anthropic, Azure, Envoy-fronted servers). Lua mode's allow-list drops them all.
+    "Openai-Project", "Request-Id", "Anthropic-Organization-Id",
+    *(f"Anthropic-Ratelimit-{kind}-{what}" for kind in ("Requests", "Tokens", "Input-Tokens",
+                                                        "Output-Tokens")
+      for what in ("Limit", "Remaining", "Reset")),
+    "X-Envoy-Upstream-Service-Time", "Apim-Request-Id", "X-Ms-Region", "X-Ms-Client-Request-Id",
+    "X-Ms-Rai-Invoked", "Azureml-Model-Session",
 )
 
 
