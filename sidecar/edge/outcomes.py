@@ -45,13 +45,6 @@ def _last_time_status(value: str) -> str:
     return parts[-1] if parts else ""
 
 
-def _int(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 class Usage(NamedTuple):
     prompt: int           # every input token
     completion: int
@@ -64,14 +57,19 @@ def provider_usage(entry: dict, context_tokens: int = 0) -> Usage | None:
     count at most the endpoint's context window (or MAX_ANSWER_TOKENS): a provider
     that reports more is wrong, and believing it would charge a client's token
     limits and budget without bound (1e30 tokens locked a client out for good)."""
-    prompt, completion = _int(entry.get("prompt_tokens")), _int(entry.get("completion_tokens"))
-    if prompt is None or completion is None:
+    # Digit strings from nginx, or "" (stock mode, no usage): isdigit() first, since an
+    # int() that raises costs a feedback line ~1 µs each.
+    prompt, completion = entry.get("prompt_tokens"), entry.get("completion_tokens")
+    if not (prompt and completion and prompt.isdigit() and completion.isdigit()):
         return None
     most = context_tokens or MAX_ANSWER_TOKENS
-    prompt = min(prompt, most)
-    read = min(_int(entry.get("cache_read_tokens")) or 0, prompt)
-    write = min(_int(entry.get("cache_write_tokens")) or 0, prompt - read)
-    return Usage(prompt, min(completion, most), read, write)
+    prompt, completion = min(int(prompt), most), min(int(completion), most)
+    read, write = entry.get("cache_read_tokens"), entry.get("cache_write_tokens")
+    if not (read or write):
+        return Usage(prompt, completion)
+    read = min(int(read), prompt) if read and read.isdigit() else 0
+    write = min(int(write), prompt - read) if write and write.isdigit() else 0
+    return Usage(prompt, completion, read, write)
 
 
 class _Histogram:
@@ -174,8 +172,8 @@ class Outcomes:
         for direction, n in (("in", usage.prompt), ("out", usage.completion)):
             k = (tier, tenant, direction, source)
             self.tokens[k] = self.tokens.get(k, 0) + n
-        for op, n in (("read", usage.cache_read), ("write", usage.cache_write)):
-            if n:
+        if usage.cache_read or usage.cache_write:
+            for op, n in (("read", usage.cache_read), ("write", usage.cache_write)):
                 k = (tier, tenant, op)
                 self.cache_tokens[k] = self.cache_tokens.get(k, 0) + n
         usd = cost_usd(endpoint, *usage)
