@@ -12,8 +12,8 @@ whole answer is 250-1,000 bytes of JSON around text at ~4-6 bytes a token, while
 stream frames each delta as an event of its own. OpenAI's chat, completions and
 Responses streams send one token per event, each event ~160-300 bytes (ids, model,
 indices, nulls); Anthropic's deltas carry a few tokens in ~120 bytes. A single ratio
-for both made a stock-mode stream count 15-25x its real tokens against the
-client's token limits. Lua mode learns each ratio from the answers that did
+for both, over bytes that included the headers, made a stock-mode stream count
+60-75x its real tokens against the client's token limits (a whole answer 3-16x). Lua mode learns each ratio from the answers that did
 report usage; stock mode keeps these defaults.
 """
 
