@@ -83,16 +83,11 @@ class TokenEstimates:
         return round(size / self.bytes_per_token(api, streamed))
 
     def learn(self, entry: dict, completion: int) -> None:
-        """An answer that reported its usage tunes its API's ratio (once per answer
-        in lua mode, so the one-hop case is read inline)."""
-        size = entry.get("upstream_body_bytes")
-        if completion <= 0 or not size:
+        """An answer that reported its usage tunes its API's ratio."""
+        if completion <= 0 or not entry.get("upstream_body_bytes"):
             return
         api = api_of(entry)
-        streamed = entry.get("stream") == "1"
-        size = int(size) if size.isdigit() else (_last_number(size) or 0)
-        if not streamed:
-            size -= ENVELOPE_BYTES.get(api, 0)
+        size, streamed = self._text_bytes(entry, api)
         if size <= 0:
             return
         key = (api, streamed)

@@ -207,7 +207,9 @@ class Outcomes:
         ratio = GaugeMetricFamily("router_bytes_per_token", "Answer body bytes per completion token "
                                   "the estimates use (learned where usage was reported), by API "
                                   "and streamed or not", labels=["api", "stream"])
-        for api in estimates.APIS[:-1]:   # embeddings answer no completion
+        for api in estimates.APIS:
+            if api == "embeddings":
+                continue   # an answer of vectors: no completion to estimate
             for streamed in (False, True):
                 ratio.add_metric([api, str(streamed).lower()], self.estimates.bytes_per_token(api, streamed))
         yield ratio
