@@ -278,6 +278,11 @@ local function record_usage(ctx, chunk, eof)
     end
     local input = match(text, P_INPUT, at)
     if input then
+        -- message_start's output_tokens is a placeholder (1): a stream cut before its
+        -- message_delta has no output count, and the answer's bytes estimate it instead.
+        if find(text, '"message_start"', 1, true) and not find(text, '"message_delta"', 1, true) then
+            return
+        end
         record_input(text, at, input)
     else  -- the input was reported when the stream started
         local head = sub(ctx.hir_h1 .. (ctx.hir_h2 or ""), 1, HEAD)

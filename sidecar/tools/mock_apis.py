@@ -167,6 +167,19 @@ class StreamEvents:
         return self.sse(None, {"id": f"chatcmpl-{self.id}", "object": kind, "created": self.created,
                            "model": self.model, "system_fingerprint": "fp_mock0001", "choices": [choice]})
 
+    def failed(self) -> bytes:
+        """An error event that ends the stream early, cleanly: Anthropic documents one
+        (overloaded_error) that may arrive after message_start; OpenAI streams carry
+        an `error` object in a data event."""
+        if self.api == "messages":
+            return self.sse("error", {"type": "error",
+                                      "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        if self.api == "responses":
+            return self.sse("error", {"type": "error", "code": "server_error", "message": "overloaded",
+                                      "param": None})
+        return self.sse(None, {"error": {"message": "overloaded", "type": "server_error",
+                                         "param": None, "code": None}})
+
     def end(self, include_usage: bool) -> bytes:
         if self.api == "messages":
             return (self.sse("content_block_stop", {"type": "content_block_stop", "index": 0})

@@ -22,6 +22,7 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
     cut               (streams) close the connection after the first event
     spaced            write JSON with spaces after ',' and ':' (as Python's json module does)
     hang              (streams) go silent after the first event (30 s)
+    overloaded        (streams) after the first event, an error event and a clean end
 `POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
 compromised or careless provider might send), and `{"rates": {"429": 0.01,
 "503": 0.01, "stall": 0.002, "drop": 0.002}}` (or `mockllm --fault-rates`) makes
@@ -186,6 +187,10 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
         if i == 0 and "cut" in fault:
             request.transport.close()
             raise asyncio.CancelledError
+        if i == 0 and "overloaded" in fault:
+            await response.write(events.failed())
+            await response.write_eof()
+            return response
         if i == 0 and "hang" in fault:
             await asyncio.sleep(STALL_S)
         if not last and gen.seconds_per_token:

@@ -10,6 +10,7 @@ twice with a long prefix, so the second one is served partly from the cache."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import urllib.request
@@ -17,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import Client, Mocks, free_port, shifted_policy, wait_until
+from conftest import HASH, Client, Mocks, free_port, shifted_policy, wait_until
 from sidecar.access.budgets import cost_usd
 from sidecar.policy.spec import load_policy
 from sidecar.tools.stack import Stack
@@ -228,3 +229,37 @@ def test_stock_mode_estimates_each_answer_within_a_factor_of_what_it_used(estima
     # The input is the decision's count of the text, not the request's bytes: below the
     # mock's own count, which is its body's bytes / 4.
     assert 0 < _delta(before, after, "router_tokens_total", direction="in", source="estimated") < prompt
+
+
+@pytest.mark.parametrize("fault", ["cut", "overloaded"])
+def test_an_anthropic_stream_ended_early_is_estimated_not_taken_as_one_token(counted, fault):
+    """message_start's output_tokens is a placeholder (1). A stream that ends before its
+    message_delta (cut, or Anthropic's mid-stream overloaded_error) never reports what
+    it produced, so the answer's bytes estimate it, and the series says so; the
+    placeholder was counted as the provider's word."""
+    st = counted
+    st.mocks.fault(ANTHROPIC, fault)
+    try:
+        path, body = _request("messages", True, "a short question", tokens=40)
+        before = _metrics(st)
+        conn = http.client.HTTPConnection("127.0.0.1", st.client.port, timeout=10)
+        conn.request("POST", path, json.dumps(body), {
+            "Content-Type": "application/json", "X-Constitutional-Hash": HASH,
+            "X-Test-Pin": ANTHROPIC, "anthropic-version": "2023-06-01"})
+        resp = conn.getresponse()
+        try:
+            raw = resp.read()
+        except http.client.IncompleteRead as exc:   # nginx closes a broken stream unterminated
+            raw = exc.partial
+        conn.close()
+        assert resp.status == 200
+        shown = sum(len(e["delta"]["text"].split()) for e in _events(raw) if e.get("type") == "content_block_delta")
+        assert 0 < shown < 40 and (b"upstream_stream_interrupted" in raw or b"overloaded_error" in raw)
+        datagrams = before.get('router_feedback_datagrams_total{result="ok"}', 0)
+        assert wait_until(lambda: _metrics(st).get('router_feedback_datagrams_total{result="ok"}', 0) > datagrams, 5)
+        after = _metrics(st)
+    finally:
+        st.mocks.fault(ANTHROPIC, "")
+    assert _delta(before, after, "router_tokens_total", source="provider") == 0
+    guess = _delta(before, after, "router_tokens_total", direction="out", source="estimated")
+    assert shown <= guess <= 8 * shown, (guess, shown)
