@@ -23,7 +23,15 @@ from __future__ import annotations
 # API every setting of the request echoed back), from the providers' documented objects.
 ENVELOPE_BYTES = {"chat": 550, "completions": 250, "messages": 400, "responses": 1000}
 WHOLE_BYTES_PER_TOKEN = 5.0        # JSON-escaped text
-STREAM_BYTES_PER_TOKEN = {"messages": 45.0}   # Anthropic: a few tokens per content_block_delta
+# The events that open a stream and do not grow with its tokens: Anthropic's
+# message_start (usage and settings) and content_block_start; the Responses API's
+# response.created and .in_progress (each the whole response object, every setting
+# echoed) and the output item and part being added. Only the opening ones, so a stream
+# cut early is not estimated at nothing; a finished stream's closing events (~260
+# bytes, ~1.9 KB) count as a few tokens too many, never too few.
+STREAM_ENVELOPE_BYTES = {"messages": 530, "responses": 2000}
+STREAM_BYTES_PER_TOKEN = {"messages": 45.0,    # Anthropic: a few tokens per content_block_delta
+                          "responses": 240.0}  # a typed event per token; the text again at the end
 DEFAULT_STREAM_BYTES_PER_TOKEN = 200.0        # OpenAI-style: one token per event
 LEARNING_WEIGHT = 0.05             # how fast a learned ratio follows new answers
 APIS = ("chat", "completions", "responses", "messages", "embeddings")
@@ -73,7 +81,8 @@ class TokenEstimates:
         if size is None:
             size = _last_number(entry.get("bytes_out")) or 0
         streamed = entry.get("stream") == "1"
-        return (size if streamed else max(0, size - ENVELOPE_BYTES.get(api, 0))), streamed
+        envelope = (STREAM_ENVELOPE_BYTES if streamed else ENVELOPE_BYTES).get(api, 0)
+        return max(0, size - envelope), streamed
 
     def completion_tokens(self, entry: dict) -> int:
         api = api_of(entry)

@@ -80,19 +80,9 @@ def answer(api: str, model: str, words: list[str], tokens: Usage, metadata=None)
                 "model": model, "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn", "stop_sequence": None, "usage": usage}
     if api == "responses":
-        return {"id": f"resp_{time.monotonic_ns():048d}", "object": "response", "created_at": now,
-                "status": "completed", "background": False, "error": None, "incomplete_details": None,
-                "instructions": None, "max_output_tokens": None, "max_tool_calls": None, "model": model,
-                "output": [{"id": f"msg_{time.monotonic_ns():048d}", "type": "message", "status": "completed",
-                            "content": [{"type": "output_text", "annotations": [], "logprobs": [],
-                                         "text": text}], "role": "assistant"}],
-                "parallel_tool_calls": True, "previous_response_id": None, "prompt_cache_key": None,
-                "reasoning": {"effort": None, "summary": None}, "safety_identifier": None,
-                "service_tier": "default", "store": True, "temperature": 1.0,
-                "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
-                "tools": [], "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
-                "usage": usage, "user": None,
-                "metadata": metadata if isinstance(metadata, dict) else {}}   # the request's, echoed
+        return response_object(f"resp_{time.monotonic_ns():048d}", model, "completed",
+                               [_output_message(f"msg_{time.monotonic_ns():048d}", "completed", text)],
+                               usage, metadata)
     if api == "completions":
         return {"id": f"cmpl-{time.monotonic_ns():029d}", "object": "text_completion", "created": now,
                 "model": model, "choices": [{"text": text, "index": 0, "logprobs": None,
@@ -102,6 +92,31 @@ def answer(api: str, model: str, words: list[str], tokens: Usage, metadata=None)
                                                                  "refusal": None, "annotations": []},
                                          "logprobs": None, "finish_reason": "stop"}],
             "usage": usage, "service_tier": "default", "system_fingerprint": "fp_mock0001"}
+
+
+def _output_text(text: str) -> dict:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def _output_message(item_id: str, status: str, text: str | None) -> dict:
+    return {"id": item_id, "type": "message", "status": status,
+            "content": [] if text is None else [_output_text(text)], "role": "assistant"}
+
+
+def response_object(response_id: str, model: str, status: str, output: list, usage: dict | None,
+                    metadata) -> dict:
+    """A Responses API object, in the documented field order: the request's settings
+    echoed back, the output, the usage, then the request's metadata."""
+    return {"id": response_id, "object": "response", "created_at": int(time.time()),
+            "status": status, "background": False, "error": None, "incomplete_details": None,
+            "instructions": None, "max_output_tokens": None, "max_tool_calls": None, "model": model,
+            "output": output, "parallel_tool_calls": True, "previous_response_id": None,
+            "prompt_cache_key": None, "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None, "service_tier": "default", "store": True, "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
+            "tools": [], "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
+            "usage": usage, "user": None,
+            "metadata": metadata if isinstance(metadata, dict) else {}}   # the request's, echoed
 
 
 def spaced_json(data) -> bytes:
@@ -122,12 +137,22 @@ class StreamEvents:
     depend on it: OpenAI's chat, completions and Responses streams send one token per
     event, with ids, indices and nulls around it; Anthropic's deltas carry a few."""
 
-    def __init__(self, api: str, model: str, usage: Usage, dumps=orjson.dumps):
-        self.api, self.model, self.usage = api, model, usage
+    def __init__(self, api: str, model: str, usage: Usage, dumps=orjson.dumps, metadata=None):
+        self.api, self.model, self.usage, self.metadata = api, model, usage, metadata
         self.sse = partial(_sse, dumps=dumps)
         self.created = int(time.time())
         self.id = f"{time.monotonic_ns():029d}"[-29:]
-        self.sequence = 0
+        self.sequence = -1
+        self.text: list[str] = []   # Responses: the closing events repeat the whole text
+
+    def typed(self, event: str, fields: dict) -> bytes:
+        """A Responses event: its type and place in the stream, then its fields."""
+        self.sequence += 1
+        return self.sse(event, {"type": event, "sequence_number": self.sequence, **fields})
+
+    @property
+    def item_id(self) -> str:
+        return f"msg_{self.id}{self.id[:19]}"
 
     def deltas(self, words: list[str], last: bool) -> bytes:
         if self.api == "messages":
@@ -143,8 +168,14 @@ class StreamEvents:
                     + self.sse("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}))
         if self.api == "responses":
-            return self.sse("response.created", {"type": "response.created", "response": {
-                "id": "resp_stream", "object": "response", "status": "in_progress", "model": self.model}})
+            response = response_object(f"resp_{self.id}", self.model, "in_progress", [], None, self.metadata)
+            return (self.typed("response.created", {"response": response})
+                    + self.typed("response.in_progress", {"response": response})
+                    + self.typed("response.output_item.added", {
+                        "output_index": 0, "item": _output_message(self.item_id, "in_progress", None)})
+                    + self.typed("response.content_part.added", {
+                        "item_id": self.item_id, "output_index": 0, "content_index": 0,
+                        "part": _output_text("")}))
         return b""
 
     def delta(self, text: str, last: bool) -> bytes:
@@ -152,11 +183,10 @@ class StreamEvents:
             return self.sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                 "delta": {"type": "text_delta", "text": text}})
         if self.api == "responses":
-            self.sequence += 1
-            return self.sse("response.output_text.delta", {
-                "type": "response.output_text.delta", "sequence_number": self.sequence,
-                "item_id": f"msg_{self.id}{self.id[:19]}", "output_index": 0, "content_index": 0,
-                "delta": text, "logprobs": []})
+            self.text.append(text)
+            return self.typed("response.output_text.delta", {
+                "item_id": self.item_id, "output_index": 0, "content_index": 0, "delta": text,
+                "logprobs": []})
         if self.api == "completions":
             choice = {"index": 0, "text": text, "finish_reason": "stop" if last else None}
             kind = "text_completion"
@@ -175,8 +205,7 @@ class StreamEvents:
             return self.sse("error", {"type": "error",
                                       "error": {"type": "overloaded_error", "message": "Overloaded"}})
         if self.api == "responses":
-            return self.sse("error", {"type": "error", "code": "server_error", "message": "overloaded",
-                                      "param": None})
+            return self.typed("error", {"code": "server_error", "message": "overloaded", "param": None})
         return self.sse(None, {"error": {"message": "overloaded", "type": "server_error",
                                          "param": None, "code": None}})
 
@@ -188,9 +217,15 @@ class StreamEvents:
                                              "delta": {"stop_reason": "end_turn", "stop_sequence": None}})
                     + self.sse("message_stop", {"type": "message_stop"}))
         if self.api == "responses":
-            return self.sse("response.completed", {"type": "response.completed", "response": {
-                "id": "resp_stream", "object": "response", "status": "completed", "model": self.model,
-                "usage": _usage("responses", self.usage)}})
+            text = "".join(self.text)
+            item = _output_message(self.item_id, "completed", text)
+            where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+            return (self.typed("response.output_text.done", {**where, "text": text, "logprobs": []})
+                    + self.typed("response.content_part.done", {**where, "part": _output_text(text)})
+                    + self.typed("response.output_item.done", {"output_index": 0, "item": item})
+                    + self.typed("response.completed", {"response": response_object(
+                        f"resp_{self.id}", self.model, "completed", [item],
+                        _usage("responses", self.usage), self.metadata)}))
         out = b""
         if include_usage:
             out += self.sse(None, {"id": f"chatcmpl-{self.id}", "object": "chat.completion.chunk",

@@ -177,7 +177,8 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     events = mock_apis.StreamEvents(api, body.get("model", ep.model), usage,
-                                    mock_apis.spaced_json if "spaced" in fault else orjson.dumps)
+                                    mock_apis.spaced_json if "spaced" in fault else orjson.dumps,
+                                    body.get("metadata"))
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
     await response.write(events.start())
