@@ -9,12 +9,11 @@ endpoints to the providers' documented shapes."""
 
 from __future__ import annotations
 
+import anthropic
+import openai
 import pytest
 
 from conftest import HASH
-
-openai = pytest.importorskip("openai")
-anthropic = pytest.importorskip("anthropic")
 
 HEADERS = {"X-Constitutional-Hash": HASH}
 USER = [{"role": "user", "content": "hi"}]
