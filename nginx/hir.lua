@@ -239,12 +239,27 @@ local function record_input(text, at, input)
     end
 end
 
+-- A Responses answer's id, which a follow-up names as previous_response_id: the
+-- sidecar sends that follow-up to the endpoint that holds the conversation. The id
+-- leads the object, or the response.created event that opens a stream.
+local P_RESPONSE_ID = '"id"%s*:%s*"([%w_%-%.:]+)"'
+
+local function record_response_id(chunk)
+    if sub(var.route_features or "", 1, 10) == "responses;" then
+        local id = match(sub(chunk, 1, 512), P_RESPONSE_ID)
+        if id and #id <= 128 then
+            var.route_response_id = id
+        end
+    end
+end
+
 local function record_usage(ctx, chunk, eof)
     -- Keep references to the first two and the last three chunks (no copying per
     -- chunk); the usage events are in them even if nginx split them.
     if chunk ~= "" then
         if not ctx.hir_h1 then
             ctx.hir_h1 = chunk
+            record_response_id(chunk)
         elseif not ctx.hir_h2 then
             ctx.hir_h2 = chunk
         end

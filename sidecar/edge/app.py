@@ -42,7 +42,7 @@ class Runtime:
     limit and budget store, and the clock (injected in tests)."""
 
     __slots__ = ("cache", "store", "clock_ns", "shadow_denied", "settlements", "catalog",
-                 "retries")
+                 "retries", "conversations")
 
     def __init__(self, cache=None, store=None, clock_ns=time.time_ns):
         self.cache = cache
@@ -52,6 +52,7 @@ class Runtime:
         self.store = store if store is not None else limits.MemoryStore()
         self.clock_ns = clock_ns
         self.settlements = None             # settlement.Settlements when feedback is on
+        self.conversations = None           # conversations.Conversations when feedback is on
 
 
 class PolicyRef:
@@ -97,7 +98,9 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         if not cache.fill(feats, key):
             features.extract(feats, features.parse_body(raw, content_type))
             cache.store(feats, key, len(raw))
-    admitted = admission.admit(policy, client, policy.route(feats), feats, runtime.store, now_ns)
+    continued = runtime.conversations.route(policy, feats) if runtime.conversations else None
+    admitted = admission.admit(policy, client, continued or policy.route(feats), feats, runtime.store,
+                               now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     route = admitted.route
     if runtime.retries is not None and route.fallbacks and not runtime.retries.allow():

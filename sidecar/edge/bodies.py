@@ -214,6 +214,7 @@ def responses(body: dict) -> Read:
     role and content parts, tool outputs, ...); `instructions` is the system prompt."""
     if "input" not in body:
         raise bad("'input' is required")
+    optional(body, "previous_response_id", str, "a string")   # routed on: sidecar.edge.conversations
     value = body["input"]
     instructions = optional(body, "instructions", str, "a string")
     parts = [instructions] if instructions else []

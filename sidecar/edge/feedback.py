@@ -66,14 +66,14 @@ FIELDS = {
     "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
     "upstream_body_bytes": "$upstream_response_length", "prompt_tokens": "$route_usage_prompt",
     "completion_tokens": "$route_usage_completion", "cache_read_tokens": "$route_usage_cache_read",
-    "cache_write_tokens": "$route_usage_cache_write",
+    "cache_write_tokens": "$route_usage_cache_write", "response_id": "$route_response_id",
     # Retry-After of each hop that answered one: the failed hops', then the last.
     "retry_after": ["$route_retry_after1", "$route_retry_after2", "$upstream_http_retry_after"],
 }
 # nginx variables the server block initialises (set "") so every log line has them.
 FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_rule", "route_tenant",
                       "route_stream", "route_usage_prompt", "route_usage_completion",
-                      "route_usage_cache_read", "route_usage_cache_write",
+                      "route_usage_cache_read", "route_usage_cache_write", "route_response_id",
                       "route_retry_after1", "route_retry_after2", "route_features")
 
 
@@ -121,7 +121,7 @@ def _retry_after(entry: dict, hop: int, hops: int) -> str:
 
 class Feedback:
     def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0, outcomes=None,
-                 settlements=None, policy_ref=None, retries=None):
+                 settlements=None, policy_ref=None, retries=None, conversations=None):
         self.health_ref = health_ref  # callable -> the live policy's Health
         self.threshold = threshold
         self.down_seconds = down_seconds
@@ -133,6 +133,7 @@ class Feedback:
         self.policy_ref = policy_ref
         self.retries = retries        # sidecar.edge.retry_budget.RetryBudget, or None
         self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
+        self.conversations = conversations  # sidecar.edge.conversations.Conversations, or None
         if outcomes is not None:
             outcomes.failures = self.failures
             outcomes.cooldowns = self.cooldowns
@@ -150,6 +151,8 @@ class Feedback:
             estimates = self.outcomes.estimates if self.outcomes is not None else self.estimates
             self.settlements.settle(entry, self.policy_ref(), estimates)
             self.settlements.expire()
+        if self.conversations is not None and entry.get("response_id"):
+            self.conversations.remember(entry)
         health = self.health_ref()
         hops = hop_statuses(entry)
         if self.retries is not None and len(hops) > 1:

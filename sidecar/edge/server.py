@@ -110,6 +110,7 @@ def run(args, policy) -> int:
         servers, runner, drain_feedback = [], None, None
         if args.feedback_socket:
             from sidecar.edge import feedback
+            from sidecar.edge.conversations import Conversations
             from sidecar.edge.outcomes import Outcomes
             from sidecar.edge.retry_budget import RetryBudget
             from sidecar.edge.settlement import Settlements
@@ -119,10 +120,12 @@ def run(args, policy) -> int:
             metrics.registry.register(runtime.settlements)
             # Retries are counted from the feedback log, so the budget needs it.
             runtime.retries = RetryBudget(*ref.policy.retry_budget)
+            runtime.conversations = Conversations()
+            metrics.registry.register(runtime.conversations)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
                                          args.health_down_seconds, outcomes=outcomes,
                                          settlements=runtime.settlements, policy_ref=lambda: ref.policy,
-                                         retries=runtime.retries)
+                                         retries=runtime.retries, conversations=runtime.conversations)
             transport, drain_feedback = await feedback.listen(args.feedback_socket, listener,
                                                               mode=args.socket_mode)
             servers.append(transport)

@@ -151,6 +151,10 @@ class StreamEvents:
         return self.sse(event, {"type": event, "sequence_number": self.sequence, **fields})
 
     @property
+    def response_id(self) -> str:
+        return f"resp_{self.id}"
+
+    @property
     def item_id(self) -> str:
         return f"msg_{self.id}{self.id[:19]}"
 
@@ -168,7 +172,7 @@ class StreamEvents:
                     + self.sse("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}))
         if self.api == "responses":
-            response = response_object(f"resp_{self.id}", self.model, "in_progress", [], None, self.metadata)
+            response = response_object(self.response_id, self.model, "in_progress", [], None, self.metadata)
             return (self.typed("response.created", {"response": response})
                     + self.typed("response.in_progress", {"response": response})
                     + self.typed("response.output_item.added", {
@@ -224,7 +228,7 @@ class StreamEvents:
                     + self.typed("response.content_part.done", {**where, "part": _output_text(text)})
                     + self.typed("response.output_item.done", {"output_index": 0, "item": item})
                     + self.typed("response.completed", {"response": response_object(
-                        f"resp_{self.id}", self.model, "completed", [item],
+                        self.response_id, self.model, "completed", [item],
                         _usage("responses", self.usage), self.metadata)}))
         out = b""
         if include_usage:

@@ -29,6 +29,8 @@ compromised or careless provider might send), and `{"rates": {"429": 0.01,
 faults happen at random at those rates: 429 with Retry-After, 5xx, a stall before
 the first byte (30 s), a dropped connection.
 Received requests are kept (last 1,000) for tests: GET/DELETE /_mock/requests.
+Like OpenAI, an endpoint answers a Responses request whose previous_response_id it did
+not issue with 404 previous_response_not_found.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ PROVIDER_HEADERS = {"X-Powered-By": "Express", "Via": "1.1 provider-edge", "CF-R
                     "X-Ms-Region": "East US"}
 
 
+STORED_RESPONSES = 10_000   # a provider keeps them for weeks; enough for any test or load run
+
+
 class MockEndpoint:
     def __init__(self, name: str, model: str, generator: Model):
         self.name = name
@@ -66,6 +71,12 @@ class MockEndpoint:
         self.extra_headers: dict = {}
         self.received: deque = deque(maxlen=1000)
         self.prompt_cache = PromptCache()
+        self.stored: dict[str, None] = {}   # Responses ids this endpoint issued, oldest first
+
+    def store(self, response_id: str) -> None:
+        self.stored[response_id] = None
+        if len(self.stored) > STORED_RESPONSES:
+            del self.stored[next(iter(self.stored))]
 
 
 def _parse_fault(text: str) -> dict:
@@ -128,6 +139,12 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         gen = ep.generator.generation(body)
         api = mock_apis.api_of(request.path)
         model = body.get("model", ep.model)
+        previous = body.get("previous_response_id") if api == "responses" else None
+        if previous and previous not in ep.stored:   # as OpenAI answers: only it holds the answer
+            return web.json_response({"error": {
+                "message": f"Previous response with id '{previous}' not found.",
+                "type": "invalid_request_error", "param": "previous_response_id",
+                "code": "previous_response_not_found"}}, status=404, headers=echo)
         if api == "embeddings":
             await asyncio.sleep(gen.ttft_s)
             answer = mock_apis.embeddings(model, body, prompt_tokens)
@@ -138,6 +155,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
                 return await _stream(request, ep, body, usage, echo, gen, api, fault)
             await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
             answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage, body.get("metadata"))
+            if api == "responses":
+                ep.store(answer["id"])
         echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
         dumps = mock_apis.spaced_json if "spaced" in fault else orjson.dumps
         return web.Response(body=dumps(answer), content_type="application/json", headers=echo)
@@ -179,6 +198,8 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
     events = mock_apis.StreamEvents(api, body.get("model", ep.model), usage,
                                     mock_apis.spaced_json if "spaced" in fault else orjson.dumps,
                                     body.get("metadata"))
+    if api == "responses":
+        ep.store(events.response_id)
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
     await response.write(events.start())

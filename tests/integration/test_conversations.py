@@ -1,0 +1,71 @@
+"""A Responses request that continues an earlier answer (previous_response_id) goes
+to the endpoint that served that answer: only it holds the conversation, and any
+other endpoint answers 404 previous_response_not_found, as the mock does, like
+OpenAI. Lua mode reads each answer's id; stock mode cannot read answers, so there
+a follow-up is routed by the rules (docs/policy.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from test_api_surface import stream_events
+
+HARD = ("Prove rigorously, step by step, that the sum of the first n odd numbers is n^2, derive "
+        "a closed form for the sum of cubes and discuss the trade-offs of each proof. " * 3)
+
+
+def _first_answer(st, streamed: bool) -> tuple[str, str]:
+    """(the answer's id, the endpoint that served it) for a greeting: a nano-tier endpoint."""
+    body = {"model": "auto", "input": "hi", "stream": streamed}
+    if streamed:
+        status, headers, text = stream_events(st, "/v1/responses", body)
+        created = next(json.loads(line[6:]) for line in text.splitlines()
+                       if line.startswith("data: {") and '"response.created"' in line)
+        response_id = created["response"]["id"]
+    else:
+        status, headers, out = st.client.chat(body, path="/v1/responses")
+        response_id = json.loads(out)["id"]
+    assert status == 200 and headers["X-Route-Tier"] == "nano"
+    return response_id, headers["X-Mock-Endpoint"]
+
+
+def _follow_up(st, previous: str):
+    """A hard follow-up, which the rules alone send to a higher tier's endpoint."""
+    return st.client.chat({"model": "auto", "previous_response_id": previous, "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": HARD}]}]}, path="/v1/responses")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_follow_up_goes_to_the_endpoint_that_holds_the_conversation(stack, streamed):
+    response_id, served = _first_answer(stack, streamed)
+    if stack.mode == "stock":
+        status, headers, out = _follow_up(stack, response_id)
+        assert headers["X-Route-Tier"] != "nano"
+        assert status == 404 and json.loads(out)["error"]["code"] == "previous_response_not_found"
+        return
+    # Once the feedback log has reported the first answer; a few tries at most, each
+    # 0.1 s apart, so the demo policy's per-client burst (120) is never reached.
+    for _ in range(40):
+        status, headers, out = _follow_up(stack, response_id)
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200, out
+    assert headers["X-Mock-Endpoint"] == served and headers["X-Route-Tier"] == "nano"
+    assert json.loads(out)["object"] == "response"
+
+
+def test_an_unknown_previous_response_is_routed_by_the_rules(stack):
+    status, headers, out = _follow_up(stack, "resp_this_router_never_saw")
+    assert headers["X-Route-Tier"] != "nano"
+    assert status == 404 and json.loads(out)["error"]["code"] == "previous_response_not_found"
+
+
+@pytest.mark.parametrize("value", [7, ["resp_a"], {"id": "resp_a"}, True])
+def test_a_previous_response_id_that_is_not_a_string_is_refused(stack, value):
+    status, _, out = stack.client.chat({"model": "auto", "input": "hi", "previous_response_id": value},
+                                       path="/v1/responses")
+    assert status == 400 and "previous_response_id" in json.loads(out)["error"]["message"]
