@@ -269,6 +269,9 @@ local function record_usage(ctx, chunk, eof)
     if not (eof and last) then
         return
     end
+    if sub(var.route_features or "", 1, 7) == "stored;" then
+        return   -- a stored response retrieved or cancelled: its usage was counted when made
+    end
     local text = #last >= TAIL and sub(last, -TAIL) or sub((ctx.hir_c1 or "") .. (ctx.hir_c2 or "") .. last, -TAIL)
     local at = last_usage(text)
     if not at then

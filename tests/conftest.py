@@ -114,12 +114,12 @@ class Client:
         conn.close()
         return resp.status, resp.headers, data
 
-    def chat(self, body, headers=None, path="/v1/chat/completions", **kw):
+    def chat(self, body, headers=None, path="/v1/chat/completions", method="POST", **kw):
         base = {"Content-Type": "application/json", "X-Constitutional-Hash": HASH}
         base.update(headers or {})
         for name in [k for k, v in base.items() if v is None]:
             del base[name]
-        return self.request("POST", path, body, base, **kw)
+        return self.request(method, path, body, base, **kw)
 
 
 class Mocks:

@@ -16,7 +16,7 @@ import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar.edge import admission, constitution, decision, features
+from sidecar.edge import admission, constitution, decision, features, stored_responses
 from sidecar.edge.catalog import Catalog
 from sidecar.edge.settlement import Pending
 from sidecar.access import clients, limits
@@ -27,6 +27,7 @@ from sidecar.policy.compiled import Policy
 log = logging.getLogger("sidecar")
 JSON = {"Content-Type": "application/json"}
 MODELS_PATH = "/v1/models"
+STORED_PATH = "/v1/responses/{id}"
 
 
 class Answer(Exception):
@@ -72,13 +73,16 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     now_ns = runtime.clock_ns()
     path = uri.split("?", 1)[0]
     listing = path == MODELS_PATH or path.startswith(MODELS_PATH + "/")
+    stored = None
     if path not in features.ROUTED_PATHS and not listing:
-        raise Denied("unknown_url", f"unknown URL {path!r}; the router serves "
-                     f"{', '.join((*features.ROUTED_PATHS, MODELS_PATH))}")
-    wanted = "GET" if listing else "POST"
-    if method != wanted:
-        raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use {wanted}",
-                     headers=(("Allow", wanted),))
+        stored = stored_responses.operation(path)
+        if stored is None:
+            raise Denied("unknown_url", f"unknown URL {path!r}; the router serves "
+                         f"{', '.join((*features.ROUTED_PATHS, MODELS_PATH, STORED_PATH))}")
+    wanted = ("GET",) if listing else stored.methods if stored is not None else ("POST",)
+    if method not in wanted:
+        raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use "
+                     f"{' or '.join(wanted)}", headers=(("Allow", ", ".join(wanted)),))
     _check_arrival(headers)
     constitution.check(headers.getall(constitution.HEADER, []), policy.constitutional_hash,
                        policy.previous_hashes, now_ns / 1e9)
@@ -87,27 +91,28 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         raise Answer(runtime.catalog.answer(policy, client.tenant, path[len(MODELS_PATH) + 1:]))
     feats = features.Features(method, path, headers, client.ip)
     feats.sticky = client.id
-    content_type = features.content_type(headers)
-    features.check_content_coding(headers)
-    cache = runtime.cache
-    if cache is None:
-        features.extract(feats, features.parse_body(raw, content_type))
+    if stored is not None:
+        feats.api, feats.choices = stored_responses.API, 0   # generates nothing: reserves nothing
+        feats.stream = stored_responses.streamed(uri)
+        upstream_path = stored_responses.upstream_path(uri)
+        proposed = stored_responses.route(policy, runtime.conversations, stored.response_id)
     else:
-        features.check_media_type(content_type)
-        key = (path, xxhash.xxh3_64_intdigest(raw))
-        if not cache.fill(feats, key):
-            features.extract(feats, features.parse_body(raw, content_type))
-            cache.store(feats, key, len(raw))
-    continued = runtime.conversations.route(policy, feats) if runtime.conversations else None
-    admitted = admission.admit(policy, client, continued or policy.route(feats), feats, runtime.store,
-                               now_ns)
+        _read_body(feats, path, headers, raw, runtime.cache)
+        upstream_path = path[3:]
+        continued = runtime.conversations.route(policy, feats) if runtime.conversations else None
+        proposed = continued or policy.route(feats)
+    admitted = admission.admit(policy, client, proposed, feats, runtime.store, now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     route = admitted.route
+    if stored is not None and route.endpoint is not proposed.endpoint:
+        raise Denied("tier_not_allowed", f"the response '{stored.response_id}' is held by an "
+                     f"endpoint of tier '{proposed.endpoint.tier.name}', which this client may "
+                     "not use now", status=403)
     if runtime.retries is not None and route.fallbacks and not runtime.retries.allow():
         route = route._replace(fallbacks=())  # the retry budget is spent
-    out_headers, out_body = decision.allow(route, feats, lua_mode, path[3:],
+    out_headers, out_body = decision.allow(route, feats, lua_mode, upstream_path,
                                            admitted.admission.headers)
-    if policy.shadow is not None:
+    if policy.shadow is not None and stored is None:   # no other endpoint holds a stored response
         decision.add_shadow(out_headers, policy.shadow, headers.get("X-Hir-Internal-Id", ""))
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
@@ -117,6 +122,20 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
             reservation, admitted.spend_key, admitted.budget_micros, admitted.route.endpoint.name,
             feats.tokens, now_ns))
     return route, out_headers, out_body
+
+
+def _read_body(feats, path: str, headers, raw: bytes, cache) -> None:
+    """The body's features, from the feature cache when this body was seen before."""
+    content_type = features.content_type(headers)
+    features.check_content_coding(headers)
+    if cache is None:
+        features.extract(feats, features.parse_body(raw, content_type))
+        return
+    features.check_media_type(content_type)
+    key = (path, xxhash.xxh3_64_intdigest(raw))
+    if not cache.fill(feats, key):
+        features.extract(feats, features.parse_body(raw, content_type))
+        cache.store(feats, key, len(raw))
 
 
 def _check_arrival(headers) -> None:

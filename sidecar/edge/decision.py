@@ -51,7 +51,9 @@ def allow(route: Route, features, lua_mode: bool, path_suffix: str, limit_header
     # body), and have nginx drop that extra chunk if the client did not ask.
     ask_usage = (lua_mode and features.stream and features.api in OPENAI_STREAMS
                  and _usage_not_asked(features.body))
-    if lua_mode and (ask_usage or any(e.model != features.model for e in (endpoint, *route.fallbacks))):
+    # (A request with no body, an operation on a stored response, has no model to rewrite.)
+    if lua_mode and features.body and (ask_usage or any(e.model != features.model
+                                                        for e in (endpoint, *route.fallbacks))):
         fields = features.body
         if ask_usage:
             fields = {**fields, "stream_options": {**(fields.get("stream_options") or {}), "include_usage": True}}

@@ -34,7 +34,10 @@ STREAM_BYTES_PER_TOKEN = {"messages": 45.0,    # Anthropic: a few tokens per con
                           "responses": 240.0}  # a typed event per token; the text again at the end
 DEFAULT_STREAM_BYTES_PER_TOKEN = 200.0        # OpenAI-style: one token per event
 LEARNING_WEIGHT = 0.05             # how fast a learned ratio follows new answers
-APIS = ("chat", "completions", "responses", "messages", "embeddings")
+APIS = ("chat", "completions", "responses", "messages", "embeddings", "stored")
+# Answers that are no generated tokens: vectors, and a stored response's operations
+# (retrieve, delete, cancel, list its input; sidecar.edge.stored_responses).
+GENERATE_NOTHING = ("embeddings", "stored")
 
 
 def _last_number(value) -> int | None:
@@ -86,8 +89,8 @@ class TokenEstimates:
 
     def completion_tokens(self, entry: dict) -> int:
         api = api_of(entry)
-        if api == "embeddings":
-            return 0   # an answer of vectors: its bytes are no tokens generated
+        if api in GENERATE_NOTHING:
+            return 0
         size, streamed = self._text_bytes(entry, api)
         return round(size / self.bytes_per_token(api, streamed))
 

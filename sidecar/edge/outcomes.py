@@ -208,8 +208,8 @@ class Outcomes:
                                   "the estimates use (learned where usage was reported), by API "
                                   "and streamed or not", labels=["api", "stream"])
         for api in estimates.APIS:
-            if api == "embeddings":
-                continue   # an answer of vectors: no completion to estimate
+            if api in estimates.GENERATE_NOTHING:
+                continue   # no completion to estimate
             for streamed in (False, True):
                 ratio.add_metric([api, str(streamed).lower()], self.estimates.bytes_per_token(api, streamed))
         yield ratio

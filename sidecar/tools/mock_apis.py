@@ -144,6 +144,7 @@ class StreamEvents:
         self.id = f"{time.monotonic_ns():029d}"[-29:]
         self.sequence = -1
         self.text: list[str] = []   # Responses: the closing events repeat the whole text
+        self.response: dict = {}    # Responses: the response object as the last event showed it
 
     def typed(self, event: str, fields: dict) -> bytes:
         """A Responses event: its type and place in the stream, then its fields."""
@@ -172,7 +173,8 @@ class StreamEvents:
                     + self.sse("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}))
         if self.api == "responses":
-            response = response_object(self.response_id, self.model, "in_progress", [], None, self.metadata)
+            response = self.response = response_object(self.response_id, self.model, "in_progress", [],
+                                                       None, self.metadata)
             return (self.typed("response.created", {"response": response})
                     + self.typed("response.in_progress", {"response": response})
                     + self.typed("response.output_item.added", {
@@ -224,12 +226,12 @@ class StreamEvents:
             text = "".join(self.text)
             item = _output_message(self.item_id, "completed", text)
             where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+            self.response = response_object(self.response_id, self.model, "completed", [item],
+                                            _usage("responses", self.usage), self.metadata)
             return (self.typed("response.output_text.done", {**where, "text": text, "logprobs": []})
                     + self.typed("response.content_part.done", {**where, "part": _output_text(text)})
                     + self.typed("response.output_item.done", {"output_index": 0, "item": item})
-                    + self.typed("response.completed", {"response": response_object(
-                        self.response_id, self.model, "completed", [item],
-                        _usage("responses", self.usage), self.metadata)}))
+                    + self.typed("response.completed", {"response": self.response}))
         out = b""
         if include_usage:
             out += self.sse(None, {"id": f"chatcmpl-{self.id}", "object": "chat.completion.chunk",

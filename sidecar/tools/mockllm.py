@@ -45,6 +45,7 @@ from aiohttp import web
 
 from sidecar.tools import mock_apis
 from sidecar.tools.mock_cache import PromptCache
+from sidecar.tools.mock_stored import StoredResponses
 from sidecar.tools.mock_generation import TOKENS_PER_CHUNK, Model, parse_rates
 
 STALL_S = 30.0
@@ -59,9 +60,6 @@ PROVIDER_HEADERS = {"X-Powered-By": "Express", "Via": "1.1 provider-edge", "CF-R
                     "X-Ms-Region": "East US"}
 
 
-STORED_RESPONSES = 10_000   # a provider keeps them for weeks; enough for any test or load run
-
-
 class MockEndpoint:
     def __init__(self, name: str, model: str, generator: Model):
         self.name = name
@@ -71,12 +69,7 @@ class MockEndpoint:
         self.extra_headers: dict = {}
         self.received: deque = deque(maxlen=1000)
         self.prompt_cache = PromptCache()
-        self.stored: dict[str, None] = {}   # Responses ids this endpoint issued, oldest first
-
-    def store(self, response_id: str) -> None:
-        self.stored[response_id] = None
-        if len(self.stored) > STORED_RESPONSES:
-            del self.stored[next(iter(self.stored))]
+        self.stored = StoredResponses()   # the Responses answers it produced
 
 
 def _parse_fault(text: str) -> dict:
@@ -94,11 +87,15 @@ def _text(ep: MockEndpoint, tokens: int) -> list[str]:
 
 
 def create_endpoint_app(ep: MockEndpoint) -> web.Application:
+    def received(request: web.Request, raw: bytes) -> None:
+        ep.received.append({"method": request.method, "path": request.path_qs,
+                            "headers": dict(request.headers),
+                            "body": raw.decode("utf-8", "replace"), "at": time.time()})
+
     async def completions(request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         raw = await request.read()
-        ep.received.append({"path": request.path, "headers": dict(request.headers),
-                            "body": raw.decode("utf-8", "replace"), "at": time.time()})
+        received(request, raw)
         fault = _parse_fault(request.headers.get("X-Mock-Fault", "") or ep.fault)
         drawn = ep.generator.fault()
         if drawn:
@@ -156,7 +153,7 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
             answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage, body.get("metadata"))
             if api == "responses":
-                ep.store(answer["id"])
+                answer = ep.stored.store(answer, body)
         echo["X-Mock-Service-Ms"] = f"{(time.monotonic() - started) * 1000:.3f}"
         dumps = mock_apis.spaced_json if "spaced" in fault else orjson.dumps
         return web.Response(body=dumps(answer), content_type="application/json", headers=echo)
@@ -183,6 +180,7 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
     for suffix in ("chat/completions", "completions", "embeddings", "responses", "messages"):
         app.router.add_post("/{prefix:.*}/" + suffix, completions)
     app.router.add_get("/{prefix:.*}/models", models)
+    ep.stored.routes(app, received, {"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model})
     app.router.add_post("/_mock/faults", set_fault)
     app.router.add_get("/_mock/requests", list_received)
     app.router.add_delete("/_mock/requests", clear_received)
@@ -198,11 +196,11 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
     events = mock_apis.StreamEvents(api, body.get("model", ep.model), usage,
                                     mock_apis.spaced_json if "spaced" in fault else orjson.dumps,
                                     body.get("metadata"))
-    if api == "responses":
-        ep.store(events.response_id)
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
     await response.write(events.start())
+    if api == "responses":   # held from its first event (a follow-up may name it at once)
+        ep.stored.store(events.response, body)
     for i in range(0, len(words), step):
         last = i + step >= len(words)
         await response.write(events.deltas(words[i:i + step], last))
@@ -219,6 +217,8 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
             await asyncio.sleep(gen.seconds_per_token * step)
     options = body.get("stream_options") or {}
     await response.write(events.end(isinstance(options, dict) and options.get("include_usage") is True))
+    if api == "responses":
+        ep.stored.store(events.response, body)
     await response.write_eof()
     return response
 

@@ -69,3 +69,76 @@ def test_a_previous_response_id_that_is_not_a_string_is_refused(stack, value):
     status, _, out = stack.client.chat({"model": "auto", "input": "hi", "previous_response_id": value},
                                        path="/v1/responses")
     assert status == 400 and "previous_response_id" in json.loads(out)["error"]["message"]
+
+
+def _pinned(st, response_id: str, method: str = "GET", suffix: str = ""):
+    """A stored-response operation, retried until the feedback log has reported the
+    answer (a few tries, 0.1 s apart)."""
+    for _ in range(40):
+        status, headers, out = st.client.chat(None, path=f"/v1/responses/{response_id}{suffix}",
+                                              headers={"Content-Type": None}, method=method)
+        if status != 404 or json.loads(out)["error"]["code"] != "response_not_found":
+            return status, headers, out
+        time.sleep(0.1)
+    return status, headers, out
+
+
+def test_a_stored_response_is_retrieved_listed_and_deleted_where_it_was_made(stack):
+    response_id, served = _first_answer(stack, streamed=False)
+    if stack.mode == "stock":   # nginx alone never reads the answer's id: nothing is forwarded
+        before = stack.mocks.received(served)
+        status, _, out = _pinned(stack, response_id)
+        assert status == 404 and json.loads(out)["error"]["code"] == "response_not_found"
+        assert stack.mocks.received(served) == before
+        return
+    status, headers, out = _pinned(stack, response_id)
+    assert status == 200 and json.loads(out)["id"] == response_id
+    assert headers["X-Mock-Endpoint"] == served and headers["X-Route-Tier"] == "nano"
+    status, headers, out = _pinned(stack, response_id, suffix="/input_items?limit=5&order=asc")
+    assert status == 200 and json.loads(out)["data"][0]["content"][0]["text"] == "hi"
+    assert stack.mocks.received(served)[-1]["path"].endswith(f"/responses/{response_id}/input_items"
+                                                              "?limit=5&order=asc")
+    status, _, out = _pinned(stack, response_id, "POST", "/cancel")   # not a background response
+    assert status == 400 and "background" in json.loads(out)["error"]["message"]
+    status, _, out = _pinned(stack, response_id, "DELETE")
+    assert status == 200 and json.loads(out) == {"id": response_id, "object": "response.deleted",
+                                                 "deleted": True}
+    status, headers, out = _pinned(stack, response_id)   # still its endpoint's to answer: gone
+    assert status == 404 and headers["X-Mock-Endpoint"] == served
+
+
+def test_a_background_response_is_polled_where_it_runs(stack):
+    if stack.mode == "stock":
+        pytest.skip("stock mode cannot read the answer's id (docs/policy.md); the refusal is "
+                    "tested above")
+    status, headers, out = stack.client.chat({"model": "auto", "input": "hi", "background": True},
+                                             path="/v1/responses")
+    queued = json.loads(out)
+    assert status == 200 and queued["status"] == "queued"
+    status, polled_headers, out = _pinned(stack, queued["id"])
+    assert status == 200 and json.loads(out)["status"] == "completed"
+    assert polled_headers["X-Mock-Endpoint"] == headers["X-Mock-Endpoint"]
+    status, _, out = _pinned(stack, queued["id"], "POST", "/cancel")
+    assert status == 200 and json.loads(out)["id"] == queued["id"]
+
+
+@pytest.mark.parametrize("method,path,status,code", [
+    ("GET", "/v1/responses/resp_never_seen", 404, "response_not_found"),
+    ("PUT", "/v1/responses/resp_never_seen", 405, "method_not_allowed"),
+    ("GET", "/v1/responses/resp_never_seen/cancel", 405, "method_not_allowed"),
+    ("POST", "/v1/responses/resp_never_seen/input_items", 405, "method_not_allowed"),
+    ("GET", "/v1/responses/resp_x/input_items/extra", 404, "unknown_url"),
+    ("GET", "/v1/responses/.hidden", 404, "unknown_url"),
+    ("GET", "/v1/responses/resp_x%2F..%2Fmodels", 404, "unknown_url"),
+    ("GET", "/v1/responses/" + "a" * 129, 404, "unknown_url"),
+    ("GET", "/v1/responses/resp_x?after=a%22b&x=<y>", 400, "invalid_request"),
+])
+def test_stored_response_requests_that_cannot_be_served_are_refused_before_any_endpoint(
+        stack, method, path, status, code):
+    before = stack.mocks.total_received()
+    got, headers, out = stack.client.chat(None, path=path, headers={"Content-Type": None}, method=method)
+    assert got == status and json.loads(out)["error"]["code"] == code, out
+    assert headers["Content-Type"] == "application/json" and "X-Content-Type-Options" in headers
+    if status == 405:
+        assert method not in headers["Allow"]
+    assert stack.mocks.total_received() == before

@@ -9,6 +9,8 @@ endpoints to the providers' documented shapes."""
 
 from __future__ import annotations
 
+import time
+
 import anthropic
 import openai
 import pytest
@@ -113,3 +115,25 @@ def test_a_broken_stream_raises_in_the_sdk_and_never_reads_as_complete(sdk, faul
         sdk.mocks.fault("expert-grok-4", "")
     connection_lost = isinstance(broken.value, openai.APIConnectionError)
     assert connection_lost == (sdk.mode == "stock" and fault == "cut")
+
+
+def test_a_stored_response_through_the_sdk(sdk):
+    """retrieve, input_items.list and delete reach the endpoint that made the answer (lua
+    mode, which reads its id); stock mode cannot, and says so with a 404."""
+    made = sdk.openai.responses.create(model="auto", input="hi")
+    if sdk.mode == "stock":
+        with pytest.raises(openai.NotFoundError) as missing:
+            sdk.openai.responses.retrieve(made.id)
+        assert missing.value.body["code"] == "response_not_found"
+        return
+    for _ in range(40):   # until the feedback log has told the router where it is
+        try:
+            got = sdk.openai.responses.retrieve(made.id)
+            break
+        except openai.NotFoundError:
+            time.sleep(0.1)
+    assert got.id == made.id and got.output_text == made.output_text
+    assert [item.content[0].text for item in sdk.openai.responses.input_items.list(made.id)] == ["hi"]
+    sdk.openai.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.openai.responses.retrieve(made.id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import time
 import urllib.request
 import uuid
 
@@ -263,3 +264,31 @@ def test_an_anthropic_stream_ended_early_is_estimated_not_taken_as_one_token(cou
     assert _delta(before, after, "router_tokens_total", source="provider") == 0
     guess = _delta(before, after, "router_tokens_total", direction="out", source="estimated")
     assert shown <= guess <= 8 * shown, (guess, shown)
+
+
+def test_a_retrieved_response_counts_no_tokens_again(counted):
+    """Retrieving a stored Responses answer returns its usage again: counted once, when
+    it was made (the retrieve is a request, not a generation)."""
+    st = counted
+    before = _metrics(st)
+    status, _, raw = st.client.chat({"model": "nano", "input": "hi"}, path="/v1/responses",
+                                    headers={"X-Test-Pin": OPENAI})
+    assert status == 200
+    made = json.loads(raw)
+    for _ in range(40):   # until the feedback log has told the router where it is
+        status, _, got = st.client.request("GET", f"/v1/responses/{made['id']}",
+                                           headers={"X-Constitutional-Hash": HASH})
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200 and json.loads(got)["usage"] == made["usage"]
+    for _ in range(2):
+        assert st.client.request("GET", f"/v1/responses/{made['id']}",
+                                 headers={"X-Constitutional-Hash": HASH})[0] == 200
+    datagrams = before.get('router_feedback_datagrams_total{result="ok"}', 0)
+    assert wait_until(lambda: _metrics(st).get('router_feedback_datagrams_total{result="ok"}', 0)
+                      >= datagrams + 4, 5)
+    after = _metrics(st)
+    counted_in = _delta(before, after, "router_tokens_total", direction="in")
+    counted_out = _delta(before, after, "router_tokens_total", direction="out")
+    assert (counted_in, counted_out) == (made["usage"]["input_tokens"], made["usage"]["output_tokens"])
