@@ -16,7 +16,7 @@ import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar.edge import admission, constitution, decision, features, stored_responses
+from sidecar.edge import admission, constitution, decision, features, stored_responses, token_counts
 from sidecar.edge.catalog import Catalog
 from sidecar.edge.settlement import Pending
 from sidecar.access import clients, limits
@@ -27,7 +27,8 @@ from sidecar.policy.compiled import Policy
 log = logging.getLogger("sidecar")
 JSON = {"Content-Type": "application/json"}
 MODELS_PATH = "/v1/models"
-STORED_PATH = "/v1/responses/{id}"
+SERVED_PATHS = ", ".join((*features.ROUTED_PATHS, *token_counts.COUNTED, MODELS_PATH,
+                          "/v1/responses/{id}"))
 
 
 class Answer(Exception):
@@ -73,12 +74,12 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     now_ns = runtime.clock_ns()
     path = uri.split("?", 1)[0]
     listing = path == MODELS_PATH or path.startswith(MODELS_PATH + "/")
+    counted = token_counts.COUNTED.get(path)
     stored = None
-    if path not in features.ROUTED_PATHS and not listing:
+    if path not in features.ROUTED_PATHS and not listing and counted is None:
         stored = stored_responses.operation(path)
         if stored is None:
-            raise Denied("unknown_url", f"unknown URL {path!r}; the router serves "
-                         f"{', '.join((*features.ROUTED_PATHS, MODELS_PATH, STORED_PATH))}")
+            raise Denied("unknown_url", f"unknown URL {path!r}; the router serves {SERVED_PATHS}")
     wanted = ("GET",) if listing else stored.methods if stored is not None else ("POST",)
     if method not in wanted:
         raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use "
@@ -97,10 +98,16 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         upstream_path = stored_responses.upstream_path(uri)
         proposed = stored_responses.route(policy, runtime.conversations, stored.response_id)
     else:
+        if counted is not None:
+            feats.api = counted[1]   # the body as its API's, max_tokens optional
         _read_body(feats, path, headers, raw, runtime.cache)
         upstream_path = path[3:]
+        if counted is not None:
+            feats.api = counted[0]   # routed as the request it counts would be
         continued = runtime.conversations.route(policy, feats) if runtime.conversations else None
         proposed = continued or policy.route(feats)
+        if counted is not None:      # generates nothing: reserves and counts nothing
+            feats.api, feats.tokens, feats.choices = token_counts.API, 0, 0
     admitted = admission.admit(policy, client, proposed, feats, runtime.store, now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     route = admitted.route

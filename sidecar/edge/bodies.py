@@ -248,13 +248,18 @@ def responses(body: dict) -> Read:
 def messages(body: dict) -> Read:
     """Anthropic Messages: user/assistant turns with string or block content, a
     top-level `system` (string or text blocks), and a required `max_tokens`."""
+    if "max_tokens" not in body:
+        raise bad("'max_tokens' is required")
+    return messages_counted(body)
+
+
+def messages_counted(body: dict) -> Read:
+    """What Anthropic's count_tokens reads: a Messages body, `max_tokens` optional."""
     turns = _required_list(body, "messages")
     text, _, beyond = _messages(turns, ANTHROPIC_ROLES)
     system = body.get("system")
     parts = []
     beyond += _parts_text(system, "system", parts) + beyond_text(body, ("tools",))
-    if "max_tokens" not in body:
-        raise bad("'max_tokens' is required")
     max_tokens = _max_tokens(body, "max_tokens")
     if parts:
         text = "\n".join(parts) + "\n" + text
@@ -262,4 +267,6 @@ def messages(body: dict) -> Read:
 
 
 READERS = {"chat": chat, "completions": completions, "embeddings": embeddings,
-           "responses": responses, "messages": messages}
+           "responses": responses, "messages": messages,
+           # Token counting (sidecar.edge.token_counts): each API's body, read for routing.
+           "messages_counted": messages_counted, "responses_counted": responses}

@@ -34,10 +34,11 @@ STREAM_BYTES_PER_TOKEN = {"messages": 45.0,    # Anthropic: a few tokens per con
                           "responses": 240.0}  # a typed event per token; the text again at the end
 DEFAULT_STREAM_BYTES_PER_TOKEN = 200.0        # OpenAI-style: one token per event
 LEARNING_WEIGHT = 0.05             # how fast a learned ratio follows new answers
-APIS = ("chat", "completions", "responses", "messages", "embeddings", "stored")
-# Answers that are no generated tokens: vectors, and a stored response's operations
-# (retrieve, delete, cancel, list its input; sidecar.edge.stored_responses).
-GENERATE_NOTHING = ("embeddings", "stored")
+APIS = ("chat", "completions", "responses", "messages", "embeddings", "stored", "count")
+# Answers that are no generated tokens: vectors, a stored response's operations
+# (retrieve, delete, cancel, list its input; sidecar.edge.stored_responses), token
+# counts (sidecar.edge.token_counts).
+GENERATE_NOTHING = ("embeddings", "stored", "count")
 
 
 def _last_number(value) -> int | None:

@@ -158,6 +158,15 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         dumps = mock_apis.spaced_json if "spaced" in fault else orjson.dumps
         return web.Response(body=dumps(answer), content_type="application/json", headers=echo)
 
+    async def count_tokens(request: web.Request) -> web.Response:
+        """Anthropic's count_tokens and OpenAI's input_tokens: the input as it counts it."""
+        raw = await request.read()
+        received(request, raw)
+        count = {"input_tokens": max(1, len(raw) // 4)}
+        if request.path.endswith("/input_tokens"):
+            count = {"object": "response.input_tokens", **count}
+        return web.json_response(count, headers={"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model})
+
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": ep.model, "object": "model", "owned_by": "mockllm"}]})
@@ -179,6 +188,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     for suffix in ("chat/completions", "completions", "embeddings", "responses", "messages"):
         app.router.add_post("/{prefix:.*}/" + suffix, completions)
+    app.router.add_post("/{prefix:.*}/messages/count_tokens", count_tokens)
+    app.router.add_post("/{prefix:.*}/responses/input_tokens", count_tokens)
     app.router.add_get("/{prefix:.*}/models", models)
     ep.stored.routes(app, received, {"X-Mock-Endpoint": ep.name, "X-Mock-Model": ep.model})
     app.router.add_post("/_mock/faults", set_fault)

@@ -9,6 +9,7 @@ endpoints to the providers' documented shapes."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import anthropic
@@ -137,3 +138,19 @@ def test_a_stored_response_through_the_sdk(sdk):
     sdk.openai.responses.delete(made.id)
     with pytest.raises(openai.NotFoundError):
         sdk.openai.responses.retrieve(made.id)
+
+
+def test_token_counts_are_answered_by_an_endpoint_of_their_api(sdk):
+    """Anthropic's count_tokens and OpenAI's input_tokens, routed as the request they
+    count would be; in lua mode the body names that endpoint's model."""
+    counted = sdk.anthropic.messages.with_raw_response.count_tokens(model="auto", messages=USER)
+    assert counted.parse().input_tokens > 0
+    served = counted.headers["X-Mock-Endpoint"]
+    sent = sdk.mocks.received(served)[-1]
+    assert sent["path"].endswith("/messages/count_tokens") and served.endswith(("claude-haiku", "claude-sonnet"))
+    assert json.loads(sent["body"])["model"] == ("auto" if sdk.mode == "stock" else counted.headers["X-Route-Model"])
+    counted = sdk.openai.responses.input_tokens.with_raw_response.count(model="auto", input="hi")
+    assert counted.parse().input_tokens > 0
+    assert sdk.mocks.received(counted.headers["X-Mock-Endpoint"])[-1]["path"].endswith("/responses/input_tokens")
+    with pytest.raises(anthropic.BadRequestError):   # what it counts must still be a Messages body
+        sdk.anthropic.messages.count_tokens(model="auto", messages=[])

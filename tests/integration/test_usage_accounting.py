@@ -292,3 +292,19 @@ def test_a_retrieved_response_counts_no_tokens_again(counted):
     counted_in = _delta(before, after, "router_tokens_total", direction="in")
     counted_out = _delta(before, after, "router_tokens_total", direction="out")
     assert (counted_in, counted_out) == (made["usage"]["input_tokens"], made["usage"]["output_tokens"])
+
+
+def test_token_counts_reserve_and_count_no_tokens(counted):
+    st = counted
+    before = _metrics(st)
+    for path, body in (("/v1/messages/count_tokens", {"model": "premium", "messages": [
+                            {"role": "user", "content": "count me " * 200}]}),
+                       ("/v1/responses/input_tokens", {"model": "nano", "input": "count me " * 200})):
+        status, _, raw = st.client.chat(body, path=path, headers={"anthropic-version": "2023-06-01"})
+        assert status == 200 and json.loads(raw)["input_tokens"] > 300, raw
+    datagrams = before.get('router_feedback_datagrams_total{result="ok"}', 0)
+    assert wait_until(lambda: _metrics(st).get('router_feedback_datagrams_total{result="ok"}', 0)
+                      >= datagrams + 2, 5)
+    after = _metrics(st)
+    assert _delta(before, after, "router_tokens_total") == 0
+    assert _delta(before, after, "router_cost_usd_total") == 0
