@@ -93,19 +93,11 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     feats = features.Features(method, path, headers, client.ip)
     feats.sticky = client.id
     if stored is not None:
-        feats.api, feats.choices = stored_responses.API, 0   # generates nothing: reserves nothing
-        feats.stream = stored_responses.streamed(uri)
-        upstream_path = stored_responses.upstream_path(uri)
-        proposed = stored_responses.route(policy, runtime.conversations, stored.response_id)
+        proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri)
     else:
-        if counted is not None:
-            feats.api = counted[1]   # the body as its API's, max_tokens optional
-        _read_body(feats, path, headers, raw, runtime.cache)
-        upstream_path = path[3:]
-        if counted is not None:
-            feats.api = counted[0]   # routed as the request it counts would be
+        _read_body(feats, path, headers, raw, runtime.cache, counted)
         continued = runtime.conversations.route(policy, feats) if runtime.conversations else None
-        proposed = continued or policy.route(feats)
+        proposed, upstream_path = continued or policy.route(feats), path[3:]
         if counted is not None:      # generates nothing: reserves and counts nothing
             feats.api, feats.tokens, feats.choices = token_counts.API, 0, 0
     admitted = admission.admit(policy, client, proposed, feats, runtime.store, now_ns)
@@ -131,18 +123,33 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     return route, out_headers, out_body
 
 
-def _read_body(feats, path: str, headers, raw: bytes, cache) -> None:
-    """The body's features, from the feature cache when this body was seen before."""
+def _read_body(feats, path: str, headers, raw: bytes, cache, counted=None) -> None:
+    """The body's features, from the feature cache when this body was seen before. A
+    token count's body is read as its API's (max_tokens optional), and routed as that
+    API's request would be."""
     content_type = features.content_type(headers)
     features.check_content_coding(headers)
+    if counted is not None:
+        feats.api = counted[1]
     if cache is None:
         features.extract(feats, features.parse_body(raw, content_type))
-        return
-    features.check_media_type(content_type)
-    key = (path, xxhash.xxh3_64_intdigest(raw))
-    if not cache.fill(feats, key):
-        features.extract(feats, features.parse_body(raw, content_type))
-        cache.store(feats, key, len(raw))
+    else:
+        features.check_media_type(content_type)
+        key = (path, xxhash.xxh3_64_intdigest(raw))
+        if not cache.fill(feats, key):
+            features.extract(feats, features.parse_body(raw, content_type))
+            cache.store(feats, key, len(raw))
+    if counted is not None:
+        feats.api = counted[0]
+
+
+def _stored_route(policy, runtime: Runtime, feats, stored, uri: str):
+    """(route, upstream path) of an operation on a stored response: no body, nothing
+    generated, so nothing reserved."""
+    feats.api, feats.choices = stored_responses.API, 0
+    feats.stream = stored_responses.streamed(uri)
+    upstream_path = stored_responses.upstream_path(uri)   # a bad query is refused first
+    return stored_responses.route(policy, runtime.conversations, stored.response_id), upstream_path
 
 
 def _check_arrival(headers) -> None:
