@@ -95,14 +95,17 @@ DEMO_POLICY = load_policy(DEMO, {})
 VALID = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
          "/v1/completions": {"prompt": "hi"}, "/v1/embeddings": {"input": "hi"},
          "/v1/responses": {"input": "hi"},
-         "/v1/messages": {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}}
+         "/v1/messages": {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+         "/v1/messages/count_tokens": {"messages": [{"role": "user", "content": "hi"}]},
+         "/v1/responses/input_tokens": {"input": "hi"}}
 API_PATHS = st.sampled_from(sorted(VALID))
 # Up to three fields added or overwritten, each null, a boolean or anything: few
 # enough that most examples stay valid and reach the answer.
 EXTRA_FIELDS = st.dictionaries(
     st.sampled_from(["model", "stream", "stream_options", "max_tokens", "n", "best_of", "tools",
                      "functions", "response_format", "instructions", "max_completion_tokens",
-                     "max_output_tokens", "system", "messages", "prompt", "input"]),
+                     "max_output_tokens", "system", "messages", "prompt", "input",
+                     "previous_response_id", "background"]),
     st.none() | st.booleans() | FIELD_VALUES, max_size=3)
 
 
@@ -123,3 +126,39 @@ def test_any_json_object_on_any_api_is_routed_or_refused_never_a_crash(path, ext
     assert out_headers["X-Route-Endpoint"] == route.endpoint.name
     if out_body:
         assert isinstance(orjson.loads(out_body), dict)
+
+
+KNOWN_RESPONSE = "resp_known_0001"
+ID_CHARS = st.text(st.sampled_from("az09_.:-/%?&=#~ \x00\u00e9AZ"), max_size=12)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"]),
+       st.one_of(st.just(KNOWN_RESPONSE), ID_CHARS),
+       st.sampled_from(["", "/cancel", "/input_items", "/input_items/x", "/"]),
+       st.one_of(st.just(""), st.text(max_size=16).map(lambda q: "?" + q)), st.booleans())
+def test_a_stored_response_operation_goes_only_where_its_answer_was_made(method, response_id, suffix,
+                                                                         query, lua_mode):
+    """Any method, id, operation and query under /v1/responses/: routed only to the
+    endpoint that served a known id, with no fallbacks and a path that is the
+    request's own; anything else refused, never a crash and never guessed at."""
+    from sidecar.edge.conversations import Conversations
+    runtime = Runtime()
+    runtime.conversations = Conversations()
+    served = next(e for e in DEMO_POLICY.endpoints if "responses" in e.serves)
+    runtime.conversations.remember({"response_id": KNOWN_RESPONSE, "served": served.name,
+                                    "status": "200"})
+    headers = CIMultiDict({"X-Constitutional-Hash": HASH})
+    uri = f"/v1/responses/{response_id}{suffix}{query}"
+    try:
+        route, out_headers, out_body = decide(DEMO_POLICY, method, uri, headers, b"", peer="192.0.2.1",
+                                              lua_mode=lua_mode, runtime=runtime)
+    except Denied as denied:
+        assert denied.reason in ("unknown_url", "method_not_allowed", "response_not_found",
+                                 "invalid_request", "model_not_found", "invalid_json",
+                                 "unsupported_media_type"), denied.reason
+        return
+    assert route.endpoint is served and route.fallbacks == () and out_body == b""
+    assert response_id == KNOWN_RESPONSE
+    assert out_headers["X-Route-Path"] == uri[3:].removesuffix("?")   # an empty query is none
+    assert "X-Route-Shadow" not in out_headers
