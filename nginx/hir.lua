@@ -241,11 +241,14 @@ end
 
 -- A Responses answer's id, which a follow-up names as previous_response_id: the
 -- sidecar sends that follow-up to the endpoint that holds the conversation. The id
--- leads the object, or the response.created event that opens a stream.
+-- leads the object, or the response.created event that opens a stream. A retrieved
+-- answer's id and usage are read too: a background response's usage arrives that way
+-- (the sidecar counts it once, sidecar/edge/conversations.py).
 local P_RESPONSE_ID = '"id"%s*:%s*"([%w_%-%.:]+)"'
 
 local function record_response_id(chunk)
-    if sub(var.route_features or "", 1, 10) == "responses;" then
+    local features = var.route_features or ""
+    if sub(features, 1, 10) == "responses;" or sub(features, 1, 7) == "stored;" then
         local id = match(sub(chunk, 1, 512), P_RESPONSE_ID)
         if id and #id <= 128 then
             var.route_response_id = id
@@ -268,9 +271,6 @@ local function record_usage(ctx, chunk, eof)
     local last = ctx.hir_c3
     if not (eof and last) then
         return
-    end
-    if sub(var.route_features or "", 1, 7) == "stored;" then
-        return   -- a stored response retrieved or cancelled: its usage was counted when made
     end
     local text = #last >= TAIL and sub(last, -TAIL) or sub((ctx.hir_c1 or "") .. (ctx.hir_c2 or "") .. last, -TAIL)
     local at = last_usage(text)

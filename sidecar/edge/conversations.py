@@ -1,4 +1,5 @@
-"""Which endpoint holds each Responses conversation.
+"""Which endpoint holds each Responses conversation, and the background responses
+whose usage is still to come.
 
 A Responses request may continue an earlier answer by naming it
 (`previous_response_id`); only the provider that produced that answer has it, and
@@ -6,25 +7,40 @@ any other answers 404. Lua mode reads each Responses answer's id (hir.lua) into 
 feedback log, every sidecar process reads every line, and a follow-up goes to the
 endpoint that served the answer it names, with no fallbacks: no other endpoint could
 serve it. An id this process never saw (another host, a restart, evicted, or stock
-mode, where nginx cannot read answers) is routed by the rules as before."""
+mode, where nginx cannot read answers) is routed by the rules as before.
+
+A `background` request is answered at once, `queued`, with no usage: the tokens are
+spent later, and their count arrives when the client retrieves the finished answer
+(GET /v1/responses/{id}). So the request's usage waits here, and is counted (and its
+reservation settled) from the first retrieve that reports it; a retrieve never
+counts otherwise. If none comes within `WAIT_NS`, the wait ends at the estimate: the
+request's reservation (its prompt and max_output_tokens, or 256)."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client.core import CounterMetricFamily
 
+from sidecar.edge.estimates import background
 from sidecar.policy.compiled import Route
 
 CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~15 MB at most
+WAIT_NS = 600 * 1_000_000_000   # as long as a reservation is held (sidecar.edge.settlement)
 RULE = "previous_response"
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 class Conversations:
-    __slots__ = ("capacity", "endpoints", "continued")
+    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "clock_ns")
 
-    def __init__(self, capacity: int = CAPACITY):
+    def __init__(self, capacity: int = CAPACITY, clock_ns=time.time_ns):
         self.capacity = capacity
         self.endpoints: dict[str, str] = {}   # response id -> endpoint name, oldest first
         self.continued = {"pinned": 0, "unknown": 0}
+        # background response id -> (its create's feedback entry, when it was seen), oldest first
+        self.awaiting: dict[str, tuple[dict, int]] = {}
+        self.clock_ns = clock_ns
 
     def remember(self, entry: dict) -> None:
         """From a feedback line: the endpoint that served a Responses answer with an id."""
@@ -33,6 +49,36 @@ class Conversations:
             self.endpoints[response_id] = entry["served"]
             if len(self.endpoints) > self.capacity:
                 del self.endpoints[next(iter(self.endpoints))]
+
+    def observe(self, entry: dict, retrieved: dict | None) -> dict | None:
+        """A feedback line with a response id. A background create is marked `deferred`
+        (its usage is not in its answer) and waits; a retrieve that reports a waiting
+        response's usage (`retrieved`) returns that create's entry with it, now due."""
+        features = entry.get("features") or ""
+        if features.startswith("responses;"):
+            self.remember(entry)
+            if entry.get("status") == "200" and background(entry):
+                entry["deferred"] = True
+                self.awaiting[entry["response_id"]] = (entry, self.clock_ns())
+                if len(self.awaiting) > self.capacity:
+                    del self.awaiting[next(iter(self.awaiting))]
+            return None
+        if retrieved and retrieved.get("completion_tokens") and entry.get("response_id") in self.awaiting:
+            created, _ = self.awaiting.pop(entry["response_id"])
+            return {**created, **retrieved, "deferred": False}
+        return None
+
+    def expire(self) -> list[dict]:
+        """The background creates whose wait ended without a reported usage: each is
+        now due at its estimate."""
+        cutoff, ended = self.clock_ns() - WAIT_NS, []
+        while self.awaiting:
+            response_id, (created, seen_ns) = next(iter(self.awaiting.items()))
+            if seen_ns > cutoff:
+                break
+            del self.awaiting[response_id]
+            ended.append({**created, "deferred": False})
+        return ended
 
     def route(self, policy, feats) -> Route | None:
         """The route of a request that continues an answer this process saw, else None."""

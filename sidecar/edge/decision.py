@@ -78,9 +78,12 @@ _SAFE_MODEL = re.compile(r"[^A-Za-z0-9._:/@-]")
 
 def features_header(f) -> str:
     """What the decision saw, for the access log (and `replay`): no prompt text.
-    api;tokens;messages;max_tokens;complexity;tier_hint;flags;model"""
+    api;tokens;messages;max_tokens;complexity;tier_hint;flags;model (flags: s system prompt,
+    c code, m math, t tools, r stream, b a background Responses request)"""
     flags = "".join(letter for letter, on in (("s", f.system_prompt), ("c", f.code), ("m", f.math),
                                                ("t", f.tools), ("r", f.stream)) if on)
+    if f.api == "responses" and f.body.get("background") is True:
+        flags += "b"   # answered `queued`: its usage comes later (sidecar.edge.conversations)
     model = _SAFE_MODEL.sub("?", f.model[:64])  # the client's text: never raw into a header
     return (f"{f.api};{f.tokens};{f.messages};{f.max_tokens};{f.complexity:.4f};{f.tier_hint};"
             f"{flags};{model}")

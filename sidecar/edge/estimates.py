@@ -19,6 +19,8 @@ report usage; stock mode keeps these defaults.
 
 from __future__ import annotations
 
+from sidecar.access.budgets import RESERVE_COMPLETION_TOKENS
+
 # The JSON around a whole answer's text (ids, model, usage, and for the Responses
 # API every setting of the request echoed back), from the providers' documented objects.
 ENVELOPE_BYTES = {"chat": 550, "completions": 250, "messages": 400, "responses": 1000}
@@ -58,6 +60,18 @@ def api_of(entry: dict) -> str:
     return api if api in APIS else "chat"
 
 
+def _features(entry: dict) -> list[str]:
+    """api;tokens;messages;max_tokens;complexity;tier_hint;flags;model, split."""
+    return (entry.get("features") or "").split(";", 7)
+
+
+def background(entry: dict) -> bool:
+    """A Responses request sent with background: true (flag b): its answer is `queued`,
+    its tokens are spent later."""
+    fields = _features(entry)
+    return len(fields) == 8 and fields[0] == "responses" and "b" in fields[6]
+
+
 def prompt_tokens(entry: dict) -> int:
     """The decision's count of the prompt; the request's bytes / 4 if it logged none."""
     fields = (entry.get("features") or "").split(";", 2)
@@ -92,6 +106,9 @@ class TokenEstimates:
         api = api_of(entry)
         if api in GENERATE_NOTHING:
             return 0
+        if background(entry):   # its answer said `queued`: what it reserved is the best guess
+            max_tokens = _features(entry)[3]
+            return int(max_tokens) if max_tokens.isdigit() and max_tokens != "0" else RESERVE_COMPLETION_TOKENS
         size, streamed = self._text_bytes(entry, api)
         return round(size / self.bytes_per_token(api, streamed))
 

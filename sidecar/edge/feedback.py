@@ -29,6 +29,7 @@ from pathlib import Path
 
 import orjson
 
+from sidecar.edge.conversations import USAGE_FIELDS
 from sidecar.edge.estimates import TokenEstimates
 
 log = logging.getLogger("sidecar.edge.feedback")
@@ -145,14 +146,19 @@ class Feedback:
             if self.outcomes is not None:
                 self.outcomes.record_shadow(entry)
             return
+        due = self._usage_due(entry)
         if self.outcomes is not None:
             self.outcomes.record(entry)
         if self.settlements is not None:
             estimates = self.outcomes.estimates if self.outcomes is not None else self.estimates
-            self.settlements.settle(entry, self.policy_ref(), estimates)
+            if not entry.get("deferred"):
+                self.settlements.settle(entry, self.policy_ref(), estimates)
             self.settlements.expire()
-        if self.conversations is not None and entry.get("response_id"):
-            self.conversations.remember(entry)
+        for finished in due:   # a background response's usage, known at last
+            if self.outcomes is not None:
+                self.outcomes.count_usage(finished)
+            if self.settlements is not None:
+                self.settlements.settle(finished, self.policy_ref(), estimates)
         health = self.health_ref()
         hops = hop_statuses(entry)
         if self.retries is not None and len(hops) > 1:
@@ -174,6 +180,22 @@ class Feedback:
                                 endpoint, self.down_seconds, count)
             else:
                 self.failures.pop(endpoint, None)
+
+    def _usage_due(self, entry: dict) -> list[dict]:
+        """Background Responses requests whose usage is now due: the one `entry`
+        retrieved finished, and those whose wait ended (sidecar.edge.conversations)."""
+        retrieved = None
+        if (entry.get("features") or "").startswith("stored;"):
+            # A stored answer repeats the usage of when it was made: never this request's.
+            retrieved = {name: entry.pop(name, "") for name in USAGE_FIELDS}
+        if self.conversations is None:
+            return []
+        due = self.conversations.expire()
+        if entry.get("response_id"):
+            finished = self.conversations.observe(entry, retrieved)
+            if finished is not None:
+                due.append(finished)
+        return due
 
     def datagram(self, data: bytes) -> None:
         # "<190>Nov 26 05:45:00 hir: {...}" (nohostname): the JSON follows the tag.

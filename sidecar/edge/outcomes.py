@@ -111,15 +111,20 @@ class Outcomes:
             self._tenants = (policy.version, names)
         return self._tenants[1]
 
-    def record(self, entry: dict) -> None:
+    def _served(self, entry: dict):
+        """(the endpoint that served `entry`, its tenant label), or (None, "")."""
         policy = self.policy_ref()
         endpoint = policy.endpoint_by_name.get(entry.get("served") or "")
-        if endpoint is None:
-            return  # not forwarded (denied, or the sidecar failed closed)
-        tier = endpoint.tier
         tenant = entry.get("tenant") or ""
         if tenant and tenant not in self._tenant_names(policy):
             tenant = "unknown"
+        return endpoint, tenant
+
+    def record(self, entry: dict) -> None:
+        endpoint, tenant = self._served(entry)
+        if endpoint is None:
+            return  # not forwarded (denied, or the sidecar failed closed)
+        tier = endpoint.tier
         status = entry.get("status", "")
         key = (tier.name, endpoint.name)
         counted = (tier.name, endpoint.name, status[:1] + "xx")
@@ -142,7 +147,13 @@ class Outcomes:
         if took is not None and tier.latency_target_ms:
             verdict = "within" if took * 1000 <= tier.latency_target_ms else "over"
             self.target[(tier.name, verdict)] = self.target.get((tier.name, verdict), 0) + 1
-        if status.startswith("2"):
+        if status.startswith("2") and not entry.get("deferred"):
+            self._count_usage(entry, endpoint, tenant)
+
+    def count_usage(self, entry: dict) -> None:
+        """A request's tokens and cost alone: a background response's, once known."""
+        endpoint, tenant = self._served(entry)
+        if endpoint is not None:
             self._count_usage(entry, endpoint, tenant)
 
     def record_shadow(self, entry: dict) -> None:

@@ -120,7 +120,7 @@ def run(args, policy) -> int:
             metrics.registry.register(runtime.settlements)
             # Retries are counted from the feedback log, so the budget needs it.
             runtime.retries = RetryBudget(*ref.policy.retry_budget)
-            runtime.conversations = Conversations()
+            runtime.conversations = Conversations(clock_ns=runtime.clock_ns)
             metrics.registry.register(runtime.conversations)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
                                          args.health_down_seconds, outcomes=outcomes,

@@ -120,3 +120,63 @@ def test_the_channel_counts_unparsable_datagrams():
     assert key not in scrape(o)  # a unix socket: nginx itself logs what it could not send
     o.dropped = lambda: 7        # UDP: the kernel's count for the sidecar's socket
     assert scrape(o)[key] == 7
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 10**18
+
+    def __call__(self):
+        return self.now
+
+
+def _background_feedback():
+    from sidecar.edge.conversations import Conversations
+    clock = _Clock()
+    o = Outcomes(lambda: POLICY)
+    f = Feedback(lambda: POLICY.health, outcomes=o, conversations=Conversations(clock_ns=clock))
+    return clock, o, f
+
+
+BACKGROUND = dict(features="responses;12;1;40;0.1000;1;b;nano", response_id="resp_bg1",
+                  prompt_tokens="", completion_tokens="", upstream_body_bytes="1500")
+RETRIEVED = dict(features="stored;0;0;0;0.0000;1;;", response_id="resp_bg1", prompt_tokens="30",
+                 completion_tokens="70", upstream_body_bytes="2500")
+
+
+def test_a_background_requests_usage_waits_for_the_retrieve_that_reports_it():
+    _, o, f = _background_feedback()
+    f.record(entry(**BACKGROUND))
+    assert _estimated(scrape(o), "out") == 0 and _provider(scrape(o), "out") == 0
+    f.record(entry(**{**RETRIEVED, "prompt_tokens": "", "completion_tokens": ""}))  # still running
+    assert _provider(scrape(o), "out") == 0
+    f.record(entry(**RETRIEVED))
+    f.record(entry(**RETRIEVED))                       # polled again: counted once
+    s = scrape(o)
+    assert (_provider(s, "in"), _provider(s, "out"), _estimated(s, "out")) == (30, 70, 0)
+
+
+def test_a_retrieve_never_counts_an_answer_that_was_counted_when_made():
+    _, o, f = _background_feedback()
+    f.record(entry(features="responses;12;1;40;0.1000;1;;nano", response_id="resp_bg1"))   # whole answer
+    made = (_provider(scrape(o), "in"), _provider(scrape(o), "out"))
+    assert made == (100, 50)
+    f.record(entry(**RETRIEVED))
+    assert (_provider(scrape(o), "in"), _provider(scrape(o), "out")) == made
+
+
+def test_a_background_request_never_retrieved_is_counted_at_its_reservation_when_the_wait_ends():
+    from sidecar.edge.conversations import WAIT_NS
+    clock, o, f = _background_feedback()
+    f.record(entry(**BACKGROUND))
+    clock.now += WAIT_NS + 1
+    f.record(entry(features="chat;5;1;0;0.1000;1;;nano"))   # any line ends overdue waits
+    s = scrape(o)
+    assert _estimated(s, "out") == 40 and _estimated(s, "in") == 12   # max_output_tokens, prompt
+    f.record(entry(**RETRIEVED))                              # too late: already counted
+    assert _provider(scrape(o), "out") == 50                  # only the chat line's own
+
+
+def _provider(s, direction):
+    return s.get(("router_tokens_total", (("direction", direction), ("source", "provider"), ("tenant", ""),
+                                          ("tier", "fast"))), 0)

@@ -166,3 +166,24 @@ def test_a_providers_absurd_usage_is_charged_at_most_the_endpoints_window(store,
     assert _spent(store) == budgets.estimate_micros(ENDPOINT, window, window, window, 0)
     clock.now += (2 * window // RATE.rate + 1) * S   # the charge (2 windows) drains at the limit's rate
     assert remaining(store, clock) == RATE.burst
+
+
+def test_a_background_request_is_settled_from_the_retrieve_that_reports_its_usage(store):
+    """Its own answer (`queued`) reports nothing: settling from it would refund the
+    whole reservation of a request whose tokens are still being spent."""
+    from sidecar.edge.conversations import Conversations
+    from sidecar.edge.feedback import Feedback
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    f = Feedback(lambda: POLICY.health, settlements=s, policy_ref=lambda: POLICY,
+                 conversations=Conversations(clock_ns=clock))
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    f.record(entry(features="responses;100;1;500;0.1000;1;b;auto", response_id="resp_bg",
+                   prompt_tokens="", completion_tokens="", upstream_body_bytes="1500"))
+    assert "r1" in s.pending and remaining(store, clock) == before      # still reserved
+    f.record(entry(internal_id="r2", features="stored;0;0;0;0.0000;1;;", response_id="resp_bg",
+                   prompt_tokens="100", completion_tokens="50"))
+    assert "r1" not in s.pending and remaining(store, clock) == before + 450   # used 150 of 600
+    assert _spent(store) == budgets.estimate_micros(ENDPOINT, 100, 50)

@@ -308,3 +308,48 @@ def test_token_counts_reserve_and_count_no_tokens(counted):
     after = _metrics(st)
     assert _delta(before, after, "router_tokens_total") == 0
     assert _delta(before, after, "router_cost_usd_total") == 0
+
+
+def test_a_background_responses_usage_is_counted_once_when_a_retrieve_reports_it(counted):
+    """A background request is answered `queued`, with no usage: its tokens are spent
+    later. They are counted when a retrieve first shows the finished answer, once."""
+    st = counted
+    ok = 'router_feedback_datagrams_total{result="ok"}'
+    before = _metrics(st)
+    status, _, raw = st.client.chat({"model": "nano", "input": "hi", "background": True,
+                                     "max_output_tokens": 40}, path="/v1/responses",
+                                    headers={"X-Test-Pin": OPENAI})
+    queued = json.loads(raw)
+    assert status == 200 and queued["status"] == "queued" and queued["usage"] is None
+    assert wait_until(lambda: _metrics(st).get(ok, 0) >= before.get(ok, 0) + 1, 5)
+    assert _delta(before, _metrics(st), "router_tokens_total") == 0   # nothing known yet
+    for _ in range(40):   # until the feedback log has told the router where it is
+        status, _, got = st.client.request("GET", f"/v1/responses/{queued['id']}",
+                                           headers={"X-Constitutional-Hash": HASH})
+        if status == 200:
+            break
+        time.sleep(0.1)
+    finished = json.loads(got)
+    assert status == 200 and finished["status"] == "completed"
+    assert st.client.request("GET", f"/v1/responses/{queued['id']}",
+                             headers={"X-Constitutional-Hash": HASH})[0] == 200
+    assert wait_until(lambda: _metrics(st).get(ok, 0) >= before.get(ok, 0) + 3, 5)
+    after = _metrics(st)
+    usage = finished["usage"]
+    assert _delta(before, after, "router_tokens_total", direction="in", source="provider") == usage["input_tokens"]
+    assert _delta(before, after, "router_tokens_total", direction="out", source="provider") == usage["output_tokens"]
+    assert _delta(before, after, "router_tokens_total", source="estimated") == 0
+
+
+def test_stock_mode_counts_a_background_request_at_what_it_reserved(estimated):
+    """nginx alone sees neither the id nor the usage: the request's reservation is the
+    estimate, not the bytes of its `queued` answer."""
+    st = estimated
+    before = _metrics(st)
+    status, _, raw = st.client.chat({"model": "nano", "input": "hi", "background": True,
+                                     "max_output_tokens": 40}, path="/v1/responses",
+                                    headers={"X-Test-Pin": OPENAI})
+    assert status == 200 and json.loads(raw)["status"] == "queued"
+    ok = 'router_feedback_datagrams_total{result="ok"}'
+    assert wait_until(lambda: _metrics(st).get(ok, 0) >= before.get(ok, 0) + 1, 5)
+    assert _delta(before, _metrics(st), "router_tokens_total", direction="out", source="estimated") == 40
