@@ -26,13 +26,14 @@ from sidecar.edge.estimates import background
 from sidecar.policy.compiled import Route
 
 CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~15 MB at most
+AWAITING = 10_000    # background requests waiting for their usage (~1 KB each)
 WAIT_NS = 600 * 1_000_000_000   # as long as a reservation is held (sidecar.edge.settlement)
 RULE = "previous_response"
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 class Conversations:
-    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "clock_ns")
+    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "overflow", "clock_ns")
 
     def __init__(self, capacity: int = CAPACITY, clock_ns=time.time_ns):
         self.capacity = capacity
@@ -40,6 +41,7 @@ class Conversations:
         self.continued = {"pinned": 0, "unknown": 0}
         # background response id -> (its create's feedback entry, when it was seen), oldest first
         self.awaiting: dict[str, tuple[dict, int]] = {}
+        self.overflow: list[dict] = []   # pushed out of `awaiting` by newer ones: due now
         self.clock_ns = clock_ns
 
     def remember(self, entry: dict) -> None:
@@ -60,8 +62,9 @@ class Conversations:
             if entry.get("status") == "200" and background(entry):
                 entry["deferred"] = True
                 self.awaiting[entry["response_id"]] = (entry, self.clock_ns())
-                if len(self.awaiting) > self.capacity:
-                    del self.awaiting[next(iter(self.awaiting))]
+                if len(self.awaiting) > AWAITING:
+                    oldest = next(iter(self.awaiting))
+                    self.overflow.append(self.awaiting.pop(oldest)[0])
             return None
         if retrieved and retrieved.get("completion_tokens") and entry.get("response_id") in self.awaiting:
             created, _ = self.awaiting.pop(entry["response_id"])
@@ -69,9 +72,11 @@ class Conversations:
         return None
 
     def expire(self) -> list[dict]:
-        """The background creates whose wait ended without a reported usage: each is
-        now due at its estimate."""
-        cutoff, ended = self.clock_ns() - WAIT_NS, []
+        """The background creates whose wait ended without a reported usage (timed
+        out, or pushed out by newer ones): each is now due at its estimate."""
+        ended = [{**created, "deferred": False} for created in self.overflow]
+        self.overflow.clear()
+        cutoff = self.clock_ns() - WAIT_NS
         while self.awaiting:
             response_id, (created, seen_ns) = next(iter(self.awaiting.items()))
             if seen_ns > cutoff:

@@ -180,3 +180,15 @@ def test_a_background_request_never_retrieved_is_counted_at_its_reservation_when
 def _provider(s, direction):
     return s.get(("router_tokens_total", (("direction", direction), ("source", "provider"), ("tenant", ""),
                                           ("tier", "fast"))), 0)
+
+
+def test_background_requests_pushed_out_of_the_wait_are_counted_at_their_reservation(monkeypatch):
+    from sidecar.edge import conversations
+    monkeypatch.setattr(conversations, "AWAITING", 2)
+    _, o, f = _background_feedback()
+    for i in range(3):
+        f.record(entry(**{**BACKGROUND, "response_id": f"resp_bg{i}"}))
+    f.record(entry(features="chat;5;1;0;0.1000;1;;nano"))
+    assert _estimated(scrape(o), "out") == 40              # the oldest, at max_output_tokens
+    f.record(entry(**{**RETRIEVED, "response_id": "resp_bg2"}))
+    assert _provider(scrape(o), "out") == 50 + 70          # the chat line's, and the newest's
