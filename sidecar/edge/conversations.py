@@ -74,6 +74,8 @@ class Conversations:
     def expire(self) -> list[dict]:
         """The background creates whose wait ended without a reported usage (timed
         out, or pushed out by newer ones): each is now due at its estimate."""
+        if not (self.awaiting or self.overflow):
+            return []   # the usual case, on every feedback line: no clock read
         ended = [{**created, "deferred": False} for created in self.overflow]
         self.overflow.clear()
         cutoff = self.clock_ns() - WAIT_NS
