@@ -71,7 +71,7 @@ def test_a_previous_response_id_that_is_not_a_string_is_refused(stack, value):
     assert status == 400 and "previous_response_id" in json.loads(out)["error"]["message"]
 
 
-def _pinned(st, response_id: str, method: str = "GET", suffix: str = ""):
+def stored_operation(st, response_id: str, method: str = "GET", suffix: str = ""):
     """A stored-response operation, retried until the feedback log has reported the
     answer (a few tries, 0.1 s apart)."""
     for _ in range(40):
@@ -87,23 +87,23 @@ def test_a_stored_response_is_retrieved_listed_and_deleted_where_it_was_made(sta
     response_id, served = _first_answer(stack, streamed=False)
     if stack.mode == "stock":   # nginx alone never reads the answer's id: nothing is forwarded
         before = stack.mocks.received(served)
-        status, _, out = _pinned(stack, response_id)
+        status, _, out = stored_operation(stack, response_id)
         assert status == 404 and json.loads(out)["error"]["code"] == "response_not_found"
         assert stack.mocks.received(served) == before
         return
-    status, headers, out = _pinned(stack, response_id)
+    status, headers, out = stored_operation(stack, response_id)
     assert status == 200 and json.loads(out)["id"] == response_id
     assert headers["X-Mock-Endpoint"] == served and headers["X-Route-Tier"] == "nano"
-    status, headers, out = _pinned(stack, response_id, suffix="/input_items?limit=5&order=asc")
+    status, headers, out = stored_operation(stack, response_id, suffix="/input_items?limit=5&order=asc")
     assert status == 200 and json.loads(out)["data"][0]["content"][0]["text"] == "hi"
     assert stack.mocks.received(served)[-1]["path"].endswith(f"/responses/{response_id}/input_items"
                                                               "?limit=5&order=asc")
-    status, _, out = _pinned(stack, response_id, "POST", "/cancel")   # not a background response
+    status, _, out = stored_operation(stack, response_id, "POST", "/cancel")   # not a background response
     assert status == 400 and "background" in json.loads(out)["error"]["message"]
-    status, _, out = _pinned(stack, response_id, "DELETE")
+    status, _, out = stored_operation(stack, response_id, "DELETE")
     assert status == 200 and json.loads(out) == {"id": response_id, "object": "response.deleted",
                                                  "deleted": True}
-    status, headers, out = _pinned(stack, response_id)   # still its endpoint's to answer: gone
+    status, headers, out = stored_operation(stack, response_id)   # still its endpoint's to answer: gone
     assert status == 404 and headers["X-Mock-Endpoint"] == served
 
 
@@ -115,10 +115,10 @@ def test_a_background_response_is_polled_where_it_runs(stack):
                                              path="/v1/responses")
     queued = json.loads(out)
     assert status == 200 and queued["status"] == "queued"
-    status, polled_headers, out = _pinned(stack, queued["id"])
+    status, polled_headers, out = stored_operation(stack, queued["id"])
     assert status == 200 and json.loads(out)["status"] == "completed"
     assert polled_headers["X-Mock-Endpoint"] == headers["X-Mock-Endpoint"]
-    status, _, out = _pinned(stack, queued["id"], "POST", "/cancel")
+    status, _, out = stored_operation(stack, queued["id"], "POST", "/cancel")
     assert status == 200 and json.loads(out)["id"] == queued["id"]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import time
 import urllib.request
 import uuid
 
@@ -23,6 +22,7 @@ from conftest import HASH, Client, Mocks, free_port, shifted_policy, wait_until
 from sidecar.access.budgets import cost_usd
 from sidecar.policy.spec import load_policy
 from sidecar.tools.stack import Stack
+from test_conversations import stored_operation
 
 OPENAI = "nano-qwen3-0-6b"
 ANTHROPIC = "premium-claude-sonnet"
@@ -275,12 +275,7 @@ def test_a_retrieved_response_counts_no_tokens_again(counted):
                                     headers={"X-Test-Pin": OPENAI})
     assert status == 200
     made = json.loads(raw)
-    for _ in range(40):   # until the feedback log has told the router where it is
-        status, _, got = st.client.request("GET", f"/v1/responses/{made['id']}",
-                                           headers={"X-Constitutional-Hash": HASH})
-        if status == 200:
-            break
-        time.sleep(0.1)
+    status, _, got = stored_operation(st, made["id"])
     assert status == 200 and json.loads(got)["usage"] == made["usage"]
     for _ in range(2):
         assert st.client.request("GET", f"/v1/responses/{made['id']}",
@@ -323,12 +318,7 @@ def test_a_background_responses_usage_is_counted_once_when_a_retrieve_reports_it
     assert status == 200 and queued["status"] == "queued" and queued["usage"] is None
     assert wait_until(lambda: _metrics(st).get(ok, 0) >= before.get(ok, 0) + 1, 5)
     assert _delta(before, _metrics(st), "router_tokens_total") == 0   # nothing known yet
-    for _ in range(40):   # until the feedback log has told the router where it is
-        status, _, got = st.client.request("GET", f"/v1/responses/{queued['id']}",
-                                           headers={"X-Constitutional-Hash": HASH})
-        if status == 200:
-            break
-        time.sleep(0.1)
+    status, _, got = stored_operation(st, queued["id"])
     finished = json.loads(got)
     assert status == 200 and finished["status"] == "completed"
     assert st.client.request("GET", f"/v1/responses/{queued['id']}",
