@@ -246,12 +246,14 @@ end
 -- (the sidecar counts it once, sidecar/edge/conversations.py).
 local P_RESPONSE_ID = '"id"%s*:%s*"([%w_%-%.:]+)"'
 
-local function record_response_id(chunk)
+local function record_response_id(ctx, text)
     local features = var.route_features or ""
     if sub(features, 1, 10) == "responses;" or sub(features, 1, 7) == "stored;" then
-        local id = match(sub(chunk, 1, 512), P_RESPONSE_ID)
+        local id = match(sub(text, 1, 512), P_RESPONSE_ID)
         if id and #id <= 128 then
             var.route_response_id = id
+        elseif not ctx.hir_h2 then
+            ctx.hir_id_pending = true   -- a stream's first read may end inside the id
         end
     end
 end
@@ -262,9 +264,12 @@ local function record_usage(ctx, chunk, eof)
     if chunk ~= "" then
         if not ctx.hir_h1 then
             ctx.hir_h1 = chunk
-            record_response_id(chunk)
+            record_response_id(ctx, chunk)
         elseif not ctx.hir_h2 then
             ctx.hir_h2 = chunk
+            if ctx.hir_id_pending then
+                record_response_id(ctx, ctx.hir_h1 .. sub(chunk, 1, 512))
+            end
         end
         ctx.hir_c1, ctx.hir_c2, ctx.hir_c3 = ctx.hir_c2, ctx.hir_c3, chunk
     end

@@ -23,6 +23,7 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
     spaced            write JSON with spaces after ',' and ':' (as Python's json module does)
     hang              (streams) go silent after the first event (30 s)
     overloaded        (streams) after the first event, an error event and a clean end
+    split=100         (streams) send the opening events' first 100 bytes, pause, then the rest
 `POST /_mock/faults {"headers": {name: value}}` adds response headers (what a
 compromised or careless provider might send), and `{"rates": {"429": 0.01,
 "503": 0.01, "stall": 0.002, "drop": 0.002}}` (or `mockllm --fault-rates`) makes
@@ -209,7 +210,13 @@ async def _stream(request, ep: MockEndpoint, body: dict, usage: mock_apis.Usage,
                                     body.get("metadata"))
     words = _text(ep, gen.tokens)
     step = TOKENS_PER_CHUNK
-    await response.write(events.start())
+    opening = events.start()
+    if "split" in fault:   # the first read ends at that byte: an id may straddle two reads
+        at = int(fault["split"])
+        await response.write(opening[:at])
+        await asyncio.sleep(0.05)
+        opening = opening[at:]
+    await response.write(opening)
     if api == "responses":   # held from its first event (a follow-up may name it at once)
         ep.stored.store(events.response, body)
     for i in range(0, len(words), step):

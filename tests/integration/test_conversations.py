@@ -38,9 +38,21 @@ def _follow_up(st, previous: str):
         {"role": "user", "content": [{"type": "input_text", "text": HARD}]}]}, path="/v1/responses")
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
-def test_a_follow_up_goes_to_the_endpoint_that_holds_the_conversation(stack, streamed):
-    response_id, served = _first_answer(stack, streamed)
+# The first read of a stream ends inside the answer's id (the mock's `split` fault):
+# the id starts at byte 95, after 'event: response.created\ndata: {..."response":{"id":"'.
+SPLIT_IN_ID = "split=105"
+
+
+@pytest.mark.parametrize("streamed,fault", [(False, ""), (True, ""), (True, SPLIT_IN_ID)],
+                         ids=["whole", "streamed", "id-split-across-reads"])
+def test_a_follow_up_goes_to_the_endpoint_that_holds_the_conversation(stack, streamed, fault):
+    for name in stack.mocks.ports:
+        stack.mocks.fault(name, fault)
+    try:
+        response_id, served = _first_answer(stack, streamed)
+    finally:
+        for name in stack.mocks.ports:
+            stack.mocks.fault(name, "")
     if stack.mode == "stock":
         status, headers, out = _follow_up(stack, response_id)
         assert headers["X-Route-Tier"] != "nano"
