@@ -18,6 +18,7 @@ request's reservation (its prompt and max_output_tokens, or 256)."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from prometheus_client.core import CounterMetricFamily
@@ -25,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily
 from sidecar.edge.estimates import background
 from sidecar.policy.compiled import Route
 
-CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~15 MB at most
+CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~20 MB at most (53-character ids)
 AWAITING = 10_000    # background requests waiting for their usage (~1 KB each)
 WAIT_NS = 600 * 1_000_000_000   # as long as a reservation is held (sidecar.edge.settlement)
 RULE = "previous_response"
@@ -48,7 +49,7 @@ class Conversations:
         """From a feedback line: the endpoint that served a Responses answer with an id."""
         response_id = entry.get("response_id")
         if response_id and entry.get("status") == "200" and entry.get("served"):
-            self.endpoints[response_id] = entry["served"]
+            self.endpoints[response_id] = sys.intern(entry["served"])   # a few names, many ids
             if len(self.endpoints) > self.capacity:
                 del self.endpoints[next(iter(self.endpoints))]
 
