@@ -1,7 +1,9 @@
 """Simulated OpenAI-compatible model endpoints: one process, one port per endpoint.
 
-Each serves chat and text completions, embeddings, the Responses API and
-Anthropic Messages, streamed where the API streams (sidecar.tools.mock_apis).
+Each serves chat and text completions, embeddings, the Responses API (and the
+operations on the answers it stored: sidecar.tools.mock_stored) and Anthropic
+Messages, streamed where the API streams (sidecar.tools.mock_apis), and both
+token-count endpoints.
 
 Serves every loopback endpoint of a policy like a provider under load: per-tier
 time to first token and tokens per second drawn from distributions
@@ -138,7 +140,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
         api = mock_apis.api_of(request.path)
         model = body.get("model", ep.model)
         previous = body.get("previous_response_id") if api == "responses" else None
-        if previous and previous not in ep.stored:   # as OpenAI answers: only it holds the answer
+        if previous and (not isinstance(previous, str) or previous not in ep.stored):
+            # As OpenAI answers: only the endpoint that produced an answer holds it.
             return web.json_response({"error": {
                 "message": f"Previous response with id '{previous}' not found.",
                 "type": "invalid_request_error", "param": "previous_response_id",
