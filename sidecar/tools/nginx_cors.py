@@ -14,7 +14,7 @@ import re
 
 from sidecar.policy.compiled import Policy
 
-METHODS = "GET, POST, OPTIONS"
+METHODS = "GET, POST, DELETE, OPTIONS"   # DELETE: a stored response (/v1/responses/{id})
 # Added to every response; the values come from the maps below.
 HEADERS = (("Access-Control-Allow-Origin", "$hir_cors_origin"),
            ("Access-Control-Allow-Credentials", "$hir_cors_credentials"),

@@ -200,6 +200,14 @@ def test_a_cors_preflight_is_answered_at_the_edge(api):
     assert api.mocks.total_received() == 0
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_browser_may_retrieve_and_delete_a_stored_response(api, method):
+    status, headers, _ = api.client.request("OPTIONS", "/v1/responses/resp_abc", None, {
+        "Origin": ORIGIN, "Access-Control-Request-Method": method})
+    assert status == 204 and method in headers["Access-Control-Allow-Methods"].split(", ")
+    assert api.mocks.total_received() == 0
+
+
 @pytest.mark.parametrize("origin", ["http://evil.example", "http://localhost:3001", "null",
                                     "http://localhost:3000.evil.example", "HTTP://LOCALHOST:3000"])
 def test_a_preflight_from_another_origin_is_refused_in_json(api, origin):
