@@ -86,6 +86,14 @@ class MemoryStore:
         if tat is not None:
             self.tat[key] = gcra.refund(rate, tat, units, now_ns)
 
+    # Which endpoint served a Responses answer is shared between hosts only through
+    # Redis (sidecar.edge.conversations keeps each process's own map).
+    def remember_response(self, response_id: str, endpoint: str) -> None:
+        pass
+
+    def response_endpoint(self, response_id: str) -> str | None:
+        return None
+
     def sweep(self, now_ns: int) -> None:
         """Forget buckets that are full again (their TAT is in the past) and
         budgets of days that are over."""

@@ -93,6 +93,9 @@ def _outcome(rate: gcra.Rate, cost: int, ok: bool, debt: int, new_debt: int) -> 
     return gcra.Outcome(False, 0, remaining, _ceil_div(new_debt - capacity, scale), _ceil_div(debt, scale))
 
 
+RESPONSE_TTL_S = 30 * 86_400   # OpenAI keeps a stored response for 30 days
+
+
 class CircuitBreaker:
     """Open after `threshold` consecutive failures; half-open after `cooldown` s."""
 
@@ -161,6 +164,29 @@ class RedisStore:
         self.on_degraded(reason)
         log.warning("limit store degraded to in-process (%s)", reason)
         return self.fallback.admit(checks, now_ns, spend)
+
+    def remember_response(self, response_id: str, endpoint: str) -> None:
+        """Which endpoint served a Responses answer, for every host: a follow-up or a
+        retrieve may reach another one (kept as long as OpenAI keeps an answer)."""
+        if not self.breaker.allow():
+            return
+        try:
+            self.client.set(f"{self.prefix}resp:{response_id}", endpoint, ex=RESPONSE_TTL_S)
+        except (redis.RedisError, OSError):
+            self.breaker.failure()
+            return
+        self.breaker.success()
+
+    def response_endpoint(self, response_id: str) -> str | None:
+        if not self.breaker.allow():
+            return None
+        try:
+            value = self.client.get(f"{self.prefix}resp:{response_id}")
+        except (redis.RedisError, OSError):
+            self.breaker.failure()
+            return None
+        self.breaker.success()
+        return value.decode() if value else None
 
     def refund_spend(self, key: str, micros: int) -> None:
         try:

@@ -7,7 +7,8 @@ any other answers 404. Lua mode reads each Responses answer's id (hir.lua) into 
 feedback log, every sidecar process reads every line, and a follow-up goes to the
 endpoint that served the answer it names, with no fallbacks: no other endpoint could
 serve it. An id this process never saw (another host, a restart, evicted, or stock
-mode, where nginx cannot read answers) is routed by the rules as before.
+mode, where nginx cannot read answers) is routed by the rules as before. With Redis
+(`serve --redis`), the map is shared: a follow-up may reach any host.
 
 A `background` request is answered at once, `queued`, with no usage: the tokens are
 spent later, and their count arrives when the client retrieves the finished answer
@@ -34,10 +35,12 @@ USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cach
 
 
 class Conversations:
-    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "overflow", "clock_ns")
+    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "overflow", "clock_ns", "store_ref")
 
-    def __init__(self, capacity: int = CAPACITY, clock_ns=time.time_ns):
+    def __init__(self, capacity: int = CAPACITY, clock_ns=time.time_ns, store_ref=None):
         self.capacity = capacity
+        # callable -> the limit store: Redis shares the map between hosts (none in memory)
+        self.store_ref = store_ref
         self.endpoints: dict[str, str] = {}   # response id -> endpoint name, oldest first
         self.continued = {"pinned": 0, "unknown": 0}
         # background response id -> (its create's feedback entry, when it was seen), oldest first
@@ -52,6 +55,15 @@ class Conversations:
             self.endpoints[response_id] = sys.intern(entry["served"])   # a few names, many ids
             if len(self.endpoints) > self.capacity:
                 del self.endpoints[next(iter(self.endpoints))]
+            if self.store_ref is not None:
+                self.store_ref().remember_response(response_id, entry["served"])
+
+    def endpoint_of(self, response_id: str) -> str | None:
+        """The endpoint that served `response_id`: this process's map, then the shared one."""
+        name = self.endpoints.get(response_id)
+        if name is None and self.store_ref is not None:
+            name = self.store_ref().response_endpoint(response_id)
+        return name
 
     def observe(self, entry: dict, retrieved: dict | None) -> dict | None:
         """A feedback line with a response id. A background create is marked `deferred`
@@ -93,7 +105,7 @@ class Conversations:
         previous = feats.body.get("previous_response_id") if feats.api == "responses" else None
         if not previous:
             return None
-        endpoint = policy.endpoint_by_name.get(self.endpoints.get(previous, ""))
+        endpoint = policy.endpoint_by_name.get(self.endpoint_of(previous) or "")
         if endpoint is None or "responses" not in endpoint.serves:
             self.continued["unknown"] += 1
             return None

@@ -120,7 +120,8 @@ def run(args, policy) -> int:
             metrics.registry.register(runtime.settlements)
             # Retries are counted from the feedback log, so the budget needs it.
             runtime.retries = RetryBudget(*ref.policy.retry_budget)
-            runtime.conversations = Conversations(clock_ns=runtime.clock_ns)
+            runtime.conversations = Conversations(clock_ns=runtime.clock_ns,
+                                                  store_ref=lambda: runtime.store)
             metrics.registry.register(runtime.conversations)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
                                          args.health_down_seconds, outcomes=outcomes,

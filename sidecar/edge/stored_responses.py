@@ -51,7 +51,7 @@ def streamed(uri: str) -> bool:
 
 
 def route(policy, conversations, response_id: str) -> Route:
-    name = conversations.endpoints.get(response_id) if conversations is not None else None
+    name = conversations.endpoint_of(response_id) if conversations is not None else None
     endpoint = policy.endpoint_by_name.get(name or "")
     if endpoint is None or "responses" not in endpoint.serves:
         raise Denied("response_not_found", f"this router has not served a response with id "

@@ -171,3 +171,18 @@ def test_one_redis_round_trip_per_decision(redis_url):
     # Everything else is either this test's own admin calls or ran inside the script.
     inside_script = {"cmdstat_hmget", "cmdstat_hset", "cmdstat_pexpire"}
     assert {c for c in calls if not c.startswith(("cmdstat_config", "cmdstat_info"))} <= inside_script
+
+
+def test_which_endpoint_served_a_response_is_shared_through_redis_only(store):
+    store.remember_response("resp_1", "nano-a")
+    assert store.response_endpoint("resp_1") == ("nano-a" if store.name == "redis" else None)
+    assert store.response_endpoint("resp_never") is None
+
+
+def test_a_refused_redis_forgets_responses_quietly_within_the_deadline(tmp_path):
+    store = RedisStore.from_url(f"unix://{tmp_path}/nothing.sock", deadline_ms=25)
+    started = time.monotonic()
+    for _ in range(5):
+        store.remember_response("resp_1", "nano-a")
+        assert store.response_endpoint("resp_1") is None
+    assert time.monotonic() - started < 0.5 and store.breaker.opened_at is not None

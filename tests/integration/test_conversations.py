@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from conftest import Client, Mocks, free_port, shifted_policy
+from sidecar.tools.stack import Stack
 from test_api_surface import stream_events
 
 HARD = ("Prove rigorously, step by step, that the sum of the first n odd numbers is n^2, derive "
@@ -154,3 +156,42 @@ def test_stored_response_requests_that_cannot_be_served_are_refused_before_any_e
     if status == 405:
         assert method not in headers["Allow"]
     assert stack.mocks.total_received() == before
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory, redis_url):
+    """Two routers (lua mode) sharing one Redis and one set of model endpoints, as two
+    hosts behind a load balancer would."""
+    tmp = tmp_path_factory.mktemp("two-hosts")
+    policy, ports = shifted_policy(tmp)
+    hosts = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            st = Stack(policy, tmp / name, mode="lua", listen=f"127.0.0.1:{port}", latency_scale=0,
+                       redis=redis_url)
+            if not hosts:
+                st.start()
+            else:   # the endpoints are the first host's
+                st.run_dir.mkdir(parents=True)
+                st.start_sidecar(0)
+                st.start_nginx()
+            st.client, st.mocks = Client(port), Mocks(ports)
+            hosts.append(st)
+        yield hosts
+    finally:
+        for st in reversed(hosts):
+            st.stop()
+
+
+def test_another_host_finds_the_conversation_through_redis(two_hosts):
+    first, second = two_hosts
+    response_id, served = _first_answer(first, streamed=False)
+    for _ in range(40):   # once the first host's feedback has reached Redis
+        status, headers, out = _follow_up(second, response_id)
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200 and headers["X-Mock-Endpoint"] == served, out
+    status, headers, out = stored_operation(second, response_id)
+    assert status == 200 and headers["X-Mock-Endpoint"] == served and json.loads(out)["id"] == response_id
