@@ -96,8 +96,11 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri)
     else:
         _read_body(feats, path, headers, raw, runtime.cache, counted)
-        continued = runtime.conversations.route(policy, feats) if runtime.conversations else None
+        conversations = runtime.conversations
+        continued = conversations.route(policy, feats) if conversations else None
         proposed, upstream_path = continued or policy.route(feats), path[3:]
+        if conversations and feats.api == "responses":
+            conversations.decide(headers.get("X-Hir-Internal-Id", ""))
         if counted is not None:      # generates nothing: reserves and counts nothing
             feats.api, feats.tokens, feats.choices = token_counts.API, 0, 0
     admitted = admission.admit(policy, client, proposed, feats, runtime.store, now_ns)

@@ -29,18 +29,23 @@ from sidecar.policy.compiled import Route
 
 CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~20 MB at most (53-character ids)
 AWAITING = 10_000    # background requests waiting for their usage (~1 KB each)
+IN_FLIGHT = 10_000   # Responses requests this process decided whose answer is still to come
 WAIT_NS = 600 * 1_000_000_000   # as long as a reservation is held (sidecar.edge.settlement)
 RULE = "previous_response"
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 class Conversations:
-    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "overflow", "clock_ns", "store_ref")
+    __slots__ = ("capacity", "endpoints", "continued", "awaiting", "overflow", "clock_ns", "store_ref",
+                 "decided")
 
     def __init__(self, capacity: int = CAPACITY, clock_ns=time.time_ns, store_ref=None):
         self.capacity = capacity
         # callable -> the limit store: Redis shares the map between hosts (none in memory)
         self.store_ref = store_ref
+        # nginx ids of the Responses requests this process decided: only it tells Redis
+        # (every process reads every feedback line; one write each is enough)
+        self.decided: dict[str, None] = {}
         self.endpoints: dict[str, str] = {}   # response id -> endpoint name, oldest first
         self.continued = {"pinned": 0, "unknown": 0}
         # background response id -> (its create's feedback entry, when it was seen), oldest first
@@ -55,8 +60,17 @@ class Conversations:
             self.endpoints[response_id] = sys.intern(entry["served"])   # a few names, many ids
             if len(self.endpoints) > self.capacity:
                 del self.endpoints[next(iter(self.endpoints))]
-            if self.store_ref is not None:
-                self.store_ref().remember_response(response_id, entry["served"])
+            if self.store_ref is not None and entry.get("internal_id") in self.decided:
+                del self.decided[entry["internal_id"]]
+                self.store_ref().remember_response(response_id, entry["served"])   # ~160 us
+
+    def decide(self, internal_id: str) -> None:
+        """This process routed a Responses request: its answer's id is this process's
+        to share."""
+        if self.store_ref is not None and internal_id:
+            self.decided[internal_id] = None
+            if len(self.decided) > IN_FLIGHT:
+                del self.decided[next(iter(self.decided))]
 
     def endpoint_of(self, response_id: str) -> str | None:
         """The endpoint that served `response_id`: this process's map, then the shared one."""

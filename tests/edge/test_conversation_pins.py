@@ -43,3 +43,26 @@ def test_the_oldest_ids_are_forgotten_first():
     assert list(c.endpoints) == ["resp_2", "resp_3", "resp_4"]
     c.remember(line("resp_2", served="b"))   # an id seen again keeps its newest endpoint
     assert c.endpoints["resp_2"] == "b" and len(c.endpoints) == 3
+
+
+class _Shared:
+    def __init__(self):
+        self.written, self.kept = [], {"resp_elsewhere": "a"}
+
+    def remember_response(self, response_id, endpoint):
+        self.written.append((response_id, endpoint))
+
+    def response_endpoint(self, response_id):
+        return self.kept.get(response_id)
+
+
+def test_only_the_process_that_decided_a_request_shares_its_answer_and_any_finds_it():
+    shared = _Shared()
+    c = Conversations(store_ref=lambda: shared)
+    c.decide("nginx-1")
+    c.remember({**line("resp_mine"), "internal_id": "nginx-1"})
+    c.remember({**line("resp_other_process"), "internal_id": "nginx-2"})
+    c.remember({**line("resp_mine"), "internal_id": "nginx-1"})   # a repeated datagram
+    assert shared.written == [("resp_mine", "a")]
+    assert c.route(POLICY, follow_up("resp_elsewhere")).endpoint is RESPONSES   # another host's
+    assert c.route(POLICY, follow_up("resp_nowhere")) is None
