@@ -120,8 +120,9 @@ def run(args, policy) -> int:
             metrics.registry.register(runtime.settlements)
             # Retries are counted from the feedback log, so the budget needs it.
             runtime.retries = RetryBudget(*ref.policy.retry_budget)
-            runtime.conversations = Conversations(clock_ns=runtime.clock_ns,
-                                                  store_ref=lambda: runtime.store)
+            # Shared between hosts through Redis; in memory each process keeps its own.
+            runtime.conversations = Conversations(
+                clock_ns=runtime.clock_ns, store_ref=(lambda: runtime.store) if store is not None else None)
             metrics.registry.register(runtime.conversations)
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
                                          args.health_down_seconds, outcomes=outcomes,
