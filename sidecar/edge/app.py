@@ -92,6 +92,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         raise Answer(runtime.catalog.answer(policy, client.tenant, path[len(MODELS_PATH) + 1:]))
     feats = features.Features(method, path, headers, client.ip)
     feats.sticky = client.id
+    continued = None
     if stored is not None:
         proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri)
     else:
@@ -102,16 +103,21 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         if conversations and feats.api == "responses":
             conversations.decide(headers.get("X-Hir-Internal-Id", ""))
         if counted is not None:      # generates nothing: reserves and counts nothing
-            feats.api, feats.tokens, feats.choices = token_counts.API, 0, 0
+            feats.tokens, feats.choices = 0, 0
     admitted = admission.admit(policy, client, proposed, feats, runtime.store, now_ns)
     runtime.shadow_denied.extend(admitted.admission.shadow_denied)
     route = admitted.route
-    if stored is not None and route.endpoint is not proposed.endpoint:
-        raise Denied("tier_not_allowed", f"the response '{stored.response_id}' is held by an "
+    if (stored is not None or continued is not None) and route.endpoint is not proposed.endpoint:
+        # A downgrade (tenant tiers, budget) would send it where the answer is not.
+        raise Denied("tier_not_allowed", f"the response this request names is held by an "
                      f"endpoint of tier '{proposed.endpoint.tier.name}', which this client may "
                      "not use now", status=403)
     if runtime.retries is not None and route.fallbacks and not runtime.retries.allow():
         route = route._replace(fallbacks=())  # the retry budget is spent
+    if stored is not None or counted is not None:
+        # Routed and admitted as its API's request; logged as what it is, which the
+        # feedback log counts no tokens for.
+        feats.api = stored_responses.API if stored is not None else token_counts.API
     out_headers, out_body = decision.allow(route, feats, lua_mode, upstream_path,
                                            admitted.admission.headers)
     if policy.shadow is not None and stored is None:   # no other endpoint holds a stored response
@@ -149,7 +155,7 @@ def _read_body(feats, path: str, headers, raw: bytes, cache, counted=None) -> No
 def _stored_route(policy, runtime: Runtime, feats, stored, uri: str):
     """(route, upstream path) of an operation on a stored response: no body, nothing
     generated, so nothing reserved."""
-    feats.api, feats.choices = stored_responses.API, 0
+    feats.api, feats.choices = "responses", 0   # logged as `stored` once admitted
     feats.stream = stored_responses.streamed(uri)
     upstream_path = stored_responses.upstream_path(uri)   # a bad query is refused first
     return stored_responses.route(policy, runtime.conversations, stored.response_id), upstream_path

@@ -132,3 +132,46 @@ def test_every_completion_a_request_asks_for_is_reserved(max_tokens, choices, wh
         assert "retrying will not help" in denied.message
     else:
         assert prompt + max_tokens * choices <= 20000
+
+
+@pytest.mark.parametrize("operation", ["follow-up", "retrieve"])
+def test_a_request_naming_a_stored_answer_is_refused_rather_than_downgraded_away_from_it(operation):
+    """A tenant that may only use cheap tiers is downgraded, except when the request
+    names an answer held on a higher tier's endpoint: no other endpoint has it."""
+    from sidecar.edge.conversations import Conversations
+    runtime = Runtime()
+    runtime.conversations = Conversations()
+    held = next(e for e in POLICY.endpoints if e.tier.name == "expert" and "responses" in e.serves)
+    runtime.conversations.remember({"response_id": "resp_x", "served": held.name, "status": "200"})
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH,
+                           "Authorization": "Bearer flex"})
+    if operation == "follow-up":
+        args = ("POST", "/v1/responses", orjson.dumps({"model": "auto", "input": "and then?",
+                                                       "previous_response_id": "resp_x"}))
+    else:
+        args = ("GET", "/v1/responses/resp_x", b"")
+    with pytest.raises(Denied) as info:
+        decide(POLICY, *args[:2], headers, args[2], peer="192.0.2.9", runtime=runtime)
+    assert (info.value.status, info.value.reason) == (403, "tier_not_allowed")
+
+
+@pytest.mark.parametrize("key", ["strict", "flex", "saver", "spender", None])
+@pytest.mark.parametrize("path,body", [
+    ("/v1/messages/count_tokens", {"model": "expert", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses/input_tokens", {"model": "expert", "input": "hi"}),
+    ("/v1/responses", {"model": "expert", "input": "hi", "background": True})])
+def test_counts_and_background_requests_are_admitted_or_refused_for_every_kind_of_tenant(key, path, body):
+    """Tier downgrades and budgets pick endpoints by the request's API: a count is
+    admitted as the request it counts (a crash here was a 500)."""
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        route, out, _ = decide(POLICY, "POST", path, headers, orjson.dumps(body), peer="192.0.2.9",
+                               runtime=Runtime())
+    except Denied as denied:
+        assert denied.reason in ("tier_not_allowed", "api_not_served", "budget_exceeded")
+        return
+    api = out["X-Route-Features"].split(";")[0]
+    assert api == ("responses" if path == "/v1/responses" else "count")
+    assert route.endpoint.serves & {"messages", "responses"}
