@@ -175,3 +175,43 @@ def test_counts_and_background_requests_are_admitted_or_refused_for_every_kind_o
     api = out["X-Route-Features"].split(";")[0]
     assert api == ("responses" if path == "/v1/responses" else "count")
     assert route.endpoint.serves & {"messages", "responses"}
+
+
+ANY_PATH = st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+                            "/v1/messages", "/v1/messages/count_tokens", "/v1/responses/input_tokens",
+                            "/v1/responses/resp_held", "/v1/responses/resp_held/cancel",
+                            "/v1/responses/resp_held/input_items", "/v1/models", "/v1/models/nano"])
+ANY_BODY = st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["auto", "nano", "expert", "premium", "gpt-x"]),
+    "messages": st.just([{"role": "user", "content": "prove it step by step"}]),
+    "input": st.sampled_from(["hi", "derive a proof " * 50]), "prompt": st.just("hi"),
+    "max_tokens": st.integers(1, 5000), "max_output_tokens": st.integers(1, 5000),
+    "stream": st.booleans(), "background": st.booleans(),
+    "previous_response_id": st.sampled_from(["resp_held", "resp_unknown"])})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["strict", "flex", "saver", "spender", None]), ANY_PATH,
+       st.sampled_from(["GET", "POST", "DELETE"]), ANY_BODY, st.booleans())
+def test_any_tenant_on_any_path_is_routed_or_refused_never_a_crash(key, path, method, body, lua_mode):
+    """Tenants' tier limits and budgets (deny or downgrade) on every path the router
+    serves, with a stored answer known: a route or a Denied, nothing else (a
+    KeyError here was a 500 for counts and retrieves)."""
+    from sidecar.edge.app import Answer
+    from sidecar.edge.conversations import Conversations
+    runtime = Runtime()
+    runtime.conversations = Conversations()
+    held = next(e for e in POLICY.endpoints if e.tier.name == "expert" and "responses" in e.serves)
+    runtime.conversations.remember({"response_id": "resp_held", "served": held.name, "status": "200"})
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        route, out, _ = decide(POLICY, method, path, headers, orjson.dumps(body), peer="192.0.2.9",
+                               lua_mode=lua_mode, runtime=runtime)
+    except (Denied, Answer):
+        return
+    names_held = path.startswith("/v1/responses/resp_held") or (
+        body.get("previous_response_id") == "resp_held" and path in ("/v1/responses", "/v1/responses/input_tokens"))
+    if names_held:   # where the answer is, or refused: never elsewhere
+        assert route.endpoint is held and route.fallbacks == ()
