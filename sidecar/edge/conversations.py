@@ -95,7 +95,8 @@ class Conversations:
             return None
         if retrieved and retrieved.get("completion_tokens") and entry.get("response_id") in self.awaiting:
             created, _ = self.awaiting.pop(entry["response_id"])
-            return {**created, **retrieved, "deferred": False}
+            # The create's bytes were the `queued` answer's: no ratio to learn from them.
+            return {**created, **retrieved, "deferred": False, "upstream_body_bytes": ""}
         return None
 
     def expire(self) -> list[dict]:

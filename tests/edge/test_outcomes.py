@@ -192,3 +192,15 @@ def test_background_requests_pushed_out_of_the_wait_are_counted_at_their_reserva
     assert _estimated(scrape(o), "out") == 40              # the oldest, at max_output_tokens
     f.record(entry(**{**RETRIEVED, "response_id": "resp_bg2"}))
     assert _provider(scrape(o), "out") == 50 + 70          # the chat line's, and the newest's
+
+
+def test_a_background_requests_late_usage_teaches_no_bytes_per_token_ratio():
+    """Its bytes were the `queued` answer's, not the text's: learning from them would
+    make every later estimate of a Responses answer far too high."""
+    _, o, f = _background_feedback()
+    before = o.estimates.bytes_per_token("responses", False)
+    for i in range(50):
+        f.record(entry(**{**BACKGROUND, "response_id": f"resp_bg{i}"}))
+        f.record(entry(**{**RETRIEVED, "response_id": f"resp_bg{i}"}))
+    assert _provider(scrape(o), "out") == 50 * 70
+    assert o.estimates.bytes_per_token("responses", False) == before
