@@ -80,6 +80,13 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _share(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return int(index), int(count)
+
+
 def cmd_serve(args) -> int:
     from sidecar.edge import server
     return server.run(args, _load(args.policy))
@@ -222,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback-socket", help="where nginx's access log arrives (health, usage, "
                    "outcomes): loopback HOST:PORT (UDP) or a unix datagram socket path; render "
                    "nginx with the same; with --workers N, ports PORT..PORT+N-1 (paths PATH-i)")
+    p.add_argument("--feedback-share", type=_share, default=None, metavar="I/N",
+                   help="this is process I of N separate processes that each read every "
+                        "feedback line (nginx sends each line to all): it counts the traffic "
+                        "metrics of 1/N of the requests, so the processes' metrics sum to the "
+                        "traffic (set by --workers; give it when starting N serve processes)")
     p.add_argument("--health-threshold", type=int, default=3,
                    help="consecutive endpoint failures that mark it down")
     p.add_argument("--health-down-seconds", type=float, default=10.0)

@@ -122,7 +122,8 @@ def _retry_after(entry: dict, hop: int, hops: int) -> str:
 
 class Feedback:
     def __init__(self, health_ref, threshold: int = 3, down_seconds: float = 10.0, outcomes=None,
-                 settlements=None, policy_ref=None, retries=None, conversations=None):
+                 settlements=None, policy_ref=None, retries=None, conversations=None,
+                 share: tuple[int, int] = (0, 1)):
         self.health_ref = health_ref  # callable -> the live policy's Health
         self.threshold = threshold
         self.down_seconds = down_seconds
@@ -135,6 +136,9 @@ class Feedback:
         self.retries = retries        # sidecar.edge.retry_budget.RetryBudget, or None
         self.cooldowns: dict[str, int] = {}   # endpoint -> 429 cooldowns started
         self.conversations = conversations  # sidecar.edge.conversations.Conversations, or None
+        # (this process's index, how many read every line): each counts its share of the
+        # traffic metrics, so summing the processes' metrics gives the traffic, once.
+        self.share = share
         if outcomes is not None:
             outcomes.failures = self.failures
             outcomes.cooldowns = self.cooldowns
@@ -142,12 +146,13 @@ class Feedback:
 
     def record(self, entry: dict) -> None:
         self.received += 1
+        counts = self._counts(entry)
         if entry.get("shadow"):  # a mirrored request: its own metrics, nothing else
-            if self.outcomes is not None:
+            if self.outcomes is not None and counts:
                 self.outcomes.record_shadow(entry)
             return
         due = self._usage_due(entry)
-        if self.outcomes is not None:
+        if self.outcomes is not None and counts:
             self.outcomes.record(entry)
         if self.settlements is not None:
             estimates = self.outcomes.estimates if self.outcomes is not None else self.estimates
@@ -155,7 +160,7 @@ class Feedback:
                 self.settlements.settle(entry, self.policy_ref(), estimates)
             self.settlements.expire()
         for finished in due:   # a background response's usage, known at last
-            if self.outcomes is not None:
+            if self.outcomes is not None and self._counts(finished):
                 self.outcomes.count_usage(finished)
             if self.settlements is not None:
                 self.settlements.settle(finished, self.policy_ref(), estimates)
@@ -180,6 +185,18 @@ class Feedback:
                                 endpoint, self.down_seconds, count)
             else:
                 self.failures.pop(endpoint, None)
+
+    def _counts(self, entry: dict) -> bool:
+        """Whether this process counts `entry` in the traffic metrics: its share of
+        nginx's request ids (random hex), or all of them when it is the only reader."""
+        index, count = self.share
+        if count == 1:
+            return True
+        tail = (entry.get("internal_id") or "")[-8:]
+        try:
+            return int(tail, 16) % count == index
+        except ValueError:
+            return index == 0
 
     def _usage_due(self, entry: dict) -> list[dict]:
         """Background Responses requests whose usage is now due: the one `entry`

@@ -42,6 +42,7 @@ def run(args, policy) -> int:
         # One process per socket; nginx hashes each client to one of them, so
         # per-client limits stay exact without shared state.
         index, children = _fork_workers(args.workers)
+        args.feedback_share = (index, args.workers)
         socket_path = _worker_socket(args.socket, index)
         if args.feedback_socket:
             from sidecar.edge.feedback import for_worker
@@ -127,7 +128,8 @@ def run(args, policy) -> int:
             listener = feedback.Feedback(lambda: ref.policy.health, args.health_threshold,
                                          args.health_down_seconds, outcomes=outcomes,
                                          settlements=runtime.settlements, policy_ref=lambda: ref.policy,
-                                         retries=runtime.retries, conversations=runtime.conversations)
+                                         retries=runtime.retries, conversations=runtime.conversations,
+                                         share=args.feedback_share or (0, 1))
             transport, drain_feedback = await feedback.listen(args.feedback_socket, listener,
                                                               mode=args.socket_mode)
             servers.append(transport)

@@ -119,7 +119,8 @@ class Stack:
         path = self.sockets[index]
         argv = [sys.executable, "-m", "sidecar", "serve", "--policy", str(self.policy_path),
                 "--socket", path, "--feedback-socket", self.feedback_sockets[index],
-                "--health-down-seconds", str(self.health_down_seconds)]
+                "--health-down-seconds", str(self.health_down_seconds),
+                "--feedback-share", f"{index}/{self.workers}"]
         if self.redis:
             argv += ["--redis", self.redis]
         if self.admin:

@@ -204,3 +204,19 @@ def test_a_background_requests_late_usage_teaches_no_bytes_per_token_ratio():
         f.record(entry(**{**RETRIEVED, "response_id": f"resp_bg{i}"}))
     assert _provider(scrape(o), "out") == 50 * 70
     assert o.estimates.bytes_per_token("responses", False) == before
+
+
+def test_processes_that_all_read_every_line_count_each_request_once_between_them():
+    """nginx sends every feedback line to every sidecar process (health and settlement
+    need them all); summed across processes, the traffic metrics must count each once."""
+    import uuid
+    processes = []
+    for index in range(3):
+        o = Outcomes(lambda: POLICY)
+        processes.append((o, Feedback(lambda: POLICY.health, outcomes=o, share=(index, 3))))
+    lines = [entry(internal_id=uuid.uuid4().hex) for _ in range(60)] + [entry(internal_id="")]
+    for line in lines:
+        for _, f in processes:
+            f.record(dict(line))
+    counted = [_provider(scrape(o), "out") for o, _ in processes]
+    assert sum(counted) == 50 * len(lines) and all(counted)   # once each, and spread

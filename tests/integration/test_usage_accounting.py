@@ -343,3 +343,35 @@ def test_stock_mode_counts_a_background_request_at_what_it_reserved(estimated):
     ok = 'router_feedback_datagrams_total{result="ok"}'
     assert wait_until(lambda: _metrics(st).get(ok, 0) >= before.get(ok, 0) + 1, 5)
     assert _delta(before, _metrics(st), "router_tokens_total", direction="out", source="estimated") == 40
+
+
+def test_with_several_sidecar_processes_the_metrics_sum_to_the_traffic(tmp_path_factory):
+    """Every process reads every feedback line; summed across their /metrics (as the
+    dashboard's queries sum), each request's tokens count once, not once per process."""
+    tmp = tmp_path_factory.mktemp("usage-workers")
+    policy, ports = shifted_policy(tmp, extra="clients:\n  require_key: false\n")
+    admin = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    st = Stack(policy, tmp / "run", mode="lua", listen=f"127.0.0.1:{port}", latency_scale=0,
+               workers=2, admin_listen=admin)
+    st.start()
+    try:
+        client, seen = Client(port), 0
+        for i in range(8):   # several client addresses: both processes decide some
+            status, _, raw = client.chat({"model": "nano", "messages": [{"role": "user", "content": f"hi {i}"}]},
+                                         headers={"X-Forwarded-For": f"10.9.0.{i}"})
+            assert status == 200
+            seen += json.loads(raw)["usage"]["completion_tokens"]
+
+        def summed(name, **labels):
+            total = 0.0
+            for address in st.admin:
+                text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+                total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                             if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()))
+            return total
+        assert wait_until(lambda: summed("router_upstream_requests_total") >= 8, 5)
+        assert summed("router_upstream_requests_total") == 8
+        assert summed("router_tokens_total", direction="out") == seen
+    finally:
+        st.stop()
