@@ -68,8 +68,10 @@ def _features(entry: dict) -> list[str]:
 def background(entry: dict) -> bool:
     """A Responses request sent with background: true (flag b): its answer is `queued`,
     its tokens are spent later."""
+    if not (entry.get("features") or "").startswith("responses;"):
+        return False   # every other line: no split
     fields = _features(entry)
-    return len(fields) == 8 and fields[0] == "responses" and "b" in fields[6]
+    return len(fields) == 8 and "b" in fields[6]
 
 
 def prompt_tokens(entry: dict) -> int:
@@ -106,7 +108,7 @@ class TokenEstimates:
         api = api_of(entry)
         if api in GENERATE_NOTHING:
             return 0
-        if background(entry):   # its answer said `queued`: what it reserved is the best guess
+        if api == "responses" and background(entry):   # answered `queued`: what it reserved
             max_tokens = _features(entry)[3]
             return int(max_tokens) if max_tokens.isdigit() and max_tokens != "0" else RESERVE_COMPLETION_TOKENS
         size, streamed = self._text_bytes(entry, api)

@@ -5,8 +5,9 @@ items (GET .../input_items). Only the endpoint that produced the answer has it, 
 each goes where sidecar.edge.conversations says, with no fallbacks; an id the
 router never saw is refused with 404, never guessed at.
 
-They generate nothing: no tokens are reserved or counted (their API is `stored`,
-and nginx does not read usage from what they return); request limits apply."""
+They generate nothing: no tokens are reserved or counted (their API is `stored`;
+the usage a retrieved answer repeats is only ever a background request's, counted
+once: sidecar.edge.conversations); request limits apply."""
 
 from __future__ import annotations
 
