@@ -1,12 +1,16 @@
-"""Load test for the router: OpenAI-compatible traffic from real prompts.
+"""Load test for the router: LLM API traffic from real prompts.
 
     python loadtests/run.py --stack            # the local stack, report in loadtests/reports/
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8080 --headless -u 20 -r 5 -t 2m \
         --kit-out loadtests/reports/manual --html loadtests/reports/manual/locust.html
 
-`RouterUser` sends the scenario mix (loadtests/scenarios.py); each request is named
-by the tier that served it (X-Route-Tier), so Locust's tables split by tier;
-streams add "TTFT" and "ITL" (inter-token latency) entries. `EdgeCaseUser`
+`RouterUser` sends the scenario mix (loadtests/scenarios.py) as OpenAI Chat
+Completions, OpenAI Responses and Anthropic Messages requests (the profile's
+`apis`, or `--kit-apis`); a share of its Responses requests continue its last
+answer (`previous_response_id`), which fails if the router loses the
+conversation. Each request is named by the tier that served it (X-Route-Tier),
+and the API when it is not chat, so Locust's tables split by both; streams add
+"TTFT" and "ITL" (inter-token latency) entries. `EdgeCaseUser`
 sends what real traffic also has — clients over their limit, bad hashes,
 malformed bodies — and counts the documented error as a success. Every answer
 is checked for the constitutional hash. Records go to --kit-out; the report
@@ -30,6 +34,7 @@ from locust import FastHttpUser, between, events, task
 from locust.runners import WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scenarios, report
+import apis  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
 
@@ -45,6 +50,8 @@ def _options(parser):
                      help="policy for prices, tiers and latency targets in the report")
     kit.add_argument("--kit-profile", default=str(ROOT / "loadtests" / "profiles" / "default.yaml"))
     kit.add_argument("--kit-mix", default="", help="override weights, e.g. chat=5,code=2")
+    kit.add_argument("--kit-apis", default="", help="override API weights, e.g. chat=7,responses=2,messages=1")
+    kit.add_argument("--kit-followup-share", type=float, default=-1, help="default: the profile's")
     kit.add_argument("--kit-stream-share", type=float, default=-1, help="default: the profile's")
     kit.add_argument("--kit-edge-share", type=float, default=-1, help="default: the profile's")
     kit.add_argument("--kit-hash", default="cdd01ef066bc6cf2")
@@ -68,8 +75,11 @@ def _init(environment, **_):
     RouterUser.weight = max(1, round(100 * (1 - edge)))
     EdgeCaseUser.weight = round(100 * edge)
     rng = random.Random(options.kit_seed or None)
+    followup = (options.kit_followup_share if options.kit_followup_share >= 0
+                else profile.get("followup_share", 0.3))
     mix = scenarios.parse_mix(options.kit_mix, options.kit_profile)
-    STATE["scenarios"] = scenarios.Scenarios(mix, scenarios.load_prompts(), stream, rng)
+    api_mix = scenarios.parse_apis(options.kit_apis, options.kit_profile)
+    STATE["scenarios"] = scenarios.Scenarios(mix, scenarios.load_prompts(), stream, rng, api_mix, followup)
     STATE["options"] = options
 
 
@@ -96,7 +106,7 @@ def _report(environment, **_):
           f"({summary['requests']} requests, hash on {summary['hash_share']:.1%} of answers)")
 
 
-def _headers(user, **extra) -> dict:
+def _headers(user, api: str = "chat", **extra) -> dict:
     options = STATE["options"]
     h = {"Content-Type": "application/json", "X-Constitutional-Hash": options.kit_hash,
          # One simulated client per user: the stack trusts its loopback proxy, so
@@ -104,6 +114,8 @@ def _headers(user, **extra) -> dict:
          "X-Forwarded-For": user.client_ip}
     if options.kit_key:
         h["Authorization"] = f"Bearer {options.kit_key}"
+    if api == "messages":
+        h["anthropic-version"] = "2023-06-01"
     h.update(extra)
     return {k: v for k, v in h.items() if v is not None}
 
@@ -126,55 +138,52 @@ class RouterUser(FastHttpUser):
     def on_start(self):
         n = random.randrange(1, 2**24)
         self.client_ip = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        self.last_response_id = None  # this user's last Responses answer, for follow-ups
 
     @task
     def routed(self):
-        kind, body = STATE["scenarios"].draw()
-        if body.get("stream"):
-            self._stream(kind, body)
-        else:
-            self._buffered(kind, body)
+        kind, api, body, followup = STATE["scenarios"].draw()
+        previous = self.last_response_id if followup else None
+        body = apis.shape(api, body, previous)
+        send = self._stream if body.get("stream") else self._buffered
+        send(kind, api, body, previous)
 
-    def _buffered(self, kind, body):
+    def _buffered(self, kind, api, body, previous):
         started = time.perf_counter()
-        with self.client.post(CHAT, data=json.dumps(body), headers=_headers(self), name="routing",
-                              catch_response=True) as resp:
+        with self.client.post(apis.PATHS[api], data=json.dumps(body), headers=_headers(self, api),
+                              name="routing", catch_response=True) as resp:
             ms = (time.perf_counter() - started) * 1000
             tier = _tier_name(resp)
-            resp.request_meta["name"] = tier
+            resp.request_meta["name"] = _request_name(tier, api)
             usage = {}
             if resp.status_code == 200:
                 try:
-                    usage = (json.loads(resp.content) or {}).get("usage") or {}
+                    answer = json.loads(resp.content) or {}
+                    usage = apis.usage(api, answer)
+                    if api == "responses":
+                        self.last_response_id = answer.get("id") or self.last_response_id
                 except ValueError:
                     resp.failure("routed answer is not JSON")
             elif resp.status_code == 429:
                 resp.success()  # a limit doing its job, recorded as such
+            _check_followup(resp, previous)
             _check_hash(resp)
-            _record(kind=kind, stream=False, **_outcome(resp, tier, ms), ttft_ms=None, itl_ms=None,
-                    usage=usage, text_chars=len(resp.content or b""))
+            _record(kind=kind, api=api, followup=bool(previous), stream=False, **_outcome(resp, tier, ms),
+                    ttft_ms=None, itl_ms=None, usage=usage, text_chars=len(resp.content or b""))
 
-    def _stream(self, kind, body):
+    def _stream(self, kind, api, body, previous):
         started = time.perf_counter()
-        with self.client.post(CHAT, data=json.dumps(body), headers=_headers(self), name="routing",
-                              stream=True, catch_response=True) as resp:
+        with self.client.post(apis.PATHS[api], data=json.dumps(body), headers=_headers(self, api),
+                              name="routing", stream=True, catch_response=True) as resp:
             tier = _tier_name(resp)
-            resp.request_meta["name"] = tier
-            arrivals, usage, chars, buffer = [], {}, 0, b""
+            resp.request_meta["name"] = _request_name(tier, api)
+            reader, arrivals = apis.StreamReader(api), []
             if resp.status_code == 200:
                 while chunk := resp.stream.read(8192):
                     now = time.perf_counter()
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                            continue
-                        event = json.loads(line[6:])
-                        if event.get("usage"):
-                            usage = event["usage"]
-                        if event.get("choices"):
-                            arrivals.append(now)
-                            chars += len(event["choices"][0].get("delta", {}).get("content") or "")
+                    arrivals += [now] * reader.feed(chunk)
+                if reader.response_id:
+                    self.last_response_id = reader.response_id
             ms = (time.perf_counter() - started) * 1000
             resp.request_meta["response_time"] = ms
             if resp.status_code == 429:
@@ -183,33 +192,41 @@ class RouterUser(FastHttpUser):
             # Inter-token latency: the time after the first chunk over the tokens that
             # followed it (from usage), else per chunk.
             after = len(arrivals) > 1 and (arrivals[-1] - arrivals[0]) * 1000
-            tokens = usage.get("completion_tokens") or 0
+            tokens = reader.usage.get("completion_tokens") or 0
             per_chunk = tokens / len(arrivals) if tokens and arrivals else 1
             itl = after / max(1.0, tokens - per_chunk) if after and tokens else (
                 after / (len(arrivals) - 1) if after else None)
             if resp.status_code == 200 and ttft is None:
                 resp.failure("stream ended without a chunk")
+            _check_followup(resp, previous)
             _check_hash(resp)
+        name = _request_name(tier, api)
         if ttft is not None:
-            events.request.fire(request_type="TTFT", name=tier, response_time=ttft, response_length=0,
+            events.request.fire(request_type="TTFT", name=name, response_time=ttft, response_length=0,
                                 exception=None, context={})
         if itl is not None:
-            events.request.fire(request_type="ITL", name=tier, response_time=itl, response_length=0,
+            events.request.fire(request_type="ITL", name=name, response_time=itl, response_length=0,
                                 exception=None, context={})
-        _record(kind=kind, stream=True, **_outcome(resp, tier, ms), ttft_ms=ttft, itl_ms=itl,
-                usage=usage, text_chars=chars)
+        _record(kind=kind, api=api, followup=bool(previous), stream=True, **_outcome(resp, tier, ms),
+                ttft_ms=ttft, itl_ms=itl, usage=reader.usage, text_chars=reader.chars)
 
 
-# What EdgeCaseUser sends and the status the router documents for it.
+# What EdgeCaseUser sends and the status the router documents for it:
+# (name, status, method, path, body, headers).
 def _edge_cases(user):
     good = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    unknown_answer = f"{apis.PATHS['responses']}/resp_{random.randrange(16**24):024x}"
     return [
-        ("edge: bad hash", 412, good, _headers(user, **{"X-Constitutional-Hash": "f" * 16})),
-        ("edge: no hash", 428, good, _headers(user, **{"X-Constitutional-Hash": None})),
-        ("edge: malformed hash", 400, good, _headers(user, **{"X-Constitutional-Hash": "CDD0"})),
-        ("edge: invalid JSON", 400, good[:-3], _headers(user)),
-        ("edge: duplicate key", 400, '{"model":"auto","model"  :"expert","messages":[]}', _headers(user)),
-        ("edge: wrong content type", 415, good, _headers(user, **{"Content-Type": "text/plain"})),
+        ("edge: bad hash", 412, "POST", CHAT, good, _headers(user, **{"X-Constitutional-Hash": "f" * 16})),
+        ("edge: no hash", 428, "POST", CHAT, good, _headers(user, **{"X-Constitutional-Hash": None})),
+        ("edge: malformed hash", 400, "POST", CHAT, good, _headers(user, **{"X-Constitutional-Hash": "CDD0"})),
+        ("edge: invalid JSON", 400, "POST", CHAT, good[:-3], _headers(user)),
+        ("edge: duplicate key", 400, "POST", CHAT, '{"model":"auto","model"  :"expert","messages":[]}',
+         _headers(user)),
+        ("edge: wrong content type", 415, "POST", CHAT, good, _headers(user, **{"Content-Type": "text/plain"})),
+        ("edge: messages without max_tokens", 400, "POST", apis.PATHS["messages"], good,
+         _headers(user, "messages")),
+        ("edge: unknown stored response", 404, "GET", unknown_answer, None, _headers(user, "responses")),
     ]
 
 
@@ -224,17 +241,18 @@ class EdgeCaseUser(FastHttpUser):
 
     @task(6)
     def refused(self):
-        name, status, body, headers = random.choice(_edge_cases(self))
-        self._expect(name, (status,), body, headers)
+        name, status, method, path, body, headers = random.choice(_edge_cases(self))
+        self._expect(name, (status,), method, path, body, headers)
 
     @task(4)
     def over_the_limit(self):
         body = json.dumps({"model": "nano", "messages": [{"role": "user", "content": "again"}]})
-        self._expect("edge: over the limit", (200, 429), body, _headers(self))
+        self._expect("edge: over the limit", (200, 429), "POST", CHAT, body, _headers(self))
 
-    def _expect(self, name, statuses, body, headers):
+    def _expect(self, name, statuses, method, path, body, headers):
         started = time.perf_counter()
-        with self.client.post(CHAT, data=body, headers=headers, name=name, catch_response=True) as resp:
+        with self.client.request(method, path, data=body, headers=headers, name=name,
+                                 catch_response=True) as resp:
             ok = resp.status_code in statuses
             if ok and resp.status_code >= 400:
                 error = _error(resp)
@@ -246,6 +264,16 @@ class EdgeCaseUser(FastHttpUser):
             _check_hash(resp)
             _record(kind=name, stream=False, **_outcome(resp, _tier_name(resp), (time.perf_counter() - started) * 1000),
                     ttft_ms=None, itl_ms=None, usage={}, text_chars=0, expected=bool(ok))
+
+
+def _request_name(tier: str, api: str) -> str:
+    return tier if api == "chat" else f"{tier} ({api})"
+
+
+def _check_followup(resp, previous) -> None:
+    if previous and resp.status_code == 404:
+        resp.failure("a follow-up lost its conversation: the router sent it to an endpoint "
+                     "that never made the answer it continues")
 
 
 def _tier_name(resp) -> str:

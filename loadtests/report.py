@@ -1,7 +1,9 @@
 """The report a load test run writes: per-tier latency and TTFT, each tier
 against its latency target, routing mix, errors and fallbacks, hash coverage,
-and cost per 1,000 requests against sending everything to the premium or the
-expert tier (from endpoint prices and the usage the endpoints reported).
+each API's share, latency and usage, Responses follow-ups that kept their
+conversation, and cost per 1,000 requests against sending everything to the
+premium or the expert tier (from endpoint prices and the usage the endpoints
+reported).
 
     python loadtests/report.py DIR [--policy policies/demo.yaml]
 
@@ -50,6 +52,30 @@ def _cost(usage: dict, price_in: float, price_out: float, text_chars: int) -> tu
     return (text_chars / 4) * price_out, "estimated"
 
 
+def _mean_price(endpoints, tier: str, api: str) -> tuple[float, float] | None:
+    """What a request of `api` would cost a token on `tier`: the mean price of the
+    tier's endpoints that serve that API, else of all the tier's endpoints (a
+    request the tier cannot serve would go to the nearest tier that can)."""
+    mine = [e for e in endpoints if e.tier.name == tier]
+    serving = [e for e in mine if api in e.serves] or mine
+    if not serving:
+        return None
+    return statistics.mean(e.price_in for e in serving), statistics.mean(e.price_out for e in serving)
+
+
+def _per_api(routed: list[dict]) -> dict:
+    out = {}
+    for api in sorted({r.get("api", "chat") for r in routed}):
+        mine = [r for r in routed if r.get("api", "chat") == api]
+        ok = [r["ms"] for r in mine if r["status"] == 200]
+        out[api] = {"requests": len(mine), "share": len(mine) / len(routed),
+                    "p50_ms": _pct(ok, .5), "p95_ms": _pct(ok, .95),
+                    "usage_reported": sum(r["usage"].get("prompt_tokens") is not None for r in mine),
+                    "prompt_tokens": sum(r["usage"].get("prompt_tokens") or 0 for r in mine),
+                    "completion_tokens": sum(r["usage"].get("completion_tokens") or 0 for r in mine)}
+    return out
+
+
 def server_timing_ms(header: str) -> float | None:
     """The router's own time before forwarding, from `Server-Timing: router;dur=MS`."""
     for metric in header.split(","):
@@ -73,21 +99,20 @@ def summarise(rows: list[dict], policy) -> dict:
     endpoints = policy.endpoint_by_name
     edge = [r for r in rows if str(r["kind"]).startswith("edge:")]
     routed = [r for r in rows if r["tier"] in tiers and not str(r["kind"]).startswith("edge:")]
-    # What a chat request would cost on each tier (the kit sends chat): its chat endpoints' prices.
-    chat = [e for e in endpoints.values() if "chat" in e.serves]
-    mean_price = {t: (statistics.mean(e.price_in for e in chat if e.tier.name == t),
-                      statistics.mean(e.price_out for e in chat if e.tier.name == t))
-                  for t in tiers if any(e.tier.name == t for e in chat)}
     per_tier, actual, as_premium, as_expert, sources = {}, 0.0, 0.0, 0.0, Counter()
     for r in routed:
+        if r["status"] != 200:  # refused or failed upstream: nothing generated, nothing billed
+            sources["not answered"] += 1
+            continue
         e = endpoints.get(r["endpoint"])
         cost, source = _cost(r["usage"], e.price_in, e.price_out, r["text_chars"]) if e else (0.0, "none")
         sources[source] += 1
         actual += cost
-        for name, bucket in (("premium", "p"), ("expert", "x")):
-            if name in mean_price:
-                c, _ = _cost(r["usage"], *mean_price[name], r["text_chars"])
-                if bucket == "p":
+        for name in ("premium", "expert"):
+            price = _mean_price(endpoints.values(), name, r.get("api", "chat"))
+            if price:
+                c, _ = _cost(r["usage"], *price, r["text_chars"])
+                if name == "premium":
                     as_premium += c
                 else:
                     as_expert += c
@@ -123,6 +148,10 @@ def summarise(rows: list[dict], policy) -> dict:
         "router_added_p50_ms": _pct(all_added, .5), "router_added_p99_ms": _pct(all_added, .99),
         "end_to_end_overhead_p50_ms": _pct(overhead, .5), "end_to_end_overhead_p99_ms": _pct(overhead, .99),
         "usage_sources": dict(sources),
+        "apis": _per_api(routed),
+        "followups": {"sent": sum(bool(r.get("followup")) for r in routed),
+                      "kept_conversation": sum(bool(r.get("followup")) and r["status"] == 200 for r in routed),
+                      "lost_conversation": sum(bool(r.get("followup")) and r["status"] == 404 for r in routed)},
         "cost_per_1k_usd": {"routed": 1000 * actual / n, "all_premium": 1000 * as_premium / n,
                             "all_expert": 1000 * as_expert / n},
         "savings_vs_premium": as_premium / actual if actual else None,
@@ -188,6 +217,12 @@ def render_html(summary: dict, images: list[tuple[str, str]]) -> str:
         f"<td>{_fmt(t['ttft_p50_ms'])}</td><td>{_fmt(t['ttft_p95_ms'])}</td><td>{_fmt(t['latency_target_ms'])}</td>"
         f"<td>{_fmt(t['within_target'] * 100 if t['within_target'] is not None else None, '%')}</td>"
         f"<td>{_fmt(t['mean_within_target'])}</td></tr>" for name, t in summary["tiers"].items())
+    per_api = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{a['requests']}</td><td>{_fmt(a['share'] * 100, '%')}</td>"
+        f"<td>{_fmt(a['p50_ms'])}</td><td>{_fmt(a['p95_ms'])}</td><td>{a['usage_reported']}</td>"
+        f"<td>{a['prompt_tokens']}</td><td>{a['completion_tokens']}</td></tr>"
+        for name, a in summary["apis"].items())
+    followups = summary["followups"]
     cost = summary["cost_per_1k_usd"]
     pct = lambda v: _fmt(v * 100 if v is not None else None, "%")  # noqa: E731
     figures = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
@@ -201,6 +236,11 @@ table{{border-collapse:collapse}}</style>
 <h2>Per tier</h2><table><tr><th>tier</th><th>requests</th><th>share</th><th>p50 ms</th><th>p95 ms</th>
 <th>p99 ms</th><th>TTFT p50</th><th>TTFT p95</th><th>target ms</th><th>within target</th><th>mean under target</th></tr>
 {rows}</table>
+<h2>Per API</h2><table><tr><th>API</th><th>requests</th><th>share</th><th>p50 ms</th><th>p95 ms</th>
+<th>usage reported</th><th>prompt tokens</th><th>completion tokens</th></tr>
+{per_api}</table>
+<p>Responses follow-ups (<code>previous_response_id</code>): {followups['sent']} sent,
+{followups['kept_conversation']} answered, {followups['lost_conversation']} lost their conversation (404).</p>
 <h2>Edge</h2><ul>
 <li>tier 1–2 requests under 100 ms: {pct(summary['tier12_under_100ms'])}</li>
 <li>errors (5xx): {pct(summary['error_rate'])}; rate limited (429): {pct(summary['limited_rate'])};

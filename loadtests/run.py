@@ -54,6 +54,8 @@ def locust(args, host: str, out: Path, users: int, duration: str, rate: float = 
         cmd += ["--kit-key", args.key]
     if args.mix:
         cmd += ["--kit-mix", args.mix]
+    if args.apis:
+        cmd += ["--kit-apis", args.apis]
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     return subprocess.run(cmd, cwd=ROOT).returncode
@@ -103,6 +105,7 @@ def main() -> int:
     p.add_argument("--key", default="")
     p.add_argument("--hash", default="cdd01ef066bc6cf2")
     p.add_argument("--mix", default="", help="e.g. chat=5,code=2 (default: the profile's)")
+    p.add_argument("--apis", default="", help="e.g. chat=7,responses=2,messages=1 (default: the profile's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="default: loadtests/reports/<time>")
     p.add_argument("--find-limit", action="store_true")

@@ -1,8 +1,10 @@
-"""The traffic mix a load test sends: kinds of OpenAI-compatible requests drawn
-from real prompts (../shared/data/routing/train.jsonl when it is there, a small
-built-in set otherwise) plus kinds that set shape rather than text: long
-documents, tool calls, pinned tiers. Weights come from a YAML profile
-(loadtests/profiles/*.yaml) or `--kit-mix chat=5,code=2`.
+"""The traffic mix a load test sends: kinds of requests drawn from real prompts
+(../shared/data/routing/train.jsonl when it is there, a small built-in set
+otherwise) plus kinds that set shape rather than text: long documents, tool
+calls, pinned tiers; each sent as one of the APIs the router serves (OpenAI
+Chat Completions, OpenAI Responses, Anthropic Messages; loadtests/apis.py).
+Weights come from a YAML profile (loadtests/profiles/*.yaml), or
+`--kit-mix chat=5,code=2` and `--kit-apis chat=7,responses=2,messages=1`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import random
 from pathlib import Path
 
 import yaml
+
+import apis
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "train.jsonl"
 # Which labelled files stand for which kind of traffic.
@@ -34,6 +38,7 @@ BUILT_IN = {
 }
 DEFAULT_MIX = {"chat": 40, "code": 15, "math": 10, "exam": 8, "instructions": 7,
                "long_document": 8, "tool_call": 7, "pinned": 5}
+DEFAULT_APIS = {"chat": 70, "responses": 20, "messages": 10}
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -58,36 +63,53 @@ def load_prompts(path: Path = SHARED, per_kind: int = 400, seed: int = 1) -> dic
     return prompts
 
 
-def parse_mix(text: str, profile: str = "") -> dict[str, float]:
-    mix = dict(DEFAULT_MIX)
+def _weights(text: str, profile: str, key: str, default: dict, names) -> dict[str, float]:
+    """Weights from the profile's `key` (else `default`), then `name=weight,...` over them."""
+    weights = dict(default)
     if profile:
         spec = yaml.safe_load(Path(profile).read_text()) or {}
-        mix = {k: float(v) for k, v in (spec.get("mix") or mix).items()}
+        weights = {k: float(v) for k, v in (spec.get(key) or weights).items()}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, weight = part.partition("=")
-        mix[name] = float(weight)
-    unknown = set(mix) - set(DEFAULT_MIX)
+        weights[name] = float(weight)
+    unknown = set(weights) - set(names)
     if unknown:
-        raise ValueError(f"unknown kinds in the mix: {', '.join(sorted(unknown))}; "
-                         f"expected {', '.join(DEFAULT_MIX)}")
-    return {k: w for k, w in mix.items() if w > 0}
+        raise ValueError(f"unknown names in the {key}: {', '.join(sorted(unknown))}; "
+                         f"expected {', '.join(names)}")
+    return {k: w for k, w in weights.items() if w > 0}
+
+
+def parse_mix(text: str, profile: str = "") -> dict[str, float]:
+    return _weights(text, profile, "mix", DEFAULT_MIX, DEFAULT_MIX)
+
+
+def parse_apis(text: str, profile: str = "") -> dict[str, float]:
+    return _weights(text, profile, "apis", DEFAULT_APIS, apis.PATHS)
 
 
 class Scenarios:
-    """Draws (kind, body) pairs: the mix's kinds at their weights."""
+    """Draws (kind, api, body, follow-up): the mix's kinds and the APIs at their
+    weights. The body is chat-shaped; apis.shape spells it for its API. A
+    Responses request is a follow-up (it continues the sender's last answer)
+    with probability `followup_share`."""
 
     def __init__(self, mix: dict[str, float], prompts: dict[str, list[str]], stream_share: float,
-                 rng: random.Random):
+                 rng: random.Random, api_mix: dict[str, float] | None = None, followup_share: float = 0.0):
         self.kinds, self.weights = list(mix), list(mix.values())
+        api_mix = api_mix or DEFAULT_APIS
+        self.apis, self.api_weights = list(api_mix), list(api_mix.values())
         self.prompts, self.stream_share, self.rng = prompts, stream_share, rng
+        self.followup_share = followup_share
 
-    def draw(self) -> tuple[str, dict]:
+    def draw(self) -> tuple[str, str, dict, bool]:
         kind = self.rng.choices(self.kinds, self.weights)[0]
+        api = self.rng.choices(self.apis, self.api_weights)[0]
         body = getattr(self, f"_{kind}", self._text)(kind)
         if self.rng.random() < self.stream_share:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}  # usage for the cost report
-        return kind, body
+            body["stream_options"] = {"include_usage": True}  # chat's usage for the cost report
+        followup = api == "responses" and self.rng.random() < self.followup_share
+        return kind, api, body, followup
 
     def _text(self, kind: str) -> dict:
         return {"model": "auto", "messages": [{"role": "user", "content": self.rng.choice(self.prompts[kind])}]}

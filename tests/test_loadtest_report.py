@@ -54,3 +54,26 @@ def test_targets_fallbacks_fast_share_and_router_time():
                                        ("router", None), ("router;dur=x", None), ("", None)])
 def test_the_routers_time_is_read_from_server_timing(header, ms):
     assert report.server_timing_ms(header) == ms
+
+
+def test_each_api_is_summarised_and_priced_at_the_endpoints_that_serve_it():
+    rows = [rec("premium", "premium-claude-sonnet", 40, api="messages"),
+            rec("fast", "fast-llama-3-1-8b", 20, api="responses", followup=True),
+            rec("nano", "nano-qwen3-0-6b", 10, api="responses", followup=True, status=404,
+                usage={}),
+            rec("nano", "nano-qwen3-0-6b", 10)]
+    s = report.summarise(rows, POLICY)
+    assert s["apis"]["messages"]["requests"] == 1 and s["apis"]["responses"]["requests"] == 2
+    assert s["apis"]["responses"]["usage_reported"] == 1
+    assert s["apis"]["chat"]["prompt_tokens"] == 100
+    assert s["followups"] == {"sent": 2, "kept_conversation": 1, "lost_conversation": 1}
+    assert s["usage_sources"] == {"provider": 3, "not answered": 1}
+    # As premium, the Messages request costs what premium's Messages endpoints charge;
+    # no expert endpoint serves Messages, so as expert it costs the expert tier's price.
+    sonnet, grok = POLICY.endpoint_by_name["premium-claude-sonnet"], POLICY.endpoint_by_name["expert-grok-4"]
+    premium_chat = [e for e in POLICY.endpoints if e.tier.name == "premium" and "chat" in e.serves]
+    mean_in = sum(e.price_in for e in premium_chat) / len(premium_chat)
+    mean_out = sum(e.price_out for e in premium_chat) / len(premium_chat)
+    expected = (100 * sonnet.price_in + 50 * sonnet.price_out) + 2 * (100 * mean_in + 50 * mean_out)
+    assert s["cost_per_1k_usd"]["all_premium"] == pytest.approx(1000 * expected / 4)
+    assert s["cost_per_1k_usd"]["all_expert"] == pytest.approx(1000 * 3 * (100 * grok.price_in + 50 * grok.price_out) / 4)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_short_headless_run_writes_the_report(tmp_path):
     out = tmp_path / "report"
     run = subprocess.run([sys.executable, "loadtests/run.py", "--stack", "--latency-scale", "0.1",
-                          "--users", "6", "--duration", "15s", "--seed", "3", "--out", str(out)],
+                          "--users", "6", "--duration", "20s", "--seed", "3", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -28,9 +28,16 @@ def test_a_short_headless_run_writes_the_report(tmp_path):
         < summary["cost_per_1k_usd"]["all_expert"]
     served = {name for name, tier in summary["tiers"].items() if tier["requests"]}
     assert {"nano", "fast"} <= served
+    # Every API the profile sends was answered with its usage read, and every
+    # Responses follow-up reached the endpoint holding its conversation.
+    assert set(summary["apis"]) == {"chat", "responses", "messages"}
+    assert all(a["usage_reported"] == a["requests"] > 0 for a in summary["apis"].values())
+    assert summary["followups"]["sent"] > 0
+    assert summary["followups"]["kept_conversation"] == summary["followups"]["sent"]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     for text in ("Per tier", "Cost per 1,000 requests", "constitutional hash"):
         assert text in page
     locust_page = (out / "locust.html").read_text()
-    assert "TTFT" in locust_page and "nano" in locust_page
+    assert "TTFT" in locust_page and "nano" in locust_page and "(messages)" in locust_page
+    assert "Per API" in page and "follow-ups" in page
