@@ -40,6 +40,7 @@ BODY_INPUT = ("tools", "functions", "response_format")
 RESPONSES_INPUT = ("tools", "text")
 TURN_INPUT = ("tool_calls", "function_call", "arguments")
 BLOCK_INPUT = ("input",)
+DOCUMENT_INPUT = ("title", "context")
 
 
 def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
@@ -128,8 +129,9 @@ def _required_list(body: dict, field: str) -> list:
 
 def _parts_text(content, where: str, parts: list) -> int:
     """Text of a content value: a string, or an array of typed parts whose `text`
-    (and, for tool results, nested `content`) is kept. Returns the characters of
-    the other input in its parts (a tool call's `input`)."""
+    (and, for tool results, nested `content`; for Anthropic's plain-text
+    documents, their `source`) is kept. Returns the characters of the other
+    input in its parts (a tool call's `input`, a document's title and context)."""
     beyond = 0
     if isinstance(content, str):
         parts.append(content)
@@ -145,9 +147,28 @@ def _parts_text(content, where: str, parts: list) -> int:
             nested = part.get("content")
             if isinstance(nested, (str, list)):
                 beyond += _parts_text(nested, f"{where}[{j}].content", parts)
+            if part["type"] == "document":
+                beyond += _document_text(part, f"{where}[{j}]", parts)
+            elif isinstance(part.get("refusal"), str):  # an earlier assistant turn's refusal
+                parts.append(part["refusal"])
     elif content is not None:
         raise bad(f"'{where}' must be a string, an array or null, got {json_type(content)}")
     return beyond
+
+
+def _document_text(block: dict, where: str, parts: list) -> int:
+    """An Anthropic document block: a plain-text source (`data`) or one made of
+    content blocks is prompt text like any other (a long document pasted this
+    way must weigh as much as one pasted inline); PDFs, images and files by id
+    carry no text the router can read. Its title and context are other input."""
+    source = block.get("source")
+    if isinstance(source, dict):
+        if source.get("type") == "text" and isinstance(source.get("data"), str):
+            parts.append(source["data"])
+        elif source.get("type") == "content" and isinstance(source.get("content"), (str, list)):
+            return _parts_text(source["content"], f"{where}.source.content", parts) + beyond_text(
+                block, DOCUMENT_INPUT)
+    return beyond_text(block, DOCUMENT_INPUT)
 
 
 def _messages(messages: list, roles: frozenset, where: str = "messages") -> tuple[str, bool, int]:

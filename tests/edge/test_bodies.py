@@ -56,12 +56,55 @@ def test_anthropic_messages_read_system_blocks_and_need_max_tokens():
         bodies.messages({"max_tokens": 5, "messages": [{"role": "system", "content": "hi"}]})
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(question=TEXT, document=TEXT, as_blocks=st.booleans(), title=st.none() | TEXT)
+def test_a_plain_text_document_block_is_read_as_the_same_text_inline(question, document, as_blocks, title):
+    """Anthropic's document blocks carry a plain-text source as `data`, or as
+    content blocks: the router reads that text as prompt, so a long document sent
+    this way weighs what the same document pasted inline weighs."""
+    source = ({"type": "content", "content": [{"type": "text", "text": document}]} if as_blocks
+              else {"type": "text", "media_type": "text/plain", "data": document})
+    block = {"type": "document", "source": source, **({"title": title} if title is not None else {})}
+    sent = bodies.messages({"max_tokens": 5, "messages": [{"role": "user", "content": [
+        block, {"type": "text", "text": question}]}]})
+    inline = bodies.messages({"max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": document}, {"type": "text", "text": question}]}]})
+    assert sent.text == inline.text
+    assert sent.beyond_text == inline.beyond_text + len(title or "")
+
+
+def test_documents_without_text_and_refusals():
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                          "data": "JVBERi0xLjQK" * 100}, "context": "a contract"}
+    read = bodies.messages({"max_tokens": 5, "messages": [{"role": "user", "content": [
+        pdf, {"type": "text", "text": "summarise it"}]}]})
+    assert read.text == "summarise it"          # base64 is not text: its bytes are no token count
+    assert read.beyond_text == len("a contract")
+    read = bodies.chat({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": [
+        {"type": "refusal", "refusal": "I can't help with that."}]}, {"role": "user", "content": "why?"}]})
+    assert read.text.split("\n") == ["q", "I can't help with that.", "why?"]
+    for odd in ({"type": "document"}, {"type": "document", "source": "x"},
+                {"type": "document", "source": {"type": "text", "data": 5}},
+                {"type": "document", "source": {"type": "content", "content": [5]}}):
+        try:
+            read = bodies.messages({"max_tokens": 5, "messages": [{"role": "user", "content": [odd]}]})
+        except Denied as denied:
+            assert denied.status == 400
+        else:
+            assert read.text == ""
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5)
+                    | st.sampled_from(["document", "text", "content"]),
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
                         st.sampled_from(["role", "content", "type", "text", "input", "messages",
                                          "prompt", "system", "max_tokens", "instructions", "output",
                                          "stream", "tools", "max_output_tokens", "tool_calls",
-                                         "function_call", "arguments"]), kids, max_size=4),
+                                         "function_call", "arguments", "source", "data", "title",
+                                         "refusal"]), kids, max_size=4),
                     max_leaves=12)
 FIELDS = st.dictionaries(st.sampled_from(["messages", "prompt", "input", "system", "instructions",
                                           "max_tokens", "max_output_tokens", "stream", "tools",

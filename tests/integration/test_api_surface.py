@@ -180,6 +180,29 @@ def test_anthropic_messages_reach_an_endpoint_that_speaks_them_with_its_key_in_x
     assert nano and all("x-api-key" not in {k.lower() for k in r["headers"]} for r in nano)
 
 
+def test_a_document_block_is_routed_as_the_same_document_pasted_inline(api):
+    """Anthropic's document blocks carry plain text in their source: a long report
+    sent that way goes where the same report pasted inline goes, not to the tier a
+    one-line question alone would get."""
+    report = " ".join(f"Section {i}: revenue moved {i % 7} percent while costs held, and the board "
+                      f"asked for a plan for region {i % 13}." for i in range(700))
+    question = {"type": "text", "text": "What are the three biggest risks in this report?"}
+    tiers = {}
+    for name, block in (("inline", {"type": "text", "text": report}),
+                        ("text source", {"type": "document", "title": "Annual report",
+                                         "source": {"type": "text", "media_type": "text/plain", "data": report}}),
+                        ("content source", {"type": "document", "source": {
+                            "type": "content", "content": [{"type": "text", "text": report}]}})):
+        status, headers, body = api.client.chat({"model": "auto", "max_tokens": 256, "messages": [
+            {"role": "user", "content": [block, question]}]}, path="/v1/messages")
+        assert status == 200, body
+        tiers[name] = headers["X-Route-Tier"]
+    status, headers, _ = api.client.chat({"model": "auto", "max_tokens": 256, "messages": [
+        {"role": "user", "content": [question]}]}, path="/v1/messages")
+    assert tiers["inline"] != headers["X-Route-Tier"]          # the document is what moves it
+    assert tiers == dict.fromkeys(tiers, tiers["inline"])
+
+
 def test_a_messages_body_without_max_tokens_is_refused(api):
     status, _, body = api.client.chat({"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
                                       path="/v1/messages")
