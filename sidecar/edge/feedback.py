@@ -78,10 +78,14 @@ FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_r
                       "route_retry_after1", "route_retry_after2", "route_features")
 
 
-# The mirror subrequest's own line (sidecar.tools.nginx_hops.shadow_location).
-SHADOW_FIELDS = {"shadow": "1", "served": "$route_shadow", "status": "$status",
+# The mirror subrequest's own line (sidecar.tools.nginx_hops.shadow_location): the
+# shadow's outcome, and what its tokens are estimated from (it shares its request's
+# variables, so the decision's features and stream flag are its own).
+SHADOW_FIELDS = {"shadow": "1", "internal_id": "$request_id", "served": "$route_shadow", "status": "$status",
                  "upstream_status": "$upstream_status", "upstream_header_time": "$upstream_header_time",
-                 "upstream_response_time": "$upstream_response_time"}
+                 "upstream_response_time": "$upstream_response_time",
+                 "features": "$route_features", "stream": "$route_stream",
+                 "bytes_in": "$request_length", "upstream_body_bytes": "$upstream_response_length"}
 
 
 def _log_format() -> str:

@@ -103,6 +103,8 @@ class Outcomes:
         self.retries = None                   # the retry budget, when there is one
         self.shadow_requests: dict[tuple, int] = {}   # (tier, endpoint, status class)
         self.shadow_latency: dict[tuple, _Histogram] = {}
+        self.shadow_tokens: dict[tuple, int] = {}     # (tier, endpoint, direction)
+        self.shadow_cost: dict[tuple, float] = {}     # (tier, endpoint)
         self._tenants: tuple[str, frozenset] = ("", frozenset())
 
     def _tenant_names(self, policy) -> frozenset:
@@ -157,7 +159,9 @@ class Outcomes:
             self._count_usage(entry, endpoint, tenant)
 
     def record_shadow(self, entry: dict) -> None:
-        """A mirrored request's outcome (its answer went nowhere)."""
+        """A mirrored request's outcome (its answer went nowhere, but its tokens were
+        spent: estimated from the prompt and the answer's bytes, since nginx reads a
+        mirror's answer without passing it through the usage parser)."""
         endpoint = self.policy_ref().endpoint_by_name.get(entry.get("served") or "")
         if endpoint is None:
             return
@@ -170,6 +174,13 @@ class Outcomes:
             if h is None:
                 h = self.shadow_latency[key[:2]] = _Histogram()
             h.observe(took)
+        if not status.startswith("2"):
+            return   # a refusal or failure generated nothing
+        prompt, completion = estimates.prompt_tokens(entry), self.estimates.completion_tokens(entry)
+        for direction, n in (("in", prompt), ("out", completion)):
+            k = (*key[:2], direction)
+            self.shadow_tokens[k] = self.shadow_tokens.get(k, 0) + n
+        self.shadow_cost[key[:2]] = self.shadow_cost.get(key[:2], 0.0) + cost_usd(endpoint, prompt, completion)
 
     def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
         usage = provider_usage(entry, endpoint.context_tokens)
@@ -238,8 +249,14 @@ class Outcomes:
         yield _counter("router_shadow_requests", "Mirrored requests to the policy's shadow endpoint "
                        "(answers discarded), by tier, endpoint and status class",
                        ["tier", "endpoint", "status_class"], self.shadow_requests)
-        yield _histogram("router_shadow_duration_seconds", "Shadow endpoint response time",
-                         self.shadow_latency)
+        yield _histogram("router_shadow_duration_seconds", "Shadow endpoint response time (the "
+                         "whole answer)", self.shadow_latency)
+        yield _counter("router_shadow_tokens", "Tokens the shadow endpoint was sent and generated "
+                       "(estimated: prompt from the decision, answer from its bytes), by direction",
+                       ["tier", "endpoint", "direction"], self.shadow_tokens)
+        yield _counter("router_shadow_cost_usd", "What the shadow endpoint cost, from its prices and "
+                       "the estimated tokens (not in router_cost_usd)", ["tier", "endpoint"],
+                       self.shadow_cost)
         yield _counter("router_endpoint_cooldowns", "Times an endpoint was taken out of rotation "
                        "for its Retry-After after a 429", ["endpoint"],
                        {(k,): v for k, v in self.cooldowns.items()})

@@ -90,15 +90,16 @@ def _text(ep: MockEndpoint, tokens: int) -> list[str]:
 
 
 def create_endpoint_app(ep: MockEndpoint) -> web.Application:
-    def received(request: web.Request, raw: bytes) -> None:
-        ep.received.append({"method": request.method, "path": request.path_qs,
-                            "headers": dict(request.headers),
-                            "body": raw.decode("utf-8", "replace"), "at": time.time()})
+    def received(request: web.Request, raw: bytes) -> dict:
+        entry = {"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+                 "body": raw.decode("utf-8", "replace"), "at": time.time()}
+        ep.received.append(entry)
+        return entry
 
     async def completions(request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         raw = await request.read()
-        received(request, raw)
+        entry = received(request, raw)
         fault = _parse_fault(request.headers.get("X-Mock-Fault", "") or ep.fault)
         drawn = ep.generator.fault()
         if drawn:
@@ -153,7 +154,9 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             usage = mock_apis.Usage(prompt_tokens, gen.tokens,
                                     *ep.prompt_cache.lookup(api, body, raw, prompt_tokens))
             if body.get("stream"):
-                return await _stream(request, ep, body, usage, echo, gen, api, fault)
+                response = await _stream(request, ep, body, usage, echo, gen, api, fault)
+                entry["streamed_to_the_end"] = True   # not cut by the client hanging up
+                return response
             await asyncio.sleep(gen.ttft_s + gen.tokens * gen.seconds_per_token)
             answer = mock_apis.answer(api, model, _text(ep, gen.tokens), usage, body.get("metadata"))
             if api == "responses":

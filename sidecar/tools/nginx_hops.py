@@ -142,10 +142,24 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
 SHADOW = ("_shadow", "route_shadow", "route_shadow_auth")
 
 
+def shadow_cache_path(opts) -> str:
+    """The zone the shadow location's answers pass through (see shadow_location)."""
+    return (f"proxy_cache_path {opts.run_dir}/shadow levels=1 keys_zone=hir_shadow:1m max_size=64m "
+            "inactive=10s use_temp_path=off;")
+
+
 def shadow_location(policy: Policy, opts) -> list[str]:
     """The mirror subrequest: to the shadow endpoint when the decision sampled this
     request, else nothing. nginx discards its answer; its own log line (tagged
-    shadow) feeds the shadow metrics, never health, limits or cost."""
+    shadow) feeds the shadow metrics and cost, never health, limits or the routed
+    cost.
+
+    nginx gives a mirror subrequest only its answer's headers (`header_only`) and
+    closes the endpoint's connection there, unless the answer is being cached:
+    without the cache a stream was cut after its first bytes (the endpoint stopped
+    generating), and the log line timed only the first byte and sized nothing. So
+    the answer is "cached" under the request's own id, which no request ever looks
+    up; nginx reads it to the end into a file it deletes 10 s later."""
     if policy.shadow is None:
         return []
     pad = "            "
@@ -155,6 +169,12 @@ def shadow_location(policy: Policy, opts) -> list[str]:
             f'{pad}if ($route_shadow = "") {{ access_log off; return 204; }}',
             f"{pad}log_subrequest on;", *logs,
             f"{pad}include {NGINX_DIR / 'endpoint_proxy.conf'};",
+            f"{pad}proxy_cache hir_shadow;", f"{pad}proxy_cache_methods GET HEAD POST;",
+            f"{pad}proxy_cache_key $request_id;", f"{pad}proxy_cache_bypass 1;",
+            f"{pad}proxy_cache_valid any 1s;",
+            # Whatever the endpoint says about caching, this answer is read to its end
+            # (endpoint_proxy.conf already ignores the X-Accel-* headers).
+            f"{pad}proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;",
             *nginx_headers.endpoint_request_headers(policy, pad),
             f"{pad}proxy_set_header Host $hop_shadow_host;",
             f"{pad}proxy_set_header Authorization $hop_shadow_authorization;",

@@ -220,3 +220,24 @@ def test_processes_that_all_read_every_line_count_each_request_once_between_them
             f.record(dict(line))
     counted = [_provider(scrape(o), "out") for o, _ in processes]
     assert sum(counted) == 50 * len(lines) and all(counted)   # once each, and spread
+
+
+def test_a_shadow_answers_tokens_and_cost_are_estimated_and_counted_apart():
+    o = Outcomes(lambda: POLICY)
+    grok = POLICY.endpoint_by_name["expert-grok-4"]
+    body = 6_000
+    shadow = {"shadow": "1", "served": "expert-grok-4", "status": "200", "upstream_status": "200",
+              "upstream_response_time": "1.500", "features": "chat;120;1;256;0.4;;r;nano", "stream": "1",
+              "upstream_body_bytes": str(body)}
+    o.record_shadow(shadow)
+    o.record_shadow({**shadow, "status": "502", "upstream_status": "502"})   # nothing generated
+    s = scrape(o)
+    out = round((body - STREAM_ENVELOPE_BYTES.get("chat", 0)) / o.estimates.bytes_per_token("chat", True))
+    labels = (("endpoint", "expert-grok-4"), ("tier", "expert"))
+    assert s[("router_shadow_tokens_total", (("direction", "in"), *labels))] == 120
+    assert s[("router_shadow_tokens_total", (("direction", "out"), *labels))] == out
+    assert s[("router_shadow_cost_usd_total", labels)] == pytest.approx(120 * grok.price_in + out * grok.price_out)
+    assert s[("router_shadow_requests_total", (labels[0], ("status_class", "5xx"), labels[1]))] == 1
+    # Never in the routed traffic's tokens or cost, nor a lesson for the estimates.
+    assert not any(name in ("router_tokens_total", "router_cost_usd_total") for name, _ in s)
+    assert o.estimates.learned == {}

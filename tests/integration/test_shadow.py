@@ -1,0 +1,62 @@
+"""A shadow endpoint through real nginx (both modes): it gets the sampled requests,
+generates each answer to the end as it would for a client, and what it costs is
+counted apart from the routed traffic's."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import pytest
+
+from conftest import Client, Mocks, free_port, shifted_policy, user, wait_until
+from sidecar.tools.stack import Stack
+
+SHADOW = "expert-grok-4"
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def shadowed(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"shadow-{request.param}")
+    policy, ports = shifted_policy(tmp, extra=f"limits: []\nshadow: {{endpoint: {SHADOW}, share: 1.0}}\n")
+    port, admin = free_port(), f"127.0.0.1:{free_port()}"
+    # Real token pacing, so a stream is still being written when nginx has its headers.
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0.2,
+               admin_listen=admin)
+    st.start()
+    st.client, st.mocks, st.metrics_url = Client(port), Mocks(ports), f"http://{admin}/metrics"
+    yield st
+    st.stop()
+
+
+def metric(st, name: str, **labels) -> float:
+    text = urllib.request.urlopen(st.metrics_url).read().decode()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    found = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_shadow_generates_whole_answers_and_costs_apart(shadowed):
+    st = shadowed
+    st.mocks.clear()
+    spent_before = metric(st, "router_cost_usd_total", tier="expert", tenant="")
+    tokens_before = metric(st, "router_shadow_tokens_total", tier="expert", endpoint=SHADOW, direction="out")
+    cost_before = metric(st, "router_shadow_cost_usd_total", tier="expert", endpoint=SHADOW)
+    for stream in (True, True, False):
+        status, headers, _ = st.client.chat(user("Tell me a long story about a lighthouse.", model="nano",
+                                                 stream=stream, max_tokens=200))
+        assert status == 200 and headers["X-Route-Tier"] == "nano"   # the client sees the primary
+    assert wait_until(lambda: len(st.mocks.received(SHADOW)) == 3, 5)
+    streamed = [r for r in st.mocks.received(SHADOW) if '"stream":true' in r["body"].replace(" ", "")]
+    assert len(streamed) == 2
+    # nginx reads a mirrored answer only to its headers unless it keeps it: the
+    # shadow's streams were cut there, and it stopped generating.
+    assert wait_until(lambda: all(r.get("streamed_to_the_end") for r in st.mocks.received(SHADOW)
+                                  if '"stream":true' in r["body"].replace(" ", "")), 10)
+    assert wait_until(lambda: metric(st, "router_shadow_requests_total", tier="expert", endpoint=SHADOW,
+                                     status_class="2xx") >= 3, 10)
+    # Its tokens and cost are counted, estimated, apart from the routed traffic's.
+    tokens = metric(st, "router_shadow_tokens_total", tier="expert", endpoint=SHADOW, direction="out")
+    assert tokens - tokens_before >= 3 * 20
+    assert metric(st, "router_shadow_cost_usd_total", tier="expert", endpoint=SHADOW) > cost_before
+    assert metric(st, "router_cost_usd_total", tier="expert", tenant="") == spent_before
