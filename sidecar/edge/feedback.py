@@ -78,13 +78,12 @@ FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_r
                       "route_retry_after1", "route_retry_after2", "route_features")
 
 
-# The mirror subrequest's own line (sidecar.tools.nginx_hops.shadow_location): the
-# shadow's outcome, and what its tokens are estimated from (it shares its request's
-# variables, so the decision's features and stream flag are its own).
+# The shadow relay's line (sidecar.tools.nginx_hops.shadow_relay_server): the
+# mirrored request's outcome, and what its tokens are estimated from.
 SHADOW_FIELDS = {"shadow": "1", "internal_id": "$request_id", "served": "$route_shadow", "status": "$status",
                  "upstream_status": "$upstream_status", "upstream_header_time": "$upstream_header_time",
                  "upstream_response_time": "$upstream_response_time",
-                 "features": "$route_features", "stream": "$route_stream",
+                 "features": "$http_x_hir_shadow_features", "stream": "$http_x_hir_shadow_stream",
                  "bytes_in": "$request_length", "upstream_body_bytes": "$upstream_response_length"}
 
 

@@ -142,46 +142,75 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
 SHADOW = ("_shadow", "route_shadow", "route_shadow_auth")
 
 
-def shadow_cache_path(opts) -> str:
-    """The zone the shadow location's answers pass through (see shadow_location)."""
-    return (f"proxy_cache_path {opts.run_dir}/shadow levels=1 keys_zone=hir_shadow:1m max_size=64m "
-            "inactive=10s use_temp_path=off;")
+def shadow_relay_socket(opts) -> str:
+    return f"{opts.run_dir}/shadow.sock"
+
+
+def shadow_http_blocks(policy: Policy, opts) -> list[str]:
+    """What the shadow needs at the http level: the relay's upstream and cache zone."""
+    if policy.shadow is None:
+        return []
+    return [f"proxy_cache_path {opts.run_dir}/shadow levels=1 keys_zone=hir_shadow:1m max_size=64m "
+            "inactive=10s use_temp_path=off;",
+            f"upstream hir_shadow_relay {{ server unix:{shadow_relay_socket(opts)}; }}"]
 
 
 def shadow_location(policy: Policy, opts) -> list[str]:
-    """The mirror subrequest: to the shadow endpoint when the decision sampled this
-    request, else nothing. nginx discards its answer; its own log line (tagged
-    shadow) feeds the shadow metrics and cost, never health, limits or the routed
-    cost.
-
-    nginx gives a mirror subrequest only its answer's headers (`header_only`) and
-    closes the endpoint's connection there, unless the answer is being cached:
-    without the cache a stream was cut after its first bytes (the endpoint stopped
-    generating), and the log line timed only the first byte and sized nothing. So
-    the answer is "cached" under the request's own id, which no request ever looks
-    up; nginx reads it to the end into a file it deletes 10 s later."""
+    """The mirror subrequest: to the shadow relay when the decision sampled this
+    request, else nothing. nginx gives a mirror subrequest only its answer's
+    headers (`header_only`), closes that connection there, and finishes the client's
+    request (its log line, the next request on its connection) only then. Sent
+    straight to the endpoint, a stream was cut after its first bytes and the
+    endpoint stopped generating. Through the relay (shadow_relay_server) the mirror
+    is done at the shadow's first byte, as before, and the relay reads the answer
+    to its end."""
     if policy.shadow is None:
         return []
     pad = "            "
-    logs = [f"{pad}access_log syslog:server={feedback.syslog_server(address)},nohostname,tag=hir "
-            "hir_shadow;" for address in opts.feedback_sockets] or [f"{pad}access_log off;"]
     return ["        location = /_hir/shadow {", f"{pad}internal;",
-            f'{pad}if ($route_shadow = "") {{ access_log off; return 204; }}',
-            f"{pad}log_subrequest on;", *logs,
+            f'{pad}if ($route_shadow = "") {{ return 204; }}', f"{pad}access_log off;",
+            f"{pad}proxy_http_version 1.1;",
+            *nginx_headers.endpoint_request_headers(policy, pad),
+            # What the relay forwards and logs by: it shares no variables with this request.
+            f"{pad}proxy_set_header X-Hir-Shadow $route_shadow;",
+            f"{pad}proxy_set_header X-Hir-Shadow-Auth $route_shadow_auth;",
+            f"{pad}proxy_set_header X-Hir-Shadow-Features $route_features;",
+            f"{pad}proxy_set_header X-Hir-Shadow-Stream $route_stream;",
+            f"{pad}proxy_pass http://hir_shadow_relay$route_path;", "        }"]
+
+
+def shadow_relay_server(policy: Policy, opts) -> list[str]:
+    """A server on a unix socket that forwards a mirrored request to the shadow
+    endpoint and reads the answer to its end after the mirror has hung up: nginx
+    keeps reading an answer it is caching, so it is "cached" under the request's own
+    id, which nothing ever looks up (files removed once unused for 10 s). Its log
+    line is the shadow's: outcome, whole-answer time and size (tokens are estimated
+    from it: the answer never passes a body filter), never health, limits or the
+    routed cost."""
+    if policy.shadow is None:
+        return []
+    pad = "            "
+    logs = [f"        access_log syslog:server={feedback.syslog_server(address)},nohostname,tag=hir "
+            "hir_shadow;" for address in opts.feedback_sockets] or ["        access_log off;"]
+    return ["    server {", f"        listen unix:{shadow_relay_socket(opts)};", *logs,
+            "        location / {",
+            f"{pad}set $route_shadow $http_x_hir_shadow;",
+            f"{pad}set $route_shadow_auth $http_x_hir_shadow_auth;",
             f"{pad}include {NGINX_DIR / 'endpoint_proxy.conf'};",
             f"{pad}proxy_cache hir_shadow;", f"{pad}proxy_cache_methods GET HEAD POST;",
             f"{pad}proxy_cache_key $request_id;", f"{pad}proxy_cache_bypass 1;",
             f"{pad}proxy_cache_valid any 1s;",
-            # Whatever the endpoint says about caching, this answer is read to its end
+            # Whatever the endpoint says about caching, the answer is read to its end
             # (endpoint_proxy.conf already ignores the X-Accel-* headers).
             f"{pad}proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;",
+            f"{pad}proxy_ignore_client_abort on;",
             *nginx_headers.endpoint_request_headers(policy, pad),
             f"{pad}proxy_set_header Host $hop_shadow_host;",
             f"{pad}proxy_set_header Authorization $hop_shadow_authorization;",
             f"{pad}proxy_set_header x-api-key $hop_shadow_x_api_key;",
             f"{pad}proxy_ssl_name $hop_shadow_sni;",
             f"{pad}proxy_read_timeout 300s;",
-            f"{pad}proxy_pass $hop_shadow_target$route_path;", "        }"]
+            f"{pad}proxy_pass $hop_shadow_target$request_uri;", "        }", "    }"]
 
 
 def fail_open_checks() -> list[str]:

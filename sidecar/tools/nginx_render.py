@@ -16,8 +16,8 @@ from sidecar.edge import feedback
 from sidecar.edge.feedback import FEEDBACK_VARIABLES
 from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_cors, nginx_errors, nginx_headers
-from sidecar.tools.nginx_hops import (NGINX_DIR, fail_open_checks, forward, hop_locations, shadow_cache_path,
-                                      shadow_location)
+from sidecar.tools.nginx_hops import (NGINX_DIR, fail_open_checks, forward, hop_locations, shadow_http_blocks,
+                                      shadow_location, shadow_relay_server)
 from sidecar.tools.nginx_upstreams import render_upstreams
 
 LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so",
@@ -137,7 +137,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "        \"~^(?<s>[0-9]+)\\.(?<ms>[0-9]{3})\" $s$ms; default \"\"; }",
               "    map $route_overhead_ms $hir_overhead_ms { \"\" $hir_stock_overhead_ms; default $route_overhead_ms; }",
               f"    include {run}/upstreams.conf;",
-              *([f"    {shadow_cache_path(opts)}"] if policy.shadow is not None else []),
+              *[f"    {line}" for line in shadow_http_blocks(policy, opts)],
               "    upstream hir_sidecar {"]
     if len(opts.sidecar_sockets) > 1:
         lines.append("        hash $hir_client_key consistent;")
@@ -267,7 +267,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               f"            return 200 '{{\"status\":\"ok\",\"policy_version\":\"{policy.version}\"}}';",
               "        }",
               "        location / {", HTTP09, f"            return 404 '{nginx_errors.body(404)}';", "        }",
-              "    }", "}"]
+              "    }", *shadow_relay_server(policy, opts), "}"]
     return "\n".join(lines) + "\n"
 
 

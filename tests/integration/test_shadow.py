@@ -60,3 +60,25 @@ def test_a_shadow_generates_whole_answers_and_costs_apart(shadowed):
     assert tokens - tokens_before >= 3 * 20
     assert metric(st, "router_shadow_cost_usd_total", tier="expert", endpoint=SHADOW) > cost_before
     assert metric(st, "router_cost_usd_total", tier="expert", tenant="") == spent_before
+
+
+def test_a_shadow_that_goes_silent_does_not_hold_the_clients_request(shadowed):
+    """nginx finishes a request (its log line, the next request on its connection)
+    only when its mirror has: the mirror ends at the shadow's first byte, and the
+    rest of the shadow's answer is read apart from the client's request."""
+    st = shadowed
+    st.mocks.clear()
+    st.mocks.fault(SHADOW, "hang")            # streams a first chunk, then nothing for 30 s
+    try:
+        routed = metric(st, "router_upstream_requests_total", tier="nano", endpoint="nano-qwen3-0-6b",
+                        status_class="2xx")
+        status, headers, _ = st.client.chat(user("hi", model="nano", stream=True),
+                                            headers={"X-Test-Pin": "nano-qwen3-0-6b"})
+        assert status == 200 and headers["X-Route-Endpoint"] == "nano-qwen3-0-6b"
+        assert wait_until(lambda: len(st.mocks.received(SHADOW)) == 1, 5)
+        # The client's request is done and counted while the shadow is still silent.
+        assert wait_until(lambda: metric(st, "router_upstream_requests_total", tier="nano",
+                                         endpoint="nano-qwen3-0-6b", status_class="2xx") == routed + 1, 10)
+        assert not st.mocks.received(SHADOW)[0].get("streamed_to_the_end")
+    finally:
+        st.mocks.fault(SHADOW, "")
