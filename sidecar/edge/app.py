@@ -120,7 +120,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         feats.api = stored_responses.API if stored is not None else token_counts.API
     out_headers, out_body = decision.allow(route, feats, lua_mode, upstream_path,
                                            admitted.admission.headers)
-    if policy.shadow is not None and stored is None:   # no other endpoint holds a stored response
+    if policy.shadow is not None and _shadow_answers(policy.shadow[0], feats, stored, counted):
         decision.add_shadow(out_headers, policy.shadow, headers.get("X-Hir-Internal-Id", ""))
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
@@ -130,6 +130,16 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
             reservation, admitted.spend_key, admitted.budget_micros, admitted.route.endpoint.name,
             feats.tokens, now_ns))
     return route, out_headers, out_body
+
+
+def _shadow_answers(shadow, feats, stored, counted) -> bool:
+    """Whether the shadow endpoint can answer this request as the primary does: one of
+    its APIs, something to generate (not a token count), and no earlier answer named
+    (a stored response's operation, a Responses follow-up): the shadow never holds
+    it and would answer 404, at a cost and with nothing to compare."""
+    if stored is not None or counted is not None or feats.api not in shadow.serves:
+        return False
+    return not (feats.api == "responses" and feats.body.get("previous_response_id") is not None)
 
 
 def _read_body(feats, path: str, headers, raw: bytes, cache, counted=None) -> None:

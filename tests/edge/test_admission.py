@@ -215,3 +215,27 @@ def test_any_tenant_on_any_path_is_routed_or_refused_never_a_crash(key, path, me
         body.get("previous_response_id") == "resp_held" and path in ("/v1/responses", "/v1/responses/input_tokens"))
     if names_held:   # where the answer is, or refused: never elsewhere
         assert route.endpoint is held and route.fallbacks == ()
+
+
+SHADOWED = compile_policy((DEMO.read_text() + "shadow: {endpoint: expert-grok-4, share: 1.0}\n").encode(),
+                          "t.yaml", {})
+
+
+@pytest.mark.parametrize("path,body,mirrored", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, True),
+    ("/v1/responses", {"input": "hi"}, True),
+    # The shadow (OpenAI-style) does not speak Anthropic Messages, nor embed.
+    ("/v1/messages", {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, False),
+    ("/v1/embeddings", {"input": "hi"}, False),
+    # A token count generates nothing; a follow-up names an answer the shadow never held.
+    ("/v1/responses/input_tokens", {"input": "hi"}, False),
+    ("/v1/responses", {"input": "and then?", "previous_response_id": "resp_abc"}, False),
+])
+def test_a_request_is_mirrored_only_where_the_shadow_can_answer_it(path, body, mirrored):
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH,
+                           "X-Hir-Internal-Id": "0123456789abcdef"})
+    _, out, _ = decide(SHADOWED, "POST", path, headers, orjson.dumps({"model": "auto", **body}),
+                       peer="192.0.2.9", runtime=Runtime())
+    assert ("X-Route-Shadow" in out) is mirrored
+    if mirrored:
+        assert out["X-Route-Shadow"] == "expert-grok-4"
