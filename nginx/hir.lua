@@ -416,23 +416,34 @@ function M.upstream_body()
     ngx.arg[2] = true
 end
 
--- Before re-sending the body to fallback hop N, put that endpoint's model in it.
--- The sidecar told us where the model's JSON string sits ("offset,length").
-function M.splice_fallback(hop)
-    local at = var.route_model_at
-    if at == "" then
-        return
-    end
-    local start, len = at:match("^(%d+),(%d+)$")
+-- Put `model` where the body's model JSON string sits ("offset,length", as the
+-- sidecar said); returns where it sits now, or nil if the body was left alone.
+local function splice_model(at, model)
+    local start, len = (at or ""):match("^(%d+),(%d+)$")
     start, len = tonumber(start), tonumber(len)
     local body = req.get_body_data()
-    if not (start and body) then
-        return
+    if not (start and body and model and model ~= "") then
+        return nil
     end
-    local model = hop == 1 and var.hop_fb1_model or var.hop_fb2_model
     local encoded = cjson.encode(model)
     req.set_body_data(sub(body, 1, start - 1) .. encoded .. sub(body, start + len))
-    var.route_model_at = start .. "," .. #encoded
+    return start .. "," .. #encoded
+end
+
+-- Before re-sending the body to fallback hop N, put that endpoint's model in it.
+function M.splice_fallback(hop)
+    local at = splice_model(var.route_model_at, hop == 1 and var.hop_fb1_model or var.hop_fb2_model)
+    if at then
+        var.route_model_at = at
+    end
+end
+
+-- The shadow relay (a server of its own) gets the mirrored body as the primary
+-- endpoint was sent it, and the model's place in headers: it sends the shadow
+-- endpoint its own model id, or it would ask for the primary's model.
+function M.splice_shadow()
+    req.read_body()
+    splice_model(var.http_x_hir_shadow_model_at, var.hop_shadow_model)
 end
 
 M._record_usage = record_usage  -- for loadtests/bench_usage_parse.lua

@@ -176,6 +176,7 @@ def shadow_location(policy: Policy, opts) -> list[str]:
             f"{pad}proxy_set_header X-Hir-Shadow-Auth $route_shadow_auth;",
             f"{pad}proxy_set_header X-Hir-Shadow-Features $route_features;",
             f"{pad}proxy_set_header X-Hir-Shadow-Stream $route_stream;",
+            f"{pad}proxy_set_header X-Hir-Shadow-Model-At $route_model_at;",
             f"{pad}proxy_pass http://hir_shadow_relay$route_path;", "        }"]
 
 
@@ -196,6 +197,7 @@ def shadow_relay_server(policy: Policy, opts) -> list[str]:
             "        location / {",
             f"{pad}set $route_shadow $http_x_hir_shadow;",
             f"{pad}set $route_shadow_auth $http_x_hir_shadow_auth;",
+            *([f"{pad}rewrite_by_lua_block {{ require('hir').splice_shadow() }}"] if opts.mode == "lua" else []),
             f"{pad}include {NGINX_DIR / 'endpoint_proxy.conf'};",
             f"{pad}proxy_cache hir_shadow;", f"{pad}proxy_cache_methods GET HEAD POST;",
             f"{pad}proxy_cache_key $request_id;", f"{pad}proxy_cache_bypass 1;",

@@ -4,6 +4,7 @@ counted apart from the routed traffic's."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 
@@ -49,6 +50,10 @@ def test_a_shadow_generates_whole_answers_and_costs_apart(shadowed):
     assert wait_until(lambda: len(st.mocks.received(SHADOW)) == 3, 5)
     streamed = [r for r in st.mocks.received(SHADOW) if '"stream":true' in r["body"].replace(" ", "")]
     assert len(streamed) == 2
+    # Lua mode sends the shadow its own model id, as each hop gets its own; stock mode
+    # cannot rewrite a body, so the shadow gets the client's model name, as the primary does.
+    expected = "grok-4" if st.mode == "lua" else "nano"
+    assert {json.loads(r["body"])["model"] for r in st.mocks.received(SHADOW)} == {expected}
     # nginx reads a mirrored answer only to its headers unless it keeps it: the
     # shadow's streams were cut there, and it stopped generating.
     assert wait_until(lambda: all(r.get("streamed_to_the_end") for r in st.mocks.received(SHADOW)
