@@ -56,6 +56,8 @@ def locust(args, host: str, out: Path, users: int, duration: str, rate: float = 
         cmd += ["--kit-mix", args.mix]
     if args.apis:
         cmd += ["--kit-apis", args.apis]
+    if args.followup_share is not None:
+        cmd += ["--kit-followup-share", str(args.followup_share)]
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     return subprocess.run(cmd, cwd=ROOT).returncode
@@ -106,6 +108,9 @@ def main() -> int:
     p.add_argument("--hash", default="cdd01ef066bc6cf2")
     p.add_argument("--mix", default="", help="e.g. chat=5,code=2 (default: the profile's)")
     p.add_argument("--apis", default="", help="e.g. chat=7,responses=2,messages=1 (default: the profile's)")
+    p.add_argument("--followup-share", type=float, default=None,
+                   help="share of Responses requests that continue an answer (default: the profile's; "
+                        "0 for --stack --mode stock, which cannot pin conversations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="default: loadtests/reports/<time>")
     p.add_argument("--find-limit", action="store_true")
@@ -113,6 +118,11 @@ def main() -> int:
     p.add_argument("--rates", default="", help="open-loop req/s per step instead of --levels")
     p.add_argument("--limit-ms", type=float, default=5.0)
     args = p.parse_args()
+    if args.stack and args.mode == "stock" and args.followup_share is None:
+        # Stock nginx cannot read an answer's id, so a follow-up reaches the endpoint
+        # holding its conversation only by chance (docs/policy.md, "Responses conversations").
+        print("stock mode: Responses follow-ups off (--followup-share to send them anyway)")
+        args.followup_share = 0.0
     out = Path(args.out or ROOT / "loadtests" / "reports" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     stack = None
     try:
