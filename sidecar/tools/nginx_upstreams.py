@@ -5,6 +5,8 @@ Host, SNI name, tier and model, and the policy's values nginx uses itself
 
 from __future__ import annotations
 
+import math
+
 from sidecar.policy.compiled import Policy
 from sidecar.tools import nginx_cors, nginx_headers
 from sidecar.tools.nginx_hops import HOPS, SHADOW, next_hop_maps
@@ -62,7 +64,33 @@ def render_upstreams(policy: Policy, unresolved=frozenset()) -> str:
     out.append(f"map $scheme $hir_pass_response_headers {{ default "
                f"{_q(nginx_headers.response_allow_list(policy))}; }}")
     out.append("# Failing open still checks the hash: what the sidecar would refuse, nginx refuses.")
-    out += ["map $http_x_constitutional_hash $hir_hash_refusal {", "    default 400;", '    "" 428;',
-            f'    "~^[ \\t]*{policy.constitutional_hash}[ \\t]*$" "";',
-            '    "~^[ \\t]*[0-9a-f]{16}[ \\t]*$" 412;', "}"]
+    out += hash_refusal_map(policy)
     return "\n".join(out) + "\n"
+
+
+def below(seconds: int) -> str:
+    """A regex for the decimal integers (no leading zeros) below `seconds`: nginx
+    compares no numbers, so the clock is checked as text."""
+    digits = str(seconds)
+    parts = [rf"\d{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, d in enumerate(digits):
+        low = 1 if i == 0 and len(digits) > 1 else 0
+        if int(d) > low:
+            rest = len(digits) - i - 1
+            parts.append(digits[:i] + f"[{low}-{int(d) - 1}]" + (rf"\d{{{rest}}}" if rest else ""))
+    return "(?:" + "|".join(parts) + ")" if parts else "(?!)"
+
+
+def hash_refusal_map(policy: Policy) -> list[str]:
+    """$hir_hash_refusal: what the hash check would answer, for failing open without
+    the sidecar ("" = accepted): the active hash, or a previous one until its
+    deadline (the clock, $msec, is part of what the map reads), with only optional
+    whitespace around it; 428 when absent, 412 for another hash, else 400."""
+    ows, clock = "[ \\t]*", r"\|\d+\.\d+$"
+    out = ['map "$http_x_constitutional_hash|$msec" $hir_hash_refusal {', "    default 400;",
+           f'    "~^{ows}{policy.constitutional_hash}{ows}{clock}" "";']
+    for old, until in policy.previous_hashes:
+        deadline = math.ceil(until)
+        out.append(f'    "~^{ows}{old}{ows}\\|{below(deadline)}\\.\\d+$" "";  # until {deadline} (epoch s)')
+    out += [f'    "~^{clock}" 428;', f'    "~^{ows}[0-9a-f]{{16}}{ows}{clock}" 412;', "}"]
+    return out

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import HASH, user
+from conftest import EXPIRED_HASH, HASH, OLD_HASH, user
 
 
 class FakeSidecar:
@@ -122,11 +122,26 @@ def test_the_sidecar_comes_back_without_restarting_nginx(clean):
 
 
 @pytest.mark.parametrize("broken", ["down", "slow"], indirect=True)
+def test_failing_open_accepts_a_previous_hash_until_its_deadline(broken):
+    """As the sidecar does during a rotation (test_bad_input): the old hash still
+    passes while its grace lasts, so a sidecar outage does not lock its clients out."""
+    status, headers, body = broken.client.chat({"model": "auto", "prompt": "hi"}, path="/v1/completions",
+                                               headers={"X-Constitutional-Hash": f" {OLD_HASH}\t"})
+    assert status == 200, body
+    assert headers["X-Route-Failover"] == "sidecar-unavailable"
+    assert headers["X-Constitutional-Hash"] == HASH
+
+
+@pytest.mark.parametrize("broken", ["down", "slow"], indirect=True)
 @pytest.mark.parametrize("value,status,code", [
     (None, 428, "hash_required"),
     ("ffffffffffffffff", 412, "hash_mismatch"),
-    ("0123456789abcdef", 412, "hash_mismatch"),   # a previous hash: failing open takes only the active one
+    (EXPIRED_HASH, 412, "hash_mismatch"),          # a previous hash past its deadline
     (HASH.upper(), 400, "invalid_hash"),
+    # nginx reads the hash and its clock as one string: nothing sent can look like either.
+    (HASH + "|", 400, "invalid_hash"),
+    (HASH + "|1.0", 400, "invalid_hash"),
+    (OLD_HASH + "|1000000000.0", 400, "invalid_hash"),
     (HASH + "\xa0", 400, "invalid_hash"),
     (HASH[:-1], 400, "invalid_hash"),
     ("x" * 16, 400, "invalid_hash"),

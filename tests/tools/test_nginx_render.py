@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sidecar.tools import nginx_upstreams
 from sidecar.tools.nginx_render import NginxOptions, render_config, render_upstreams, write_config
 from sidecar.policy.spec import load_policy
 from conftest import DEMO, ROOT
@@ -47,3 +51,13 @@ def test_nginx_accepts_the_rendered_config(tmp_path, mode, workers):
     text = conf.read_text()
     assert ("access_by_lua_block" in text) == (mode == "lua")
     assert ("hash $hir_client_key consistent;" in text) == (workers > 1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(deadline=st.integers(1, 10**11), n=st.integers(0, 10**11))
+def test_the_clock_is_compared_to_a_hashs_deadline_as_text(deadline, n):
+    """nginx's fail-open hash check takes a previous hash while $msec's seconds are
+    below its deadline: a regex over the digits, right for every pair."""
+    pattern = re.compile("^" + nginx_upstreams.below(deadline) + "$")
+    assert bool(pattern.match(str(n))) == (n < deadline)
+    assert bool(pattern.match(str(deadline - 1))) and not pattern.match(str(deadline))
