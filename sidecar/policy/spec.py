@@ -68,6 +68,12 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
         where = "failover.default" if not open_paths[0].path else f"failover.paths.{open_paths[0].path}"
         raise ctx.error(where, "an open failover forwards without the sidecar, which is what checks "
                         "API keys, so with clients.require_key: true every path must fail closed")
+    for f in open_paths:
+        if endpoints[f.endpoint].api_key:
+            where = "failover.default" if not f.path else f"failover.paths.{f.path}"
+            raise ctx.error(where, f"an open failover forwards without the sidecar, which holds "
+                            f"endpoint '{f.endpoint}''s api_key: nginx would send it no credential "
+                            "(and answer 502). Fail open to an endpoint that needs none, or fail closed")
     limits = access_spec.limits(ctx, doc.get("limits") or [], tiers)
     pass_request, pass_response = headers_spec.pass_headers(ctx, doc.get("pass_headers"))
     models = surface_spec.models(ctx, doc.get("models"), tiers, endpoints)

@@ -103,3 +103,14 @@ def test_deny_rules_compile_to_deny_actions():
                         "default: {tier: low}\n")
     rule = compile_policy(text.encode(), "p.yaml", {}).rules[0]
     assert rule.action == DenyAction(403, "model_not_allowed", "nope")
+
+
+def test_an_open_failover_to_an_endpoint_with_a_key_is_refused():
+    """nginx fails open without the sidecar, which holds the provider keys: it would
+    send the endpoint no credential, and every failed-open request would be a 502."""
+    text = GOOD_HEAD + "default: {tier: low}\nfailover: {default: closed, paths: {/v1/completions: {endpoint: high-a}}}\n"
+    with pytest.raises(PolicyError, match=r"failover.paths./v1/completions: an open failover forwards without "
+                                          r"the sidecar, which holds endpoint 'high-a''s api_key"):
+        compile_policy(text.encode(), "t.yaml", {"KEY": "sk-test"})
+    # Unset, the key is empty: nothing to send, so failing open there is allowed.
+    assert compile_policy(text.encode(), "t.yaml", {}).failover[-1].endpoint == "high-a"
