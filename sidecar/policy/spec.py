@@ -63,14 +63,12 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
     default = Rule("default", m.Always(), _action(ctx, doc["default"], "default", tiers, endpoints))
     failover = _failover(ctx, doc.get("failover"), endpoints)
     clients = access_spec.clients(ctx, doc.get("clients"), tiers)
-    open_paths = [f for f in failover if f.endpoint]
-    if clients.require_key and open_paths:
-        where = "failover.default" if not open_paths[0].path else f"failover.paths.{open_paths[0].path}"
-        raise ctx.error(where, "an open failover forwards without the sidecar, which is what checks "
-                        "API keys, so with clients.require_key: true every path must fail closed")
-    for f in open_paths:
+    for f in (f for f in failover if f.endpoint):   # open paths: nginx forwards alone
+        where = "failover.default" if not f.path else f"failover.paths.{f.path}"
+        if clients.require_key:
+            raise ctx.error(where, "an open failover forwards without the sidecar, which is what checks "
+                            "API keys, so with clients.require_key: true every path must fail closed")
         if endpoints[f.endpoint].api_key:
-            where = "failover.default" if not f.path else f"failover.paths.{f.path}"
             raise ctx.error(where, f"an open failover forwards without the sidecar, which holds "
                             f"endpoint '{f.endpoint}''s api_key: nginx would send it no credential "
                             "(and answer 502). Fail open to an endpoint that needs none, or fail closed")
