@@ -128,7 +128,10 @@ def _count(text: str, marks) -> int:
 
 def sample_of(text: str) -> tuple[str, int, int]:
     """(what the signals read, the question's length, the document's before it)."""
-    question, context = split_question(text)
+    # No text at all (an image-only turn, an empty string) reads as a blank: the
+    # signals' ratios assume a character, and an empty sample read as a one-letter
+    # word, a shape no training prompt had (it was rated tier 3).
+    question, context = split_question(text or " ")
     return windows(question), len(question), context
 
 

@@ -16,6 +16,10 @@ from sidecar.denials import Denied
 MAX_MESSAGES = 2048
 OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 ANTHROPIC_ROLES = frozenset({"user", "assistant"})
+# Turns whose content may be null or left out: an assistant turn that only calls
+# tools, a legacy function result. Every other turn without content is refused,
+# as the providers refuse it.
+OPENAI_CONTENTLESS = frozenset({"assistant", "function"})
 
 
 class Read(NamedTuple):
@@ -171,7 +175,8 @@ def _document_text(block: dict, where: str, parts: list) -> int:
     return beyond_text(block, DOCUMENT_INPUT)
 
 
-def _messages(messages: list, roles: frozenset, where: str = "messages") -> tuple[str, bool, int]:
+def _messages(messages: list, roles: frozenset, contentless: frozenset = frozenset(),
+              where: str = "messages") -> tuple[str, bool, int]:
     parts, system, beyond = [], False, 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -181,6 +186,8 @@ def _messages(messages: list, roles: frozenset, where: str = "messages") -> tupl
             raise bad(f"'{where}[{i}].role' must be one of {', '.join(sorted(roles))}")
         if role in ("system", "developer"):
             system = True
+        if message.get("content") is None and role not in contentless:
+            raise bad(f"'{where}[{i}].content' is required for a {role} turn")
         beyond += _parts_text(message.get("content"), f"{where}[{i}].content", parts)
         if len(message) > 2 or "content" not in message:  # more than a role and its content
             beyond += beyond_text(message, TURN_INPUT)
@@ -189,7 +196,7 @@ def _messages(messages: list, roles: frozenset, where: str = "messages") -> tupl
 
 def chat(body: dict) -> Read:
     messages = _required_list(body, "messages")
-    text, system, beyond = _messages(messages, OPENAI_ROLES)
+    text, system, beyond = _messages(messages, OPENAI_ROLES, OPENAI_CONTENTLESS)
     return Read(text, len(messages), system, _stream(body),
                 _max_tokens(body, "max_tokens", "max_completion_tokens"), _tools(body),
                 _choices(body, "n"), beyond + beyond_text(body, BODY_INPUT))

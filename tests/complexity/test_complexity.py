@@ -51,6 +51,17 @@ def test_easy_prompts_stay_low(prompt, most):
     assert MODEL.assess(prompt)[1] <= most
 
 
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_prompt_with_no_text_is_rated_as_a_blank_one(reference):
+    """An image-only turn carries no text; it must not read as a one-letter word
+    (which the trees, never shown that shape, put at tier 3)."""
+    model = copy.copy(MODEL)
+    if reference:
+        model.compiled = None
+    assert model.assess("") == model.assess(" ") == MODEL.assess(" ")
+    assert model.assess("")[1] == 1
+
+
 # Issue 12: on kinds of prompts it never saw, the old model rated exam
 # questions 1.3, long-document tasks 1.3 and hard user prompts 2.2 on average
 # (on these generators), against labelled means of 2.8, 3.9 and 4 on the

@@ -97,6 +97,26 @@ def test_documents_without_text_and_refusals():
             assert read.text == ""
 
 
+@pytest.mark.parametrize("api,roles,contentless", [
+    ("chat", bodies.OPENAI_ROLES, {"assistant", "function"}),
+    ("messages", bodies.ANTHROPIC_ROLES, set()),
+])
+@pytest.mark.parametrize("content", ["null", "left out"])
+def test_only_a_turn_that_may_call_tools_instead_goes_without_content(api, roles, contentless, content):
+    """Providers refuse a user, system or tool turn with no content; an assistant
+    turn that only calls tools (and a legacy function result) may have none."""
+    for role in sorted(roles):
+        turn = {"role": role} if content == "left out" else {"role": role, "content": None}
+        body = {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}, turn]}
+        if role in contentless:
+            assert bodies.READERS[api](body).text == "hi"
+            continue
+        with pytest.raises(Denied) as info:
+            bodies.READERS[api](body)
+        assert (info.value.status, info.value.message) == (
+            400, f"'messages[1].content' is required for a {role} turn")
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5)
                     | st.sampled_from(["document", "text", "content"]),
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
