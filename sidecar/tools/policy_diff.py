@@ -69,7 +69,7 @@ def structure(a: dict, b: dict) -> list[str]:
     out += _members("limit", _named(a.get("limits")), _named(b.get("limits")),
                     lambda rule: f"{rule}", lambda rule: "")
     for key in ("constitutional_hash", "models", "cors", "retry_budget", "clients", "failover",
-                "pass_headers", "previous_hashes"):
+                "pass_headers", "previous_hashes", "shadow", "response_cache"):
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
