@@ -127,6 +127,8 @@ function M.route()
             var.route_features = h["X-Route-Features"] or ""
             var.route_shadow = h["X-Route-Shadow"] or ""
             var.route_shadow_auth = h["X-Route-Shadow-Auth"] or ""
+            var.route_cache_key = h["X-Route-Cache-Key"] or ""
+            var.route_cache_refresh = h["X-Route-Cache-Refresh"] or ""
             local at = h["X-Route-Model-At"]
             if at and res.body ~= "" then
                 var.route_model_at = at

@@ -16,7 +16,8 @@ import xxhash
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar.edge import admission, constitution, decision, features, stored_responses, token_counts
+from sidecar.edge import (admission, constitution, decision, features, response_cache, stored_responses,
+                         token_counts)
 from sidecar.edge.catalog import Catalog
 from sidecar.edge.settlement import Pending
 from sidecar.access import clients, limits
@@ -122,6 +123,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
                                            admitted.admission.headers)
     if policy.shadow is not None and _shadow_answers(policy.shadow[0], feats, stored, counted):
         decision.add_shadow(out_headers, policy.shadow, headers.get("X-Hir-Internal-Id", ""))
+    if policy.response_cache is not None and stored is None and counted is None:
+        response_cache.add_key(out_headers, policy.response_cache, policy, feats, headers, raw, client.id)
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
     reservation = admitted.admission.reservation

@@ -68,6 +68,8 @@ FIELDS = {
     "upstream_body_bytes": "$upstream_response_length", "prompt_tokens": "$route_usage_prompt",
     "completion_tokens": "$route_usage_completion", "cache_read_tokens": "$route_usage_cache_read",
     "cache_write_tokens": "$route_usage_cache_write", "response_id": "$route_response_id",
+    # The response cache's verdict (HIT: nginx answered, no endpoint did; "" without one).
+    "cache": "$upstream_cache_status",
     # Retry-After of each hop that answered one: the failed hops', then the last.
     "retry_after": ["$route_retry_after1", "$route_retry_after2", "$upstream_http_retry_after"],
 }

@@ -105,6 +105,8 @@ class Outcomes:
         self.shadow_latency: dict[tuple, _Histogram] = {}
         self.shadow_tokens: dict[tuple, int] = {}     # (tier, endpoint, direction)
         self.shadow_cost: dict[tuple, float] = {}     # (tier, endpoint)
+        self.answers: dict[tuple, int] = {}    # (tier, the response cache's verdict)
+        self.answers_saved: dict[tuple, float] = {}  # (tier, tenant): what its hits would have cost
         self._tenants: tuple[str, frozenset] = ("", frozenset())
 
     def _tenant_names(self, policy) -> frozenset:
@@ -127,6 +129,16 @@ class Outcomes:
         if endpoint is None:
             return  # not forwarded (denied, or the sidecar failed closed)
         tier = endpoint.tier
+        verdict = entry.get("cache")
+        if verdict:
+            k = (tier.name, verdict.lower())
+            self.answers[k] = self.answers.get(k, 0) + 1
+            if verdict == "HIT":  # nginx answered: no endpoint was asked or paid
+                self._within_target(entry, tier)
+                usage = self._usage(entry, endpoint)[0]
+                saved = (tier.name, tenant)
+                self.answers_saved[saved] = self.answers_saved.get(saved, 0.0) + cost_usd(endpoint, *usage)
+                return
         status = entry.get("status", "")
         key = (tier.name, endpoint.name)
         counted = (tier.name, endpoint.name, status[:1] + "xx")
@@ -145,12 +157,15 @@ class Outcomes:
             ttfb.observe(first)
         if entry.get("hop", "0") not in ("0", ""):
             self.fallbacks[tier.name] = self.fallbacks.get(tier.name, 0) + 1
+        self._within_target(entry, tier)
+        if status.startswith("2") and not entry.get("deferred"):
+            self._count_usage(entry, endpoint, tenant)
+
+    def _within_target(self, entry: dict, tier) -> None:
         took = _last_time(entry.get("request_time", ""))
         if took is not None and tier.latency_target_ms:
             verdict = "within" if took * 1000 <= tier.latency_target_ms else "over"
             self.target[(tier.name, verdict)] = self.target.get((tier.name, verdict), 0) + 1
-        if status.startswith("2") and not entry.get("deferred"):
-            self._count_usage(entry, endpoint, tenant)
 
     def count_usage(self, entry: dict) -> None:
         """A request's tokens and cost alone: a background response's, once known."""
@@ -182,14 +197,17 @@ class Outcomes:
             self.shadow_tokens[k] = self.shadow_tokens.get(k, 0) + n
         self.shadow_cost[key[:2]] = self.shadow_cost.get(key[:2], 0.0) + cost_usd(endpoint, prompt, completion)
 
-    def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
+    def _usage(self, entry: dict, endpoint) -> tuple[Usage, str]:
+        """(the answer's usage, "provider" or "estimated")."""
         usage = provider_usage(entry, endpoint.context_tokens)
         if usage is not None:
-            source = "provider"
+            return usage, "provider"
+        return Usage(estimates.prompt_tokens(entry), self.estimates.completion_tokens(entry)), "estimated"
+
+    def _count_usage(self, entry: dict, endpoint, tenant: str) -> None:
+        usage, source = self._usage(entry, endpoint)
+        if source == "provider":
             self.estimates.learn(entry, usage.completion)
-        else:
-            source = "estimated"
-            usage = Usage(estimates.prompt_tokens(entry), self.estimates.completion_tokens(entry))
         tier = endpoint.tier.name
         for direction, n in (("in", usage.prompt), ("out", usage.completion)):
             k = (tier, tenant, direction, source)
@@ -257,6 +275,13 @@ class Outcomes:
         yield _counter("router_shadow_cost_usd", "What the shadow endpoint cost, from its prices and "
                        "the estimated tokens (not in router_cost_usd)", ["tier", "endpoint"],
                        self.shadow_cost)
+        yield _counter("router_response_cache", "Buffered requests the response cache saw, by tier "
+                       "and nginx's verdict (hit: answered from it; miss, expired: asked the endpoint "
+                       "and kept the answer; bypass: not cacheable, or the client said no-cache)",
+                       ["tier", "result"], self.answers)
+        yield _counter("router_response_cache_saved_usd", "What the endpoints would have cost for "
+                       "the answers the response cache gave (not in router_cost_usd)",
+                       ["tier", "tenant"], self.answers_saved)
         yield _counter("router_endpoint_cooldowns", "Times an endpoint was taken out of rotation "
                        "for its Retry-After after a 429", ["endpoint"],
                        {(k,): v for k, v in self.cooldowns.items()})

@@ -92,6 +92,8 @@ class Settlements:
 
 
 def _usage(entry: dict, held: Pending, estimates, endpoint) -> Usage:
+    if entry.get("cache") == "HIT":
+        return Usage(0, 0)   # nginx's response cache answered: no endpoint did any work
     reported = provider_usage(entry, endpoint.context_tokens if endpoint is not None else 0)
     if reported is not None:
         return reported

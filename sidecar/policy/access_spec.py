@@ -107,7 +107,8 @@ def clients(ctx, value, tiers, path="clients"):
     return Clients(require, tuple(trusted), by_digest)
 
 
-def _duration(ctx, value, path):
+def duration(ctx, value, path) -> int:
+    """Seconds, from a number or a string like "30s", "1m", "1h" or "1d"."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     match = DURATION.match(str(value).strip()) if isinstance(value, str) else None
@@ -144,7 +145,7 @@ def limits(ctx, value, tiers, path="limits"):
         burst = typed(ctx, r.get("burst", rate), int, "a whole number of units", join(where, f"{kind}.burst"))
         if rate < 1 or burst < 1:
             raise ctx.error(join(where, kind), "rate and burst must be at least 1")
-        period = _duration(ctx, r["per"], join(where, f"{kind}.per"))
+        period = duration(ctx, r["per"], join(where, f"{kind}.per"))
         shadow = typed(ctx, spec.get("shadow", False), bool, "true or false", join(where, "shadow"))
         scope = _tier_list(ctx, spec["tiers"], tiers, join(where, "tiers")) if "tiers" in spec else None
         out.append(Limit(name, tuple(parts), kind, Rate(rate, period, burst), shadow, scope))

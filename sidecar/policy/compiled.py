@@ -107,6 +107,16 @@ class Cors(NamedTuple):
     credentials: bool = False
 
 
+class ResponseCache(NamedTuple):
+    """Answers nginx keeps and gives again to an exact repeat of a request
+    (policy `response_cache`): same client (unless shared), API, body and the
+    headers that change an answer, and the same endpoint."""
+    ttl_s: int
+    max_size_mb: int
+    apis: frozenset
+    shared: bool = False                    # every client gets every client's answers
+
+
 class Failover(NamedTuple):
     """What nginx does when the sidecar is down, slow or answers garbage."""
     path: str            # "" for the default
@@ -196,7 +206,8 @@ class Policy:
                  pass_request_headers: tuple[str, ...] = (),
                  pass_response_headers: tuple[str, ...] = (),
                  models: Models = Models(), cors: Cors | None = None,
-                 retry_budget: tuple[float, float] = (0.2, 10.0), shadow=None):
+                 retry_budget: tuple[float, float] = (0.2, 10.0), shadow=None,
+                 response_cache: ResponseCache | None = None):
         self.source = source
         self.version = version
         self.created = int(time.time())     # the model list's `created`
@@ -215,6 +226,7 @@ class Policy:
         self.cors = cors
         self.retry_budget = retry_budget    # (share of requests, retries per second floor)
         self.shadow = shadow                # (Endpoint, share) mirrored, or None
+        self.response_cache = response_cache
         self.failover = failover
         self.clients = clients if clients is not None else NO_CLIENTS
         self.limits = limits

@@ -50,7 +50,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
     doc = mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
                    optional=("constitutional_hash", "previous_hashes", "rules", "failover",
                              "clients", "limits", "pass_headers", "models", "cors", "retry_budget",
-                             "shadow"))
+                             "shadow", "response_cache"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -84,6 +84,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
                   models=models, cors=surface_spec.cors(ctx, doc.get("cors")),
                   retry_budget=surface_spec.retry_budget(ctx, doc.get("retry_budget")),
                   shadow=surface_spec.shadow(ctx, doc.get("shadow"), endpoints),
+                  response_cache=surface_spec.response_cache(ctx, doc.get("response_cache")),
                   missing_env=tuple(ctx.missing_env))
 
 

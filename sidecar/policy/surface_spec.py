@@ -1,12 +1,14 @@
 """The policy's keys for the API surface: what an endpoint serves and how it
-fails over, model names and aliases, CORS and the retry budget."""
+fails over, model names and aliases, CORS, the retry budget, the shadow endpoint
+and the response cache."""
 
 from __future__ import annotations
 
 import re
 
 from sidecar.policy.apis import APIS, AUTH_STYLES, DEFAULT_SERVES
-from sidecar.policy.compiled import FAILOVER_STATUSES, Cors, Models
+from sidecar.policy.access_spec import duration
+from sidecar.policy.compiled import FAILOVER_STATUSES, Cors, Models, ResponseCache
 from sidecar.policy.headers_spec import TOKEN
 from sidecar.policy.strict_yaml import join, mapping, show, typed
 
@@ -17,7 +19,8 @@ CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "X-Constitutional-Hash"
                         "OpenAI-Beta", "x-api-key", "anthropic-version", "anthropic-beta")
 # Response headers a page may read besides the CORS-safelisted ones.
 CORS_EXPOSE = ("X-Request-Id", "X-Constitutional-Hash", "X-Policy-Version", "X-Route-Tier",
-               "X-Route-Model", "RateLimit", "RateLimit-Policy", "Retry-After", "Server-Timing")
+               "X-Route-Model", "RateLimit", "RateLimit-Policy", "Retry-After", "Server-Timing",
+               "X-Cache-Status")
 
 
 def endpoint_surface(ctx, spec, where) -> dict:
@@ -145,3 +148,26 @@ def shadow(ctx, value, endpoints, path="shadow"):
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
         raise ctx.error(join(path, "share"), f"expected a share from 0 to 1, got {show(share)}")
     return endpoint, float(share)
+
+
+# APIs whose answers may be given again: stateless ones. A Responses answer is
+# stored under its own id and continued by it; a repeat must make a new one.
+CACHEABLE_APIS = ("chat", "completions", "embeddings", "messages")
+
+
+def response_cache(ctx, value, path="response_cache"):
+    """response_cache: {ttl: 5m, max_size_mb: 256, apis: [...], shared: false}: a
+    non-streamed answer (200) is kept that long and given again to an exact repeat."""
+    if value is None:
+        return None
+    spec = mapping(ctx, value, path, optional=("ttl", "max_size_mb", "apis", "shared"))
+    ttl = duration(ctx, spec.get("ttl", "5m"), join(path, "ttl"))
+    size = typed(ctx, spec.get("max_size_mb", 256), int, "a size in MB", join(path, "max_size_mb"))
+    if not 1 <= size <= 1_000_000:
+        raise ctx.error(join(path, "max_size_mb"), f"expected 1 to 1000000 (MB), got {size}")
+    apis = spec.get("apis", list(CACHEABLE_APIS))
+    if not isinstance(apis, list) or not apis or not all(a in CACHEABLE_APIS for a in apis):
+        raise ctx.error(join(path, "apis"), f"expected a list of any of {', '.join(CACHEABLE_APIS)} "
+                        f"(Responses answers are stored and continued by id: never cached), got {show(apis)}")
+    shared = typed(ctx, spec.get("shared", False), bool, "true or false", join(path, "shared"))
+    return ResponseCache(ttl, size, frozenset(apis), shared)

@@ -41,6 +41,7 @@ RESPONSE_ALLOWED = ("content-type", "content-length", "content-encoding", "trans
 HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
     "X-Route-Decision", "X-Route-Auth", "X-Route-Path", "X-Route-Fallback", "X-Route-Fallback2",
     "X-Route-Rule", "X-Route-Tenant", "X-Route-Features", "X-Route-Shadow", "X-Route-Shadow-Auth", "X-Route-Model-At", "X-Route-Strip-Usage",
+    "X-Route-Cache-Key", "X-Route-Cache-Refresh", "X-Cache-Status",
     "Set-Cookie", "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
     "Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Expose-Headers",
     "Access-Control-Max-Age", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sidecar.edge import feedback
 from sidecar.policy.compiled import Policy
-from sidecar.tools import nginx_headers
+from sidecar.tools import nginx_cache, nginx_headers
 
 
 NGINX_DIR = Path(__file__).resolve().parents[2] / "nginx"
@@ -79,7 +79,8 @@ def hop_location(policy: Policy, tier, flavour: str, hop: int, opts, streaming: 
                             ("route_ratelimit_policy", "ratelimit_policy"),
                             ("route_rule", "rule"), ("route_tenant", "tenant"),
                             ("route_features", "features"), ("route_shadow", "shadow"),
-                            ("route_shadow_auth", "shadow_auth")):
+                            ("route_shadow_auth", "shadow_auth"),
+                            ("route_cache_key", "cache_key"), ("route_cache_refresh", "cache_refresh")):
             lines.append(f"            set ${var} $upstream_http_x_route_{header};")
     if hop > 0:
         # The failed hop's Retry-After (its endpoint's cooldown), before proxy_pass replaces it.
@@ -131,6 +132,8 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
                   f"{pad}body_filter_by_lua_block {{ require('hir').upstream_body() }}"]
     if streaming:
         lines += [f"{pad}proxy_buffering off;", f"{pad}proxy_cache off;"]
+    else:
+        lines += nginx_cache.location_lines(policy, source, pad)
     pages = nexts or STOP
     # Only 401/403 (the endpoint refused the router's credential), 429 and the 5xx:
     # this location is reached with the body read, so nginx raises nothing else here,

@@ -15,7 +15,7 @@ from pathlib import Path
 from sidecar.edge import feedback
 from sidecar.edge.feedback import FEEDBACK_VARIABLES
 from sidecar.policy.compiled import Policy
-from sidecar.tools import nginx_cors, nginx_errors, nginx_headers
+from sidecar.tools import nginx_cache, nginx_cors, nginx_errors, nginx_headers
 from sidecar.tools.nginx_hops import (NGINX_DIR, fail_open_checks, forward, hop_locations, shadow_http_blocks,
                                       shadow_location, shadow_relay_server)
 from sidecar.tools.nginx_upstreams import render_upstreams
@@ -138,6 +138,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "    map $route_overhead_ms $hir_overhead_ms { \"\" $hir_stock_overhead_ms; default $route_overhead_ms; }",
               f"    include {run}/upstreams.conf;",
               *[f"    {line}" for line in shadow_http_blocks(policy, opts)],
+              *[f"    {line}" for line in nginx_cache.http_blocks(policy, opts)],
               "    upstream hir_sidecar {"]
     if len(opts.sidecar_sockets) > 1:
         lines.append("        hash $hir_client_key consistent;")
@@ -160,6 +161,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                                             "route_fallback_auth", "route_fallback2", "route_fallback2_auth",
                                             "route_model_at", "route_ratelimit", "route_ratelimit_policy",
                                             "route_overhead_ms", "route_strip_usage", "route_max_stream_s",
+                                            "route_cache_key", "route_cache_refresh",
                                             *FEEDBACK_VARIABLES)]]
     if policy.shadow is None:
         initial = [f"        {line}" for line in initial]

@@ -241,3 +241,25 @@ def test_a_shadow_answers_tokens_and_cost_are_estimated_and_counted_apart():
     # Never in the routed traffic's tokens or cost, nor a lesson for the estimates.
     assert not any(name in ("router_tokens_total", "router_cost_usd_total") for name, _ in s)
     assert o.estimates.learned == {}
+
+
+def test_an_answer_from_the_response_cache_is_saved_not_spent_and_no_endpoint_saw_it():
+    o = Outcomes(lambda: POLICY)
+    f = Feedback(lambda: POLICY.health, outcomes=o)
+    e = POLICY.endpoint_by_name["fast-llama-3-1-8b"]
+    f.record(entry(cache="MISS"))
+    for _ in range(3):   # nginx answered: no upstream status, no times
+        f.record(entry(cache="HIT", upstream_status="", upstream_response_time="", upstream_header_time="",
+                       upstream_body_bytes=""))
+    f.record(entry(cache="BYPASS", status="502", upstream_status="502"))
+    s = scrape(o)
+    labels = (("endpoint", "fast-llama-3-1-8b"), ("tier", "fast"))
+    assert s[("router_upstream_requests_total", (labels[0], ("status_class", "2xx"), labels[1]))] == 1
+    assert s[("router_cost_usd_total", (("tenant", ""), ("tier", "fast")))] == pytest.approx(
+        100 * e.price_in + 50 * e.price_out)
+    assert s[("router_response_cache_saved_usd_total", (("tenant", ""), ("tier", "fast")))] == pytest.approx(
+        3 * (100 * e.price_in + 50 * e.price_out))
+    verdicts = {dict(k)["result"]: v for (name, k), v in s.items() if name == "router_response_cache_total"}
+    assert verdicts == {"miss": 1, "hit": 3, "bypass": 1}
+    assert s[("router_latency_target_total", (("result", "within"), ("tier", "fast")))] == 5   # hits too
+    assert f.failures == {"fast-llama-3-1-8b": 1}   # only the 502 was the endpoint's

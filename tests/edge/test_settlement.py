@@ -131,6 +131,19 @@ def test_a_request_that_failed_gets_its_reservation_back(store):
     assert _spent(store) == 0
 
 
+def test_an_answer_from_the_response_cache_gives_the_whole_reservation_back(store):
+    """No endpoint did any work: the usage the kept answer carries is not spent again."""
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    s.settle(entry(prompt_tokens="100", completion_tokens="50", cache="HIT", upstream_status=""),
+             POLICY, ESTIMATES)
+    assert remaining(store, clock) == before + 600
+    assert _spent(store) == 0
+
+
 def test_feedback_that_never_comes_leaves_the_estimate_and_expires():
     clock, store = Clock(), MemoryStore()
     s = Settlements(lambda: store, clock)

@@ -28,7 +28,9 @@ EXTRA = (f"clients:\n  require_key: false\n  trusted_proxies: [\"127.0.0.1/32\"]
          "limits:\n  - {name: per-client, per: [client], requests: {rate: 6000, per: 1m, burst: 1000}}\n"
          "  - {name: nano-per-ip, per: [ip], requests: {rate: 1, per: 1h, burst: 10}, tiers: [nano]}\n"
          # Half the routed requests also go to a shadow endpoint: its panel has data too.
-         "shadow: {endpoint: premium-deepseek-v3, share: 0.5}\n")
+         "shadow: {endpoint: premium-deepseek-v3, share: 0.5}\n"
+         # Embeddings only, so the repeats below that test other things reach their endpoints.
+         "response_cache: {apis: [embeddings]}\n")
 
 
 def test_the_alert_rules_pass_promtool_and_their_unit_tests():
@@ -142,6 +144,13 @@ def _traffic(st) -> dict:
             seen["completion"] += usage["completion_tokens"]
             seen["by_tier"]["nano"] += usage["completion_tokens"]
     assert statuses.count(429) >= 2
+    for _ in range(2):   # a repeat, answered by the response cache (the first ever one asks)
+        status, got, raw = st.client.chat({"model": "text-embedding-3-small", "input": "cache me"},
+                                          path="/v1/embeddings")
+        assert status == 200 and got["X-Cache-Status"] in ("MISS", "HIT"), raw
+        if got["X-Cache-Status"] == "MISS":
+            seen["routed"] += 1
+            seen["prompt"] += json.loads(raw)["usage"]["prompt_tokens"]
     return seen
 
 
@@ -189,7 +198,10 @@ def test_tokens_and_cost_match_what_the_endpoints_reported(monitored):
     assert _sample_sum(text, "router_cost_usd_total", tenant="acme") > 0
     assert _sample_sum(text, "router_fallback_hops_total", tier="fast") == 3
     assert _sample_sum(text, "router_upstream_ttfb_seconds_count", tier="expert") == 3
-    assert _sample_sum(text, "router_latency_target_total", tier="nano") == 3 + 10   # 10 under nano-per-ip
+    # 10 under nano-per-ip, and the embeddings (one from the response cache)
+    assert _sample_sum(text, "router_latency_target_total", tier="nano") == 3 + 10 + 2
+    assert _sample_sum(text, "router_response_cache_total", result="hit") == 1
+    assert _sample_sum(text, "router_response_cache_saved_usd_total") > 0
     assert _sample_sum(text, "router_limit_refusals_total", limit="nano-per-ip") >= 2
 
 

@@ -53,6 +53,34 @@ def test_nginx_accepts_the_rendered_config(tmp_path, mode, workers):
     assert ("hash $hir_client_key consistent;" in text) == (workers > 1)
 
 
+def _locations(text: str) -> dict[str, str]:
+    return dict(re.findall(r"\n        location (@\S+) \{\n(.*?)\n        \}", text, re.S))
+
+
+@pytest.mark.parametrize("mode", ["lua", "stock"])
+def test_a_response_cache_is_used_by_the_buffered_hops_each_under_its_own_endpoint(tmp_path, mode):
+    from sidecar.policy.spec import compile_policy
+    policy = compile_policy(DEMO.read_bytes() + b"response_cache: {ttl: 90s, max_size_mb: 64}\n", "t.yaml", {})
+    conf = write_config(policy, NginxOptions(mode=mode, run_dir=str(tmp_path),
+                                             sidecar_sockets=[str(tmp_path / "s.sock")]))
+    result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = conf.read_text()
+    assert "keys_zone=hir_answers:10m max_size=64m inactive=90s" in text
+    locations = _locations(text)
+    hops = {"": "$route_endpoint", "_fb1": "$route_fallback", "_fb2": "$route_fallback2"}
+    for tier in ("nano", "expert"):
+        for suffix, endpoint in hops.items():
+            buffered = locations[f"@buffered_{tier}{suffix}"]
+            assert f'proxy_cache_key "$route_cache_key|{endpoint}";' in buffered
+            assert "proxy_cache_valid 200 90s;" in buffered and "proxy_no_cache $hir_cache_off;" in buffered
+            assert "proxy_cache off;" in locations[f"@stream_{tier}{suffix}"]
+            assert "hir_answers" not in locations[f"@stream_{tier}{suffix}"]
+    assert "hir_answers" not in locations["@sidecar_failed"]   # no decision, no key
+    plain = render_config(load_policy(DEMO, {}), NginxOptions(mode=mode, run_dir=str(tmp_path)))
+    assert "hir_answers" not in plain and "add_header X-Cache-Status" not in plain
+
+
 @settings(max_examples=500, deadline=None)
 @given(deadline=st.integers(1, 10**11), n=st.integers(0, 10**11))
 def test_the_clock_is_compared_to_a_hashs_deadline_as_text(deadline, n):

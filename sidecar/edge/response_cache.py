@@ -1,0 +1,50 @@
+"""The decision's half of the response cache (policy `response_cache`): which
+requests may be answered from it, and the key an exact repeat shares.
+
+nginx keeps the answers (sidecar.tools.nginx_cache); the key it files them under
+is this one plus the endpoint each hop forwards to, so an answer is only ever
+given again as the endpoint that made it, and the route headers stay true. A
+client opts out per request as HTTP says: `Cache-Control: no-store` (neither read
+nor kept) or `no-cache` (a fresh answer, kept for the next repeat).
+"""
+
+from __future__ import annotations
+
+import xxhash
+
+# Request headers nginx forwards that change an answer besides the body
+# (sidecar.tools.nginx_headers.endpoint_request_headers).
+ANSWER_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def directives(headers) -> frozenset[str]:
+    """The request's Cache-Control directive names, lowercase."""
+    out = set()
+    for value in headers.getall("Cache-Control", ()):
+        for part in value.split(","):
+            name = part.split("=", 1)[0].strip().lower()
+            if name:
+                out.add(name)
+    return frozenset(out)
+
+
+def add_key(out_headers: dict, cache, policy, feats, headers, raw: bytes, client_id: str) -> None:
+    """Set X-Route-Cache-Key (and X-Route-Cache-Refresh) when this request's answer
+    may come from the cache or go into it: a non-streamed request of a cached API."""
+    if feats.stream or feats.api not in cache.apis:
+        return
+    wanted = directives(headers) if "Cache-Control" in headers else frozenset()
+    if "no-store" in wanted:
+        return
+    digest = xxhash.xxh3_128()
+    # Fields end in NUL (none can hold one), each header's values joined by ",":
+    # no field can pass for another.
+    for part in ("" if cache.shared else client_id, feats.path,
+                 *(",".join(headers.getall(name, ())) for name in ANSWER_HEADERS),
+                 *(",".join(headers.getall(name, ())) for name in policy.pass_request_headers)):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    digest.update(raw)
+    out_headers["X-Route-Cache-Key"] = digest.hexdigest()
+    if "no-cache" in wanted:
+        out_headers["X-Route-Cache-Refresh"] = "1"

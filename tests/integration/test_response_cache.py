@@ -1,0 +1,131 @@
+"""The response cache through real nginx (both modes): an exact repeat is answered
+by nginx as the endpoint that made the answer, counted as saved and not as spent;
+streams, other clients, other bodies and a client's no-store/no-cache are not."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import pytest
+
+from conftest import Client, Mocks, free_port, shifted_policy, user, wait_until
+from sidecar.tools.stack import Stack
+
+GROK = "expert-grok-4"             # the expert tier's one chat endpoint
+PREMIUM = ("premium-gemini-2-flash", "premium-mixtral-8x22b", "premium-deepseek-v3")
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def cached(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"cache-{request.param}")
+    policy, ports = shifted_policy(tmp, extra=(
+        "clients: {require_key: false, trusted_proxies: [127.0.0.1/32]}\nlimits: []\n"
+        "response_cache: {ttl: 10m}\n"))
+    port, admin = free_port(), f"127.0.0.1:{free_port()}"
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0,
+               admin_listen=admin)
+    st.start()
+    st.client, st.mocks, st.metrics_url = Client(port), Mocks(ports), f"http://{admin}/metrics"
+    yield st
+    st.stop()
+
+
+@pytest.fixture
+def st(cached):
+    cached.mocks.clear()
+    yield cached
+    cached.mocks.clear()
+
+
+def metric(st, name: str, **labels) -> float:
+    text = urllib.request.urlopen(st.metrics_url).read().decode()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    found = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_an_exact_repeat_is_answered_by_nginx_as_the_endpoint_that_made_it(st, request):
+    body = user(f"What is the capital of Portugal? ({request.node.name})", model="expert")
+    spent = metric(st, "router_cost_usd_total", tier="expert", tenant="")
+    asked = metric(st, "router_upstream_requests_total", tier="expert", endpoint=GROK, status_class="2xx")
+    answers = []
+    for _ in range(3):
+        status, headers, data = st.client.chat(body)
+        assert status == 200 and headers["X-Route-Endpoint"] == GROK
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Request-Id"]
+        answers.append((headers["X-Cache-Status"], headers["X-Request-Id"], data))
+    assert [a[0] for a in answers] == ["MISS", "HIT", "HIT"]
+    assert len(st.mocks.received(GROK)) == 1
+    assert answers[1][2] == answers[2][2] == answers[0][2]       # the same answer, byte for byte
+    assert len({a[1] for a in answers}) == 3                      # each request its own id
+    # Spent once; the two hits are what the endpoint would have cost, counted apart.
+    assert wait_until(lambda: metric(st, "router_response_cache_total", tier="expert", result="hit") >= 2)
+    assert metric(st, "router_upstream_requests_total", tier="expert", endpoint=GROK,
+                  status_class="2xx") == asked + 1
+    once = metric(st, "router_cost_usd_total", tier="expert", tenant="") - spent
+    assert once > 0
+    saved = metric(st, "router_response_cache_saved_usd_total", tier="expert", tenant="")
+    assert saved == pytest.approx(2 * once, rel=0.05) if st.mode == "lua" else saved > 0
+
+
+@pytest.mark.parametrize("variant,expected", [
+    ("stream", None), ("no-store", "BYPASS"), ("another client", "MISS"), ("another body", "MISS"),
+])
+def test_what_is_not_answered_from_the_cache(st, request, variant, expected):
+    body = user(f"Name three rivers. ({request.node.name})", model="expert")
+    status, headers, _ = st.client.chat(body)
+    assert (status, headers["X-Cache-Status"]) == (200, "MISS")
+    again, extra = dict(body), {}
+    if variant == "stream":
+        again["stream"] = True
+    elif variant == "no-store":
+        extra = {"Cache-Control": "max-age=0, No-Store"}
+    elif variant == "another client":
+        extra = {"X-Forwarded-For": "203.0.113.7"}   # nginx's peer is a trusted proxy here
+    else:
+        again["messages"] = [{"role": "user", "content": body["messages"][0]["content"] + " "}]
+    status, headers, _ = st.client.chat(again, headers=extra)
+    assert status == 200 and headers.get("X-Cache-Status") == expected
+    assert len(st.mocks.received(GROK)) == 2
+    if variant == "no-store":      # neither read nor kept: the next repeat is the first answer's
+        assert st.client.chat(body, headers=extra)[1]["X-Cache-Status"] == "BYPASS"
+        assert st.client.chat(body)[1]["X-Cache-Status"] == "HIT"
+        assert len(st.mocks.received(GROK)) == 3
+
+
+def test_no_cache_fetches_afresh_and_keeps_the_fresh_answer(st, request):
+    body = user(f"Tell me a joke. ({request.node.name})", model="expert", temperature=1.0)
+    first = st.client.chat(body)[2]
+    status, headers, fresh = st.client.chat(body, headers={"Cache-Control": "no-cache"})
+    assert (status, headers["X-Cache-Status"]) == (200, "BYPASS")
+    assert len(st.mocks.received(GROK)) == 2
+    status, headers, repeat = st.client.chat(body)
+    assert (headers["X-Cache-Status"], repeat) == ("HIT", fresh)
+    assert fresh != first                     # the mock's answers carry their own ids
+
+
+def test_a_fallback_files_its_answer_under_its_own_endpoint(st, request):
+    """A hop that failed over is answered by the next endpoint; a repeat is then
+    answered from the cache as that endpoint (its route headers say so), and the
+    failed endpoint is asked again, never answered for."""
+    first, second = PREMIUM[0], PREMIUM[1]
+    st.mocks.fault(first, "status=503")
+    body = user(f"Summarise the water cycle. ({request.node.name})", model="premium")
+    seen = []
+    for _ in range(2):
+        status, headers, data = st.client.chat(body, headers={"X-Test-Pin": first})
+        assert status == 200
+        seen.append((headers["X-Cache-Status"], headers["X-Route-Endpoint"], headers["X-Route-Hop"], data))
+    assert [s[:3] for s in seen] == [("MISS", second, "1"), ("HIT", second, "1")]
+    assert seen[0][3] == seen[1][3]
+    assert len(st.mocks.received(first)) == 2 and len(st.mocks.received(second)) == 1
+
+
+def test_anthropic_version_is_part_of_what_repeats(st, request):
+    body = {"model": "claude-3-5-haiku-latest", "max_tokens": 50,
+            "messages": [{"role": "user", "content": f"Hi ({request.node.name})"}]}
+    path, versions = "/v1/messages", ("2023-06-01", "2023-01-01", "2023-06-01")
+    verdicts = [st.client.chat(body, headers={"anthropic-version": v}, path=path)[1]
+                ["X-Cache-Status"] for v in versions]
+    assert verdicts == ["MISS", "MISS", "HIT"]
