@@ -27,14 +27,16 @@ def http_blocks(policy, opts) -> list[str]:
             'map $route_cache_key $hir_cache_off { "" 1; default 0; }']
 
 
-def location_lines(policy, endpoint_variable: str, pad: str) -> list[str]:
-    """For a buffered forwarding location whose endpoint is in `endpoint_variable`."""
+def location_lines(policy, endpoint_variable: str, model_variable: str, pad: str) -> list[str]:
+    """For a buffered forwarding location whose endpoint and its model id are in
+    these variables (the model too: after a reload gives the endpoint another
+    model, its earlier answers are not given as the new model's)."""
     cache = policy.response_cache
     if cache is None:
         return []
     return [f"{pad}proxy_cache {ZONE};",
             f"{pad}proxy_cache_methods POST;",
-            f'{pad}proxy_cache_key "$route_cache_key|${endpoint_variable}";',
+            f'{pad}proxy_cache_key "$route_cache_key|${endpoint_variable}|${model_variable}";',
             f"{pad}proxy_cache_valid 200 {cache.ttl_s}s;",
             f"{pad}proxy_no_cache $hir_cache_off;",
             f"{pad}proxy_cache_bypass $hir_cache_off $route_cache_refresh;",

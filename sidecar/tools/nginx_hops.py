@@ -133,7 +133,7 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
     if streaming:
         lines += [f"{pad}proxy_buffering off;", f"{pad}proxy_cache off;"]
     else:
-        lines += nginx_cache.location_lines(policy, source, pad)
+        lines += nginx_cache.location_lines(policy, source, f"hop{suffix}_model", pad)
     pages = nexts or STOP
     # Only 401/403 (the endpoint refused the router's credential), 429 and the 5xx:
     # this location is reached with the body read, so nginx raises nothing else here,

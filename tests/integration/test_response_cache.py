@@ -54,6 +54,7 @@ def test_an_exact_repeat_is_answered_by_nginx_as_the_endpoint_that_made_it(st, r
         status, headers, data = st.client.chat(body)
         assert status == 200 and headers["X-Route-Endpoint"] == GROK
         assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Request-Id"]
+        assert not [name for name in headers if name.lower().startswith("x-route-cache")]
         answers.append((headers["X-Cache-Status"], headers["X-Request-Id"], data))
     assert [a[0] for a in answers] == ["MISS", "HIT", "HIT"]
     assert len(st.mocks.received(GROK)) == 1

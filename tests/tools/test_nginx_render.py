@@ -68,7 +68,8 @@ def test_a_response_cache_is_used_by_the_buffered_hops_each_under_its_own_endpoi
     text = conf.read_text()
     assert "keys_zone=hir_answers:10m max_size=64m inactive=90s" in text
     locations = _locations(text)
-    hops = {"": "$route_endpoint", "_fb1": "$route_fallback", "_fb2": "$route_fallback2"}
+    hops = {"": "$route_endpoint|$hop_model", "_fb1": "$route_fallback|$hop_fb1_model",
+            "_fb2": "$route_fallback2|$hop_fb2_model"}
     for tier in ("nano", "expert"):
         for suffix, endpoint in hops.items():
             buffered = locations[f"@buffered_{tier}{suffix}"]
