@@ -277,7 +277,7 @@ class Outcomes:
                        self.shadow_cost)
         yield _counter("router_response_cache", "Buffered requests the response cache saw, by tier "
                        "and nginx's verdict (hit: answered from it; miss, expired: asked the endpoint "
-                       "and kept the answer; bypass: not cacheable, or the client said no-cache)",
+                       "and kept the answer; bypass: not cacheable, or the client sent no-store or no-cache)",
                        ["tier", "result"], self.answers)
         yield _counter("router_response_cache_saved_usd", "What the endpoints would have cost for "
                        "the answers the response cache gave (not in router_cost_usd)",

@@ -4,9 +4,9 @@ requests may be answered from it, and the key an exact repeat shares.
 nginx keeps the answers (sidecar.tools.nginx_cache); the key it files them under
 is this one plus the endpoint each hop forwards to and its model id, so an answer
 is only ever given again as the endpoint (and model) that made it, and the route
-headers stay true. A
-client opts out per request as HTTP says: `Cache-Control: no-store` (neither read
-nor kept) or `no-cache` (a fresh answer, kept for the next repeat).
+headers stay true. A client opts out per request as HTTP says: `Cache-Control:
+no-store` (neither read nor kept) or `no-cache` (a fresh answer, kept for the
+next repeat).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class Cors(NamedTuple):
 class ResponseCache(NamedTuple):
     """Answers nginx keeps and gives again to an exact repeat of a request
     (policy `response_cache`): same client (unless shared), API, body and the
-    headers that change an answer, and the same endpoint."""
+    headers that change an answer, and the same endpoint and model."""
     ttl_s: int
     max_size_mb: int
     apis: frozenset
