@@ -93,11 +93,15 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         raise Answer(runtime.catalog.answer(policy, client.tenant, path[len(MODELS_PATH) + 1:]))
     feats = features.Features(method, path, headers, client.ip)
     feats.sticky = client.id
-    continued = None
+    continued = cached = None
     if stored is not None:
         proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri)
     else:
         _read_body(feats, path, headers, raw, runtime.cache, counted)
+        if policy.response_cache is not None and counted is None:
+            cached = response_cache.key(policy.response_cache, policy, feats, headers, raw, client.id)
+            if cached is not None:
+                feats.cache_slot = int(cached[0][:8], 16)
         conversations = runtime.conversations
         continued = conversations.route(policy, feats) if conversations else None
         proposed, upstream_path = continued or policy.route(feats), path[3:]
@@ -123,8 +127,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
                                            admitted.admission.headers)
     if policy.shadow is not None and _shadow_answers(policy.shadow[0], feats, stored, counted):
         decision.add_shadow(out_headers, policy.shadow, headers.get("X-Hir-Internal-Id", ""))
-    if policy.response_cache is not None and stored is None and counted is None:
-        response_cache.add_key(out_headers, policy.response_cache, policy, feats, headers, raw, client.id)
+    response_cache.add_headers(out_headers, cached)
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
     reservation = admitted.admission.reservation

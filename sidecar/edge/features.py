@@ -36,7 +36,7 @@ _body_features = operator.attrgetter(*BODY_FEATURES)
 class Features:
     __slots__ = ("method", "path", "api", "headers", "body", "model", "text", "prompt", "tokens",
                  "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
-                 "choices", "complexity", "tier_hint", "ip", "sticky")
+                 "choices", "complexity", "tier_hint", "ip", "sticky", "cache_slot")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
         self.method = method
@@ -45,6 +45,9 @@ class Features:
         self.headers = headers  # case-insensitive mapping
         self.ip = ip
         self.sticky = ""  # the client's id: keeps a canary split the same for one client
+        # From the response-cache key: every repeat of a cacheable request goes to the
+        # same endpoint of a tier, the one that holds its answer (None: round robin).
+        self.cache_slot: int | None = None
         self.body: dict = {}
         self.model = ""
         self.text = ""

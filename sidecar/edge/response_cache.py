@@ -29,14 +29,14 @@ def directives(headers) -> frozenset[str]:
     return frozenset(out)
 
 
-def add_key(out_headers: dict, cache, policy, feats, headers, raw: bytes, client_id: str) -> None:
-    """Set X-Route-Cache-Key (and X-Route-Cache-Refresh) when this request's answer
-    may come from the cache or go into it: a non-streamed request of a cached API."""
+def key(cache, policy, feats, headers, raw: bytes, client_id: str) -> tuple[str, bool] | None:
+    """(the key, whether to fetch afresh) when this request's answer may come from
+    the cache or go into it: a non-streamed request of a cached API; else None."""
     if feats.stream or feats.api not in cache.apis:
-        return
+        return None
     wanted = directives(headers) if "Cache-Control" in headers else frozenset()
     if "no-store" in wanted:
-        return
+        return None
     digest = xxhash.xxh3_128()
     # Fields end in NUL (none can hold one), each header's values joined by ",":
     # no field can pass for another.
@@ -46,6 +46,12 @@ def add_key(out_headers: dict, cache, policy, feats, headers, raw: bytes, client
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
     digest.update(raw)
-    out_headers["X-Route-Cache-Key"] = digest.hexdigest()
-    if "no-cache" in wanted:
-        out_headers["X-Route-Cache-Refresh"] = "1"
+    return digest.hexdigest(), "no-cache" in wanted
+
+
+def add_headers(out_headers: dict, keyed: tuple[str, bool] | None) -> None:
+    """The decision's headers for nginx (sidecar.tools.nginx_cache)."""
+    if keyed is not None:
+        out_headers["X-Route-Cache-Key"] = keyed[0]
+        if keyed[1]:
+            out_headers["X-Route-Cache-Refresh"] = "1"

@@ -170,8 +170,16 @@ class TierPool:
         self.schedule = _smooth_weighted_schedule(endpoints)
         self.cursor = 0
 
-    def pick(self, health: Health) -> Endpoint | None:
+    def pick(self, health: Health, slot: int | None = None) -> Endpoint | None:
+        """The next endpoint that is up, or the first one up from a fixed `slot` of
+        the schedule (weighted alike over many slots; the same one for one slot)."""
         schedule = self.schedule
+        if slot is not None:
+            for i in range(len(schedule)):
+                endpoint = schedule[(slot + i) % len(schedule)]
+                if health.is_up(endpoint):
+                    return endpoint
+            return None
         for _ in range(len(schedule)):
             endpoint = schedule[self.cursor]
             self.cursor = (self.cursor + 1) % len(schedule)
@@ -298,7 +306,7 @@ class Policy:
         if action.endpoint is not None and api in action.endpoint.serves:
             endpoint = action.endpoint
         else:  # a pinned endpoint that does not serve this API: its tier's that do
-            endpoint = self.pick_in_tier(action.tier or action.endpoint.tier, api)
+            endpoint = self.pick_in_tier(action.tier or action.endpoint.tier, api, features.cache_slot)
         need = features.tokens + features.max_tokens
         if need > self.min_context[api]:
             endpoint = self._fitting(endpoint, api, need)
@@ -307,13 +315,13 @@ class Policy:
                             endpoint)
         return Route(rule, endpoint, self.fallbacks_for(endpoint, api, need))
 
-    def pick_in_tier(self, tier: Tier, api: str = "chat") -> Endpoint:
+    def pick_in_tier(self, tier: Tier, api: str = "chat", slot: int | None = None) -> Endpoint:
         order = self.tier_order[(tier.name, api)]
         if not order:
             raise Denied("api_not_served", f"no endpoint of this router serves {APIS[api]}",
                          status=404)
         for t in order:
-            endpoint = self.pools[(t.name, api)].pick(self.health)
+            endpoint = self.pools[(t.name, api)].pick(self.health, slot)
             if endpoint is not None:
                 return endpoint
         # Every candidate is down: try the first anyway (nginx falls back).
@@ -334,7 +342,7 @@ class Policy:
     def route_to_tier(self, tier: Tier, rule: str, features, allowed=None) -> Route:
         """A route to `tier` (a downgrade), with fallbacks kept inside `allowed` tiers."""
         need = features.tokens + features.max_tokens
-        endpoint = self.pick_in_tier(tier, features.api)
+        endpoint = self.pick_in_tier(tier, features.api, features.cache_slot)
         if need > self.min_context[features.api]:
             endpoint = self._fitting(endpoint, features.api, need)
         return Route(rule, endpoint, self.fallbacks_for(endpoint, features.api, need, allowed))

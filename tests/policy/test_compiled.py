@@ -88,6 +88,25 @@ def test_the_weighted_schedule_is_smooth(policy):
     assert picks == ["low-a", "low-a", "low-b", "low-a"] * 2
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans())
+def test_a_cache_slot_always_picks_one_endpoint_and_slots_follow_the_weights(slot, down):
+    """A cacheable request's repeats all go where its answer is kept; over many
+    requests the tier's weights still hold, and a down endpoint is passed over."""
+    policy = compile_policy(POLICY, "t.yaml", {})
+    if down:
+        policy.health.mark_down("low-a", 60)
+    f = feats()
+    f.cache_slot = slot
+    chosen = {policy.route(f).endpoint.name for _ in range(5)}
+    assert chosen == ({"low-b"} if down else chosen) and len(chosen) == 1
+    every = Counter()
+    for s in range(slot, slot + 4):     # one schedule's worth of consecutive slots
+        f.cache_slot = s
+        every[policy.route(f).endpoint.name] += 1
+    assert every == ({"low-b": 4} if down else {"low-a": 3, "low-b": 1})
+
+
 def test_fallbacks_are_the_rest_of_the_tier_then_the_tiers_above(policy):
     route = policy.route(feats(headers={"x-pin": "high-b"}))
     assert [e.name for e in route.fallbacks] == ["high-a"]
