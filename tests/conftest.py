@@ -8,6 +8,7 @@ import random
 import re
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,14 @@ def wait_until(predicate, timeout=5.0):
             return False
         time.sleep(0.02)
     return True
+
+
+def metric(st, name: str, **labels) -> float:
+    """One sample of the stack's metrics (`st.metrics_url`) with exactly these labels, or 0."""
+    text = urllib.request.urlopen(st.metrics_url).read().decode()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    found = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,9 @@ streams, other clients, other bodies and a client's no-store/no-cache are not.""
 
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import pytest
 
-from conftest import Client, Mocks, free_port, shifted_policy, user, wait_until
+from conftest import Client, Mocks, free_port, metric, shifted_policy, user, wait_until
 from sidecar.tools.stack import Stack
 
 GROK = "expert-grok-4"             # the expert tier's one chat endpoint
@@ -37,12 +34,6 @@ def st(cached):
     yield cached
     cached.mocks.clear()
 
-
-def metric(st, name: str, **labels) -> float:
-    text = urllib.request.urlopen(st.metrics_url).read().decode()
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    found = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 NANO = ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b")

@@ -5,12 +5,10 @@ counted apart from the routed traffic's."""
 from __future__ import annotations
 
 import json
-import re
-import urllib.request
 
 import pytest
 
-from conftest import Client, Mocks, free_port, shifted_policy, user, wait_until
+from conftest import Client, Mocks, free_port, metric, shifted_policy, user, wait_until
 from sidecar.tools.stack import Stack
 
 SHADOW = "expert-grok-4"
@@ -29,12 +27,6 @@ def shadowed(request, tmp_path_factory):
     yield st
     st.stop()
 
-
-def metric(st, name: str, **labels) -> float:
-    text = urllib.request.urlopen(st.metrics_url).read().decode()
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    found = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 def test_a_shadow_generates_whole_answers_and_costs_apart(shadowed):
