@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -77,3 +79,11 @@ def test_without_a_response_cache_no_request_gets_a_key():
     _, out, _ = decide(compile_policy(DEMO.read_bytes(), "t.yaml", {}), "POST", "/v1/chat/completions",
                        h, body_for("/v1/chat/completions", "hi"), peer="192.0.2.9", runtime=Runtime())
     assert "X-Route-Cache-Key" not in out and "X-Route-Endpoint" in out
+
+
+def test_the_key_is_a_cryptographic_digest_of_the_client_path_headers_and_body():
+    """Not a fast non-cryptographic hash: its collisions can be made to order, and a
+    body that shared a victim's key would have its answer given for the victim's."""
+    key, _ = decided("/v1/chat/completions", "hi", "192.0.2.9", anthropic_version="2023-06-01")
+    fields = b"ip:192.0.2.9\0/v1/chat/completions\0" + b"2023-06-01\0" + b"\0"
+    assert key == hashlib.sha256(fields + body_for("/v1/chat/completions", "hi")).hexdigest()[:32]
