@@ -156,13 +156,15 @@ CACHEABLE_APIS = ("chat", "completions", "embeddings", "messages")
 
 
 def response_cache(ctx, value, path="response_cache"):
-    """response_cache: {ttl: 5m, max_size_mb: 256, apis: [...], shared: false}: a
+    """response_cache: {ttl: 5m, max_size_mb: 64, apis: [...], shared: false}: a
     non-streamed answer (200) is kept that long and given again to an exact repeat."""
     if value is None:
         return None
     spec = mapping(ctx, value, path, optional=("ttl", "max_size_mb", "apis", "shared"))
     ttl = duration(ctx, spec.get("ttl", "5m"), join(path, "ttl"))
-    size = typed(ctx, spec.get("max_size_mb", 256), int, "a size in MB", join(path, "max_size_mb"))
+    # 64 MB by default: in the image and the Kubernetes pod the run directory is in
+    # memory (deploy/k8s/deployment.yaml gives it 256Mi for everything).
+    size = typed(ctx, spec.get("max_size_mb", 64), int, "a size in MB", join(path, "max_size_mb"))
     if not 1 <= size <= 1_000_000:
         raise ctx.error(join(path, "max_size_mb"), f"expected 1 to 1000000 (MB), got {size}")
     apis = spec.get("apis", list(CACHEABLE_APIS))
