@@ -35,7 +35,6 @@ def st(cached):
     cached.mocks.clear()
 
 
-
 NANO = ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b")
 
 
