@@ -53,6 +53,7 @@ def _options(parser):
     kit.add_argument("--kit-apis", default="", help="override API weights, e.g. chat=7,responses=2,messages=1")
     kit.add_argument("--kit-followup-share", type=float, default=-1, help="default: the profile's")
     kit.add_argument("--kit-stream-share", type=float, default=-1, help="default: the profile's")
+    kit.add_argument("--kit-repeat-share", type=float, default=-1, help="default: the profile's")
     kit.add_argument("--kit-edge-share", type=float, default=-1, help="default: the profile's")
     kit.add_argument("--kit-hash", default="cdd01ef066bc6cf2")
     kit.add_argument("--kit-key", default="", help="API key (Authorization: Bearer)")
@@ -80,6 +81,8 @@ def _init(environment, **_):
     mix = scenarios.parse_mix(options.kit_mix, options.kit_profile)
     api_mix = scenarios.parse_apis(options.kit_apis, options.kit_profile)
     STATE["scenarios"] = scenarios.Scenarios(mix, scenarios.load_prompts(), stream, rng, api_mix, followup)
+    STATE["repeat_share"] = (options.kit_repeat_share if options.kit_repeat_share >= 0
+                             else profile.get("repeat_share", 0.0))
     STATE["options"] = options
 
 
@@ -139,16 +142,24 @@ class RouterUser(FastHttpUser):
         n = random.randrange(1, 2**24)
         self.client_ip = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
         self.last_response_id = None  # this user's last Responses answer, for follow-ups
+        self.last_buffered = None     # (kind, api, body, previous) of its last non-streamed request
 
     @task
     def routed(self):
-        kind, api, body, followup = STATE["scenarios"].draw()
+        scenes = STATE["scenarios"]
+        if self.last_buffered and scenes.rng.random() < STATE["repeat_share"]:
+            self._buffered(*self.last_buffered, repeat=True)   # the same request again, byte for byte
+            return
+        kind, api, body, followup = scenes.draw()
         previous = self.last_response_id if followup else None
         body = apis.shape(api, body, previous)
-        send = self._stream if body.get("stream") else self._buffered
-        send(kind, api, body, previous)
+        if body.get("stream"):
+            self._stream(kind, api, body, previous)
+        else:
+            self.last_buffered = (kind, api, body, previous)
+            self._buffered(kind, api, body, previous)
 
-    def _buffered(self, kind, api, body, previous):
+    def _buffered(self, kind, api, body, previous, repeat=False):
         started = time.perf_counter()
         with self.client.post(apis.PATHS[api], data=json.dumps(body), headers=_headers(self, api),
                               name="routing", catch_response=True) as resp:
@@ -169,7 +180,7 @@ class RouterUser(FastHttpUser):
             _check_followup(resp, previous)
             _check_hash(resp)
             _record(kind=kind, api=api, followup=bool(previous), stream=False, **_outcome(resp, tier, ms),
-                    ttft_ms=None, itl_ms=None, usage=usage, text_chars=len(resp.content or b""))
+                    ttft_ms=None, itl_ms=None, usage=usage, text_chars=len(resp.content or b""), repeat=repeat)
 
     def _stream(self, kind, api, body, previous):
         started = time.perf_counter()
@@ -302,4 +313,5 @@ def _outcome(resp, tier: str, ms: float) -> dict:
             "ms": ms, "hop": int(h.get("X-Route-Hop") or 0), "failover": bool(h.get("X-Route-Failover")),
             "hash": h.get("X-Constitutional-Hash") == STATE["options"].kit_hash,
             "service_ms": float(service) if service else None,
+            "cache": h.get("X-Cache-Status") or "",
             "router_ms": report.server_timing_ms(h.get("Server-Timing") or "")}

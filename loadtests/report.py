@@ -76,6 +76,17 @@ def _per_api(routed: list[dict]) -> dict:
     return out
 
 
+def _response_cache(routed: list[dict]) -> dict:
+    """Repeats the kit sent, what the policy's response cache answered (X-Cache-Status:
+    HIT) and how long those took against the answers endpoints made."""
+    answered = [r for r in routed if r["status"] == 200]
+    hits = [r["ms"] for r in answered if r.get("cache") == "HIT"]
+    rest = [r["ms"] for r in answered if r.get("cache") != "HIT"]
+    return {"repeats": sum(bool(r.get("repeat")) for r in routed), "hits": len(hits),
+            "hit_share": len(hits) / len(answered) if answered else 0.0,
+            "hit_p50_ms": _pct(hits, .5), "endpoint_p50_ms": _pct(rest, .5)}
+
+
 def server_timing_ms(header: str) -> float | None:
     """The router's own time before forwarding, from `Server-Timing: router;dur=MS`."""
     for metric in header.split(","):
@@ -103,6 +114,9 @@ def summarise(rows: list[dict], policy) -> dict:
     for r in routed:
         if r["status"] != 200:  # refused or failed upstream: nothing generated, nothing billed
             sources["not answered"] += 1
+            continue
+        if r.get("cache") == "HIT":  # nginx's response cache answered: no endpoint was paid
+            sources["response cache"] += 1
             continue
         e = endpoints.get(r["endpoint"])
         cost, source = _cost(r["usage"], e.price_in, e.price_out, r["text_chars"]) if e else (0.0, "none")
@@ -152,6 +166,7 @@ def summarise(rows: list[dict], policy) -> dict:
         "followups": {"sent": sum(bool(r.get("followup")) for r in routed),
                       "kept_conversation": sum(bool(r.get("followup")) and r["status"] == 200 for r in routed),
                       "lost_conversation": sum(bool(r.get("followup")) and r["status"] == 404 for r in routed)},
+        "response_cache": _response_cache(routed),
         "cost_per_1k_usd": {"routed": 1000 * actual / n, "all_premium": 1000 * as_premium / n,
                             "all_expert": 1000 * as_expert / n},
         "savings_vs_premium": as_premium / actual if actual else None,
@@ -223,6 +238,7 @@ def render_html(summary: dict, images: list[tuple[str, str]]) -> str:
         f"<td>{a['prompt_tokens']}</td><td>{a['completion_tokens']}</td></tr>"
         for name, a in summary["apis"].items())
     followups = summary["followups"]
+    cached = summary["response_cache"]
     cost = summary["cost_per_1k_usd"]
     pct = lambda v: _fmt(v * 100 if v is not None else None, "%")  # noqa: E731
     figures = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
@@ -241,6 +257,10 @@ table{{border-collapse:collapse}}</style>
 {per_api}</table>
 <p>Responses follow-ups (<code>previous_response_id</code>): {followups['sent']} sent,
 {followups['kept_conversation']} answered, {followups['lost_conversation']} lost their conversation (404).</p>
+<p>Response cache: {cached['repeats']} repeated requests sent; {cached['hits']} answers
+({pct(cached['hit_share'])}) came from the policy's <code>response_cache</code>, p50
+{_fmt(cached['hit_p50_ms'], ' ms')} against {_fmt(cached['endpoint_p50_ms'], ' ms')} for the answers endpoints made
+(none are priced).</p>
 <h2>Edge</h2><ul>
 <li>tier 1–2 requests under 100 ms: {pct(summary['tier12_under_100ms'])}</li>
 <li>errors (5xx): {pct(summary['error_rate'])}; rate limited (429): {pct(summary['limited_rate'])};

@@ -58,6 +58,8 @@ def locust(args, host: str, out: Path, users: int, duration: str, rate: float = 
         cmd += ["--kit-apis", args.apis]
     if args.followup_share is not None:
         cmd += ["--kit-followup-share", str(args.followup_share)]
+    if args.repeat_share is not None:
+        cmd += ["--kit-repeat-share", str(args.repeat_share)]
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     return subprocess.run(cmd, cwd=ROOT).returncode
@@ -111,6 +113,9 @@ def main() -> int:
     p.add_argument("--followup-share", type=float, default=None,
                    help="share of Responses requests that continue an answer (default: the profile's; "
                         "0 for --stack --mode stock, which cannot pin conversations)")
+    p.add_argument("--repeat-share", type=float, default=None,
+                   help="share of requests that repeat the user's last non-streamed one (default: the "
+                        "profile's); a policy's response_cache answers them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="default: loadtests/reports/<time>")
     p.add_argument("--find-limit", action="store_true")

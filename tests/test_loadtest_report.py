@@ -77,3 +77,18 @@ def test_each_api_is_summarised_and_priced_at_the_endpoints_that_serve_it():
     expected = (100 * sonnet.price_in + 50 * sonnet.price_out) + 2 * (100 * mean_in + 50 * mean_out)
     assert s["cost_per_1k_usd"]["all_premium"] == pytest.approx(1000 * expected / 4)
     assert s["cost_per_1k_usd"]["all_expert"] == pytest.approx(1000 * 3 * (100 * grok.price_in + 50 * grok.price_out) / 4)
+
+
+def test_answers_from_the_response_cache_are_counted_apart_and_never_priced():
+    nano = POLICY.endpoint_by_name["nano-qwen3-0-6b"]
+    rows = [rec("nano", "nano-qwen3-0-6b", 400, cache="MISS"),
+            rec("nano", "nano-qwen3-0-6b", 2, cache="HIT", repeat=True),
+            rec("nano", "nano-qwen3-0-6b", 4, cache="HIT", repeat=True),
+            rec("nano", "nano-qwen3-0-6b", 300, cache="MISS", repeat=True)]   # a repeat that missed
+    s = report.summarise(rows, POLICY)
+    assert s["response_cache"] == {"repeats": 3, "hits": 2, "hit_share": 0.5,
+                                   "hit_p50_ms": report._pct([2, 4], .5),
+                                   "endpoint_p50_ms": report._pct([400, 300], .5)}
+    assert s["usage_sources"] == {"provider": 2, "response cache": 2}
+    assert s["cost_per_1k_usd"]["routed"] == pytest.approx(1000 * 2 * (100 * nano.price_in + 50 * nano.price_out) / 4)
+    assert "2 answers" in report.render_html(s, []) and "response_cache" in report.render_html(s, [])

@@ -13,8 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_short_headless_run_writes_the_report(tmp_path):
     out = tmp_path / "report"
+    # The demo policy with a response cache, and more repeats than the profile's: the
+    # report must tell the cache's answers apart and price none of them.
+    policy = tmp_path / "demo-cached.yaml"
+    policy.write_text((ROOT / "policies" / "demo.yaml").read_text() + "\nresponse_cache: {ttl: 5m}\n")
     run = subprocess.run([sys.executable, "loadtests/run.py", "--stack", "--latency-scale", "0.1",
-                          "--users", "6", "--duration", "20s", "--seed", "3", "--out", str(out)],
+                          "--users", "6", "--duration", "20s", "--seed", "3", "--out", str(out),
+                          "--policy", str(policy), "--repeat-share", "0.3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -23,6 +28,10 @@ def test_a_short_headless_run_writes_the_report(tmp_path):
     assert summary["edge_cases"] == summary["edge_cases_as_documented"]
     assert summary["error_rate"] == 0.0
     assert summary["usage_sources"].get("estimated", 0) == 0   # every routed answer reported usage
+    cached = summary["response_cache"]
+    assert cached["repeats"] > 0 and cached["hits"] > 0   # (a user may also draw a prompt twice)
+    assert summary["usage_sources"]["response cache"] == cached["hits"]
+    assert cached["hit_p50_ms"] < cached["endpoint_p50_ms"]
     assert summary["router_added_p50_ms"] is not None
     assert summary["cost_per_1k_usd"]["routed"] < summary["cost_per_1k_usd"]["all_premium"] \
         < summary["cost_per_1k_usd"]["all_expert"]
@@ -40,4 +49,4 @@ def test_a_short_headless_run_writes_the_report(tmp_path):
         assert text in page
     locust_page = (out / "locust.html").read_text()
     assert "TTFT" in locust_page and "nano" in locust_page and "(messages)" in locust_page
-    assert "Per API" in page and "follow-ups" in page
+    assert "Per API" in page and "follow-ups" in page and "Response cache" in page
