@@ -39,7 +39,7 @@ import report  # noqa: E402
 import scenarios  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = {"records": [], "scenarios": None, "options": None}
+STATE = {"records": [], "scenarios": None, "options": None, "repeat_share": 0.0}
 CHAT = "/v1/chat/completions"
 
 
