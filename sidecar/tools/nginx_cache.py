@@ -3,8 +3,9 @@ and what each buffered forwarding location adds to use it.
 
 The decision says whether a request may be answered from the cache and under
 which key (sidecar.edge.response_cache); each hop files its answer under that key
-plus its own endpoint, so a repeat is only answered as the endpoint that made the
-answer (the route headers stay true) and a fallback's answer is the fallback's.
+plus its own endpoint and model id, so a repeat is only answered as the endpoint
+that made the answer (the route headers stay true) and a fallback's answer is the
+fallback's.
 Only a 200 is kept. What a provider says about caching is ignored: the operator
 turned the cache on, and OpenAI's answers carry Cloudflare cookies, which nginx
 would otherwise never cache (the cookies never reach a client: both modes hide
