@@ -260,6 +260,8 @@ def responses(body: dict) -> Read:
                 raise bad(f"'input[{i}].role' must be one of {', '.join(sorted(OPENAI_ROLES))}")
             if role in ("system", "developer"):
                 instructions = instructions or "system"
+            if role is not None and item.get("content") is None:   # a message says something
+                raise bad(f"'input[{i}].content' is required for a {role} message")
             beyond += _parts_text(item.get("content"), f"input[{i}].content", parts)
             if len(item) > 2 or "content" not in item:
                 beyond += beyond_text(item, TURN_INPUT)

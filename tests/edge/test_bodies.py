@@ -117,6 +117,17 @@ def test_only_a_turn_that_may_call_tools_instead_goes_without_content(api, roles
             400, f"'messages[1].content' is required for a {role} turn")
 
 
+@pytest.mark.parametrize("role", sorted(bodies.OPENAI_ROLES))
+def test_a_responses_message_needs_content_and_other_items_need_none(role):
+    for item in ({"role": role}, {"role": role, "content": None}, {"type": "message", "role": role}):
+        with pytest.raises(Denied) as info:
+            bodies.responses({"input": [item]})
+        assert info.value.message == f"'input[0].content' is required for a {role} message"
+    read = bodies.responses({"input": [{"role": role, "content": "hi"},
+                                       {"type": "function_call_output", "call_id": "c1", "output": "42"}]})
+    assert read.text == "hi\n42"
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5)
                     | st.sampled_from(["document", "text", "content"]),
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
