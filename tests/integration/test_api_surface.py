@@ -203,6 +203,27 @@ def test_a_document_block_is_routed_as_the_same_document_pasted_inline(api):
     assert tiers == dict.fromkeys(tiers, tiers["inline"])
 
 
+@pytest.mark.parametrize("path,role,content", [
+    (path, role, content) for path, roles in (("/v1/chat/completions", ("user", "system", "developer", "tool")),
+                                             ("/v1/messages", ("user", "assistant")),
+                                             ("/v1/responses", ("user", "assistant")))
+    for role in roles for content in ("null", "left out")])
+def test_a_turn_without_content_is_refused_before_any_endpoint(api, path, role, content):
+    turn = {"role": role} if content == "left out" else {"role": role, "content": None}
+    turns = [{"role": "user", "content": "hi"}, turn]
+    body = ({"model": "auto", "input": turns} if path == "/v1/responses" else
+            {"model": "auto", "max_tokens": 16, "messages": turns})
+    status, headers, out = api.client.chat(body, path=path)
+    assert status == 400 and "content' is required" in json.loads(out)["error"]["message"], out
+    assert_secure(headers)
+    assert api.mocks.total_received() == 0
+
+
+def test_a_prompt_with_no_text_goes_where_a_blank_one_does(api):
+    tiers = [api.client.chat(user(text))[1]["X-Route-Tier"] for text in ("", " ")]
+    assert tiers == ["nano", "nano"]
+
+
 def test_a_messages_body_without_max_tokens_is_refused(api):
     status, _, body = api.client.chat({"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
                                       path="/v1/messages")
