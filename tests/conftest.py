@@ -193,6 +193,18 @@ def wait_until(predicate, timeout=5.0):
     return True
 
 
+def watched_stack(tmp_path: Path, mode: str, extra: str, latency_scale: float) -> Stack:
+    """The demo policy plus `extra` on free ports, started, with `.client`, `.mocks`
+    and `.metrics_url` (the sidecar's admin address, for `metric`)."""
+    policy, ports = shifted_policy(tmp_path, extra=extra)
+    port, admin = free_port(), f"127.0.0.1:{free_port()}"
+    st = Stack(policy, tmp_path / "run", mode=mode, listen=f"127.0.0.1:{port}", latency_scale=latency_scale,
+               admin_listen=admin)
+    st.start()
+    st.client, st.mocks, st.metrics_url = Client(port), Mocks(ports), f"http://{admin}/metrics"
+    return st
+
+
 def metric(st, name: str, **labels) -> float:
     """One sample of the stack's metrics (`st.metrics_url`) with exactly these labels, or 0."""
     text = urllib.request.urlopen(st.metrics_url).read().decode()

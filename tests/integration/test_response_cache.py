@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Client, Mocks, free_port, metric, shifted_policy, user, wait_until
-from sidecar.tools.stack import Stack
+from conftest import metric, user, wait_until, watched_stack
 
 GROK = "expert-grok-4"             # the expert tier's one chat endpoint
 PREMIUM = ("premium-gemini-2-flash", "premium-mixtral-8x22b", "premium-deepseek-v3")
@@ -15,15 +14,9 @@ PREMIUM = ("premium-gemini-2-flash", "premium-mixtral-8x22b", "premium-deepseek-
 
 @pytest.fixture(scope="module", params=["lua", "stock"])
 def cached(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"cache-{request.param}")
-    policy, ports = shifted_policy(tmp, extra=(
+    st = watched_stack(tmp_path_factory.mktemp(f"cache-{request.param}"), request.param, (
         "clients: {require_key: false, trusted_proxies: [127.0.0.1/32]}\nlimits: []\n"
-        "response_cache: {ttl: 10m}\n"))
-    port, admin = free_port(), f"127.0.0.1:{free_port()}"
-    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0,
-               admin_listen=admin)
-    st.start()
-    st.client, st.mocks, st.metrics_url = Client(port), Mocks(ports), f"http://{admin}/metrics"
+        "response_cache: {ttl: 10m}\n"), latency_scale=0)
     yield st
     st.stop()
 

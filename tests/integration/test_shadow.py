@@ -8,25 +8,18 @@ import json
 
 import pytest
 
-from conftest import Client, Mocks, free_port, metric, shifted_policy, user, wait_until
-from sidecar.tools.stack import Stack
+from conftest import metric, user, wait_until, watched_stack
 
 SHADOW = "expert-grok-4"
 
 
 @pytest.fixture(scope="module", params=["lua", "stock"])
 def shadowed(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"shadow-{request.param}")
-    policy, ports = shifted_policy(tmp, extra=f"limits: []\nshadow: {{endpoint: {SHADOW}, share: 1.0}}\n")
-    port, admin = free_port(), f"127.0.0.1:{free_port()}"
     # Real token pacing, so a stream is still being written when nginx has its headers.
-    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0.2,
-               admin_listen=admin)
-    st.start()
-    st.client, st.mocks, st.metrics_url = Client(port), Mocks(ports), f"http://{admin}/metrics"
+    st = watched_stack(tmp_path_factory.mktemp(f"shadow-{request.param}"), request.param,
+                       f"limits: []\nshadow: {{endpoint: {SHADOW}, share: 1.0}}\n", latency_scale=0.2)
     yield st
     st.stop()
-
 
 
 def test_a_shadow_generates_whole_answers_and_costs_apart(shadowed):
