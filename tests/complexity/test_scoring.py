@@ -217,4 +217,6 @@ def test_without_the_compiled_scorer_the_model_serves_from_python():
     served = complexity.default_model().assess("Design a lock-free queue and prove it linearizable.")
     score, tier = ast.literal_eval(out.stdout)
     assert tier == served[1]
-    assert same(score, served[0])
+    # Not bit for bit: the child process walks its word set in another hash-seeded
+    # order, so the known words' weights are added in another order.
+    assert score == pytest.approx(served[0], rel=1e-12, abs=1e-12)
