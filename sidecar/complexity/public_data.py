@@ -11,7 +11,8 @@ count and its label → tier mapping; this table is the machine-readable form.
 
 Licences: only sources whose data licence allows reuse in a model anyone may
 run (MIT, Apache-2.0, CC BY, CC BY-SA). Left out on licence: WizardLM's test
-set (CC BY-NC), LogiQA (CC BY-NC-SA), JEC-QA (no licence stated).
+set (CC BY-NC), LogiQA (CC BY-NC-SA), JEC-QA (no licence stated), Odyssey-Math
+(training forbidden); TAL-SCQ5K because it mixes in AMC problems.
 Prompts from the benchmarks reserved for the held-out evaluation are
 dropped wherever a source mixes them in (FollowBench re-uses some).
 """
@@ -208,6 +209,23 @@ def read_classeval(repo: Repo):
         yield row["task_id"], prompt, "class", 4
 
 
+# Stack Overflow questions (title, then body) sampled by StackEval and its later
+# StackUnseen sets, each rated beginner, intermediate or advanced by the
+# benchmark's authors. Real users asking for help with their own code, the way
+# they write: beginner → 2 (MBPP's basic tasks), intermediate → 3 (HumanEval),
+# advanced → 4.
+STACK_FILES = ("stack-eval", "stack-unseen-1", "stack-unseen-2")
+STACK_TIERS = {"beginner": 2, "intermediate": 3, "advanced": 4}
+
+
+def read_stack_questions(repo: Repo):
+    for name in STACK_FILES:
+        for row in repo.jsonl(f"data/{name}.jsonl"):
+            meta = {key.lower(): str(value).lower() for key, value in row["questionMetadata"].items()}
+            level = meta["level"]
+            yield f"{name}/{row['questionId']}", row["question"].strip(), level, STACK_TIERS[level]
+
+
 # Exercism's own bands for its 1-10 difficulty (the website's difficulty_category):
 # 1-3 easy, 4-7 medium, 8-10 hard. Mapped like the reference set's code: basic
 # tasks (MBPP) → 2, function-level problems (HumanEval) → 3, whole designs
@@ -288,6 +306,11 @@ SOURCES = (
     Source("classeval", "code_classes", "FudanSELab/ClassEval",
            "eaeac44d0d5dcd8a95feec50726d66fedc73a98f", "MIT", "task",
            "implement a whole class → 4", read_classeval),
+    Source("stack_questions", "coding_questions", "ProsusAI/stack-eval",
+           "1be2b97c4f30583f665a972ae12e236474075a08",
+           "CC BY-SA (Stack Overflow posts; no licence file for the sample and ratings)",
+           "level", "the authors' rating of a question: beginner → 2, intermediate → 3, "
+           "advanced → 4", read_stack_questions),
     # One file for all tracks: one label scheme (Exercism's difficulty), and one
     # file's weight in training however many tracks are read.
     *(Source("exercism", "programming_exercises", f"exercism/{track}", commit, "MIT", "difficulty",

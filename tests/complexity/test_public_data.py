@@ -162,3 +162,24 @@ def test_all_exercism_tracks_share_one_file_so_they_weigh_as_one_source():
     tracks = [s for s in public_data.SOURCES if s.repo.startswith("exercism/")]
     assert len(tracks) >= 5 and {s.file for s in tracks} == {"exercism"}
     assert len({s.repo for s in tracks}) == len(tracks)
+
+
+def test_stack_overflow_questions_take_their_rated_level_whatever_the_keys_case(tmp_path):
+    # StackEval writes {"type", "level"}; its later StackUnseen sets {"Type", "Level"}, capitalised.
+    def lines(*rows):
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    files = {"data/stack-eval.jsonl": lines(
+                 {"questionId": "a", "question": "How do I pad a binary number?\nDetails.\n",
+                  "questionMetadata": {"type": "implementation", "level": "beginner", "tag": "rust"}},
+                 {"questionId": "b", "question": "Why does my async loop deadlock?",
+                  "questionMetadata": {"type": "debugging", "level": "advanced", "tag": "python"}}),
+             "data/stack-unseen-1.jsonl": lines(
+                 {"questionId": "c", "question": "Build fails after upgrading the JDK",
+                  "questionMetadata": {"Type": "Version", "Level": "Intermediate", "Tag": "java"}}),
+             "data/stack-unseen-2.jsonl": ""}
+    commit_id = make_repo(tmp_path / "stack", files)
+    rows = list(public_data.read_stack_questions(public_data.Repo(tmp_path / "stack" / ".git", commit_id)))
+    assert [(ident, label, tier) for ident, _, label, tier in rows] == [
+        ("stack-eval/a", "beginner", 2), ("stack-eval/b", "advanced", 4),
+        ("stack-unseen-1/c", "intermediate", 3)]
+    assert rows[0][1] == "How do I pad a binary number?\nDetails."
