@@ -4,6 +4,9 @@ streams, other clients, other bodies and a client's no-store/no-cache are not.""
 
 from __future__ import annotations
 
+import re
+import urllib.request
+
 import pytest
 
 from conftest import metric, user, wait_until, watched_stack
@@ -17,8 +20,32 @@ def cached(request, tmp_path_factory):
     st = watched_stack(tmp_path_factory.mktemp(f"cache-{request.param}"), request.param, (
         "clients: {require_key: false, trusted_proxies: [127.0.0.1/32]}\nlimits: []\n"
         "response_cache: {ttl: 10m}\n"), latency_scale=0)
+    st.client = FiledClient(st)
     yield st
     st.stop()
+
+
+class FiledClient:
+    """The stack's client, returning only once nginx has finished the request.
+
+    nginx files an answer in its cache just after the client has the last byte; a
+    repeat sent in that moment can reach the other worker and miss. The request's
+    feedback datagram leaves in the log phase, after the answer is filed, so each
+    call waits for it (a lost datagram fails the test: it would be a bug too)."""
+
+    def __init__(self, st):
+        self.st, self.client = st, st.client
+
+    def datagrams(self) -> float:
+        text = urllib.request.urlopen(self.st.metrics_url).read().decode()
+        return sum(float(v) for v in re.findall(r'^router_feedback_datagrams_total\{result="(?!dropped)[^"]*"\} (\S+)$',
+                                                 text, re.M))
+
+    def chat(self, *args, **kw):
+        before = self.datagrams()
+        answer = self.client.chat(*args, **kw)
+        assert wait_until(lambda: self.datagrams() > before), "no feedback datagram for the request"
+        return answer
 
 
 @pytest.fixture
