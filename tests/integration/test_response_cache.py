@@ -36,10 +36,11 @@ class FiledClient:
     def __init__(self, st):
         self.st, self.client = st, st.client
 
+    RECEIVED = re.compile(r'^router_feedback_datagrams_total\{result="(?!dropped)[^"]*"\} (\S+)$', re.M)
+
     def datagrams(self) -> float:
         text = urllib.request.urlopen(self.st.metrics_url).read().decode()
-        return sum(float(v) for v in re.findall(r'^router_feedback_datagrams_total\{result="(?!dropped)[^"]*"\} (\S+)$',
-                                                 text, re.M))
+        return sum(map(float, self.RECEIVED.findall(text)))
 
     def chat(self, *args, **kw):
         before = self.datagrams()
