@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-share", type=float, default=None,
                    help="weight of each reference file (rows without a kind) against a gathered "
                         "one (default: the training default)")
+    p.add_argument("--cut-shift", type=float, default=None,
+                   help="move every cut point down by this share of the mean gap between them "
+                        "after fitting (default: the training default)")
     p.add_argument("--part", choices=("all", "train", "heldout"), default="all",
                    help="all rows, or the reproducible 80%% / 20%% split")
     p.add_argument("--known-sources", action="store_true",

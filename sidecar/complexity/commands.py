@@ -57,6 +57,8 @@ def train(args, views=None) -> int:
     options = {"known_sources": args.known_sources}
     if args.reference_share is not None:
         options["reference_share"] = args.reference_share
+    if args.cut_shift is not None:
+        options["cut_shift"] = args.cut_shift
     if args.holdout_kinds:
         print(leave_kinds_out(lambda train_rows: ComplexityModel(training.train(train_rows, **options)),
                               rows, views), flush=True)

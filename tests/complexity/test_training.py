@@ -109,6 +109,25 @@ def test_a_model_with_trees_is_the_default_and_known_sources_replace_them():
     assert "trees" not in known and known["known_sources"] is not None
 
 
+@pytest.mark.parametrize("trees", [0, 20])
+def test_the_cut_shift_moves_only_the_cut_points_and_never_lowers_a_tier(trees):
+    fitted = training.train(synthetic_rows(), trees=trees, cut_shift=0.0)
+    shifted = training.train(synthetic_rows(), trees=trees, cut_shift=0.9)
+    cuts, moved = np.array(fitted.pop("thresholds")), np.array(shifted.pop("thresholds"))
+    assert moved == pytest.approx(cuts - 0.9 * (cuts[-1] - cuts[0]) / 3, abs=2e-6)
+    for spec in (fitted, shifted):
+        del spec["trained_on"]["options"]["cut_shift"]
+    assert fitted == shifted                                   # the fit and the trees are the same
+    before = ComplexityModel({**fitted, "thresholds": list(cuts)})
+    after = ComplexityModel({**shifted, "thresholds": list(moved)})
+    rows = synthetic_rows()
+    # From the chat prompt to the maths one a few characters at a time: every score between.
+    chat, maths = rows[0]["prompt"], rows[2]["prompt"]
+    blends = [chat[:len(chat) - i] + " " + maths[:i * 4] for i in range(len(chat))]
+    tiers = [(before.assess(p)[1], after.assess(p)[1]) for p in blends]
+    assert all(a >= b for b, a in tiers) and any(a > b for b, a in tiers)
+
+
 def test_reference_files_weigh_their_share_and_copies_weigh_as_one_file():
     files = ["ref"] * 4 + ["gathered"] * 2 + [augmentation.PASTED] * 10
     w = training.source_weights(files, {"ref": 3.0})
