@@ -98,6 +98,18 @@ class Load:
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
 
+    CONNECTION_LEVEL = ("RemoteDisconnected", "ConnectionReset", "BrokenPipe", "BadStatusLine")
+
+    def assert_only_keep_alive_closes(self, nginx_reloads: int):
+        """No HTTP error; what else failed is a keep-alive connection an old nginx
+        worker closed as it exited (the keep-alive race of HTTP/1.1, RFC 9112 9.3),
+        at most one per connection per nginx reload."""
+        assert [e for e in self.errors if isinstance(e, int)] == []
+        closed = [e for e in self.errors if not isinstance(e, int)]
+        assert all(any(kind in e for kind in self.CONNECTION_LEVEL) for e in closed), closed[:3]
+        assert len(closed) <= nginx_reloads * len(self.threads)
+        return closed
+
     def __enter__(self):
         for t in self.threads:
             t.start()
@@ -143,7 +155,9 @@ def test_quick_successive_edits_under_load_never_take_the_stack_down(unlimited):
     assert all(p.poll() is None for p in own_stack.procs.values())
     assert own_stack.sidecar_health()["policy_version"] == version_a
     assert own_stack.nginx_health()["policy_version"] == version_a
-    assert load.ok > 100 and load.failed == 0, load.errors[:5]
+    # Edit C re-renders nginx: up to 12 nginx reloads (C and back to A, six times).
+    assert load.ok > 100
+    load.assert_only_keep_alive_closes(nginx_reloads=12)
     own_stack.procs["nginx"].send_signal(signal.SIGQUIT)   # ends the watcher's loop
     watcher.join(10)
 
@@ -169,10 +183,5 @@ def test_nginx_reloads_under_keep_alive_load_lose_at_most_idle_connections(unlim
         for _ in range(20):
             subprocess.run(["nginx", "-s", "reload", "-p", str(unlimited.run_dir), "-c", conf], check=True)
             time.sleep(0.1)
-    http_errors = [e for e in load.errors if isinstance(e, int)]
-    closed = [e for e in load.errors if not isinstance(e, int)]
+    closed = load.assert_only_keep_alive_closes(nginx_reloads=20)
     print(f"\n20 nginx reloads: {load.ok} ok, {len(closed)} closed keep-alive connections")
-    assert http_errors == []
-    connection_level = ("RemoteDisconnected", "ConnectionReset", "BrokenPipe", "BadStatusLine")
-    assert all(any(kind in e for kind in connection_level) for e in closed), closed[:3]
-    assert len(closed) <= 20 * len(load.threads)   # at most one per connection per reload
