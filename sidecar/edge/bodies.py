@@ -38,13 +38,20 @@ class Read(NamedTuple):
     beyond_text: int = 0
 
 
-# Where that other input lives: in the body, in a message or input item, in a
-# content block. Each is counted as its JSON (a string as itself).
+# Where that other input lives in the body: named, each counted as its JSON (a
+# string as itself). A reusable prompt's `variables` fill a stored prompt.
 BODY_INPUT = ("tools", "functions", "response_format")
-RESPONSES_INPUT = ("tools", "text")
-TURN_INPUT = ("tool_calls", "function_call", "arguments")
-BLOCK_INPUT = ("input",)
-DOCUMENT_INPUT = ("title", "context")
+RESPONSES_INPUT = ("tools", "text", "prompt")
+COMPLETIONS_INPUT = ("suffix",)
+# In a message, an input item or a content block, every field is input except
+# the ones read as text and the payloads of images, audio and files (their
+# bytes are no token count; a provider prices them by other rules). Providers
+# keep adding item and block types (tool calls, tool outputs, reasoning
+# summaries, search results...): whatever a new one carries still counts.
+MEDIA = frozenset(("image_url", "input_audio", "file", "file_data", "data", "image", "source",
+                   "encrypted_content"))
+TURN_READ = frozenset(("role", "content", "output")) | MEDIA
+BLOCK_READ = frozenset(("type", "text", "content", "refusal")) | MEDIA
 
 
 def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
@@ -55,6 +62,15 @@ def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
             total += len(value)
         elif value is not None:
             total += len(orjson.dumps(value))
+    return total
+
+
+def other_input(fields: dict, read: frozenset) -> int:
+    """Characters of every field not in `read`, each counted as its JSON."""
+    total = 0
+    for name, value in fields.items():
+        if name not in read and value is not None:
+            total += len(value) if isinstance(value, str) else len(orjson.dumps(value))
     return total
 
 
@@ -115,6 +131,11 @@ def _tools(body: dict) -> bool:
 
 
 def _stream(body: dict) -> bool:
+    # The router reads stream_options (a stream's usage is asked for in lua mode).
+    options = optional(body, "stream_options", dict, "an object")
+    usage = (options or {}).get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        raise bad(f"'stream_options.include_usage' must be a boolean, got {json_type(usage)}")
     return bool(optional(body, "stream", bool, "a boolean"))
 
 
@@ -144,15 +165,19 @@ def _parts_text(content, where: str, parts: list) -> int:
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                 raise bad(f"'{where}[{j}]' must be an object with a 'type'")
             text = part.get("text")
-            if isinstance(text, str):
+            if text is not None:
+                if not isinstance(text, str):
+                    raise bad(f"'{where}[{j}].text' must be a string, got {json_type(text)}")
                 parts.append(text)
             if len(part) > 2 or text is None:  # more than a type and its text
-                beyond += beyond_text(part, BLOCK_INPUT)
+                beyond += other_input(part, BLOCK_READ)
             nested = part.get("content")
             if isinstance(nested, (str, list)):
                 beyond += _parts_text(nested, f"{where}[{j}].content", parts)
+            elif nested is not None:           # e.g. a tool's error object
+                beyond += beyond_text(part, ("content",))
             if part["type"] == "document":
-                beyond += _document_text(part, f"{where}[{j}]", parts)
+                _document_text(part, f"{where}[{j}]", parts)
             elif isinstance(part.get("refusal"), str):  # an earlier assistant turn's refusal
                 parts.append(part["refusal"])
     elif content is not None:
@@ -160,19 +185,18 @@ def _parts_text(content, where: str, parts: list) -> int:
     return beyond
 
 
-def _document_text(block: dict, where: str, parts: list) -> int:
+def _document_text(block: dict, where: str, parts: list) -> None:
     """An Anthropic document block: a plain-text source (`data`) or one made of
     content blocks is prompt text like any other (a long document pasted this
     way must weigh as much as one pasted inline); PDFs, images and files by id
-    carry no text the router can read. Its title and context are other input."""
+    carry no text the router can read. (Its title and context are other input,
+    counted with the block's other fields.)"""
     source = block.get("source")
     if isinstance(source, dict):
         if source.get("type") == "text" and isinstance(source.get("data"), str):
             parts.append(source["data"])
         elif source.get("type") == "content" and isinstance(source.get("content"), (str, list)):
-            return _parts_text(source["content"], f"{where}.source.content", parts) + beyond_text(
-                block, DOCUMENT_INPUT)
-    return beyond_text(block, DOCUMENT_INPUT)
+            _parts_text(source["content"], f"{where}.source.content", parts)
 
 
 def _messages(messages: list, roles: frozenset, contentless: frozenset = frozenset(),
@@ -190,7 +214,7 @@ def _messages(messages: list, roles: frozenset, contentless: frozenset = frozens
             raise bad(f"'{where}[{i}].content' is required for a {role} turn")
         beyond += _parts_text(message.get("content"), f"{where}[{i}].content", parts)
         if len(message) > 2 or "content" not in message:  # more than a role and its content
-            beyond += beyond_text(message, TURN_INPUT)
+            beyond += other_input(message, TURN_READ)
     return "\n".join(parts), system, beyond
 
 
@@ -211,7 +235,7 @@ def completions(body: dict) -> Read:
     elif not isinstance(prompt, str):
         raise bad("'prompt' must be a string or a non-empty array of strings")
     return Read(prompt, 1, False, _stream(body), _max_tokens(body, "max_tokens"), False,
-                _choices(body, "n", "best_of"))
+                _choices(body, "n", "best_of"), beyond_text(body, COMPLETIONS_INPUT))
 
 
 def embeddings(body: dict) -> Read:
@@ -264,10 +288,11 @@ def responses(body: dict) -> Read:
                 raise bad(f"'input[{i}].content' is required for a {role} message")
             beyond += _parts_text(item.get("content"), f"input[{i}].content", parts)
             if len(item) > 2 or "content" not in item:
-                beyond += beyond_text(item, TURN_INPUT)
+                beyond += other_input(item, TURN_READ)
+            # A tool's output: a string, or content parts (text, images, files).
             output = item.get("output")
-            if isinstance(output, str):
-                parts.append(output)
+            if isinstance(output, (str, list)):
+                beyond += _parts_text(output, f"input[{i}].output", parts)
         count = len(value)
     else:
         raise bad("'input' must be a string or a non-empty array of items")

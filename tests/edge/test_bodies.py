@@ -170,3 +170,54 @@ def test_the_model_list_is_openai_shaped_and_follows_the_tenants_tiers():
     with pytest.raises(Denied) as info:
         Catalog().answer(policy, None, "gpt-9")
     assert (info.value.status, info.value.reason) == (404, "model_not_found")
+
+
+B64 = "QUJD" * 25_000   # 100 KB of base64: an image's, a sound's or a file's bytes
+MEDIA_PARTS = {
+    "chat image": ("chat", {"type": "image_url", "image_url": {"url": "data:image/png;base64," + B64}}),
+    "chat audio": ("chat", {"type": "input_audio", "input_audio": {"data": B64, "format": "wav"}}),
+    "chat file": ("chat", {"type": "file", "file": {"filename": "a.pdf", "file_data": B64}}),
+    "responses image": ("responses", {"type": "input_image", "image_url": "data:image/png;base64," + B64}),
+    "responses file": ("responses", {"type": "input_file", "filename": "a.pdf", "file_data": B64}),
+    "anthropic image": ("messages", {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": B64}}),
+    "anthropic redacted thinking": ("messages", {"type": "redacted_thinking", "data": B64}),
+}
+
+
+@pytest.mark.parametrize("shape", MEDIA_PARTS)
+def test_media_bytes_are_no_token_count(shape):
+    """Every field of a block counts as input except the text (read as prompt)
+    and media payloads: a provider prices an image or a file by other rules, and
+    counting its base64 would send a screenshot to the long-prompt tier."""
+    api, part = MEDIA_PARTS[shape]
+    role = "assistant" if part["type"] == "redacted_thinking" else "user"
+    key = "input" if api == "responses" else "messages"
+    body = {key: [{"role": role, "content": [part, {"type": "text" if api != "responses" else "input_text",
+                                                    "text": "what is this?"}]}], "max_tokens": 5}
+    read = bodies.READERS[api](body)
+    assert read.text == "what is this?"
+    assert read.beyond_text < 100
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+@pytest.mark.parametrize("odd", [5, None, True, ["a"], {"a": "b"}])
+def test_a_text_part_whose_text_is_not_a_string_is_refused(api, odd):
+    key = "input" if api == "responses" else "messages"
+    part = {"type": "text", "text": odd}
+    body = {key: [{"role": "user", "content": [part]}], "max_tokens": 5}
+    if odd is None:                    # no text: a part of some other kind
+        assert bodies.READERS[api](body).text == ""
+        return
+    with pytest.raises(Denied) as info:
+        bodies.READERS[api](body)
+    assert info.value.status == 400 and f"'{key}[0].content[0].text' must be a string" in info.value.message
+
+
+@pytest.mark.parametrize("options", [5, "yes", [True], {"include_usage": "yes"}, {"include_usage": 1}])
+def test_stream_options_the_router_reads_must_be_well_typed(options):
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "stream_options": options}
+    with pytest.raises(Denied) as info:
+        bodies.chat(body)
+    assert info.value.status == 400 and info.value.message.startswith("'stream_options")
+    assert bodies.chat({**body, "stream_options": {"include_usage": True}}).stream

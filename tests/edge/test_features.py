@@ -247,6 +247,25 @@ HIDING_PLACES = {
     "responses bare call": ("/v1/responses", lambda s: {"input": [HI, {"arguments": s}]}),
     "anthropic tool use input": ("/v1/messages", lambda s: {"max_tokens": 9, "messages": [
         HI, {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": s}}]}]}),
+    # Item and block types the readers name nowhere: every field but media counts.
+    "responses custom tool call input": ("/v1/responses", lambda s: {"input": [
+        HI, {"type": "custom_tool_call", "call_id": "c", "name": "f", "input": s}]}),
+    "responses reasoning summary": ("/v1/responses", lambda s: {"input": [
+        HI, {"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": s}]}]}),
+    "responses file search results": ("/v1/responses", lambda s: {"input": [
+        HI, {"type": "file_search_call", "id": "fs", "status": "completed", "queries": ["q"],
+             "results": [{"file_id": "f", "text": s}]}]}),
+    "responses interpreter code": ("/v1/responses", lambda s: {"input": [
+        HI, {"type": "code_interpreter_call", "id": "ci", "container_id": "k", "code": s, "outputs": []}]}),
+    "responses mcp tool list": ("/v1/responses", lambda s: {"input": [
+        HI, {"type": "mcp_list_tools", "id": "m", "server_label": "x",
+             "tools": [{"name": "t", "description": s, "input_schema": {}}]}]}),
+    "responses prompt variables": ("/v1/responses", lambda s: {
+        "input": "hi", "prompt": {"id": "pmpt_1", "variables": {"document": s}}}),
+    "anthropic thinking block": ("/v1/messages", lambda s: {"max_tokens": 9, "messages": [
+        HI, {"role": "assistant", "content": [{"type": "thinking", "thinking": s, "signature": "x"},
+                                              {"type": "text", "text": "ok"}]}]}),
+    "completions suffix": ("/v1/completions", lambda s: {"prompt": "def f(", "suffix": s}),
 }
 
 
@@ -258,3 +277,25 @@ def test_a_prompt_hidden_beside_the_messages_still_counts_toward_tokens(place, h
     with_it, without = run(body(hidden), path), run(body(""), path)
     assert with_it.tokens - without.tokens >= len(hidden) // 4
     assert with_it.text == without.text  # the complexity reads the prompt, not the schemas
+
+
+CALLS = {"function_call_output": {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+         "custom_tool_call_output": {"type": "custom_tool_call", "call_id": "c", "name": "f", "input": "x"}}
+
+
+def _tool_output(kind, output):
+    return {"input": [HI, CALLS[kind], {"type": kind, "call_id": "c", "output": output}]}
+
+
+@pytest.mark.parametrize("kind", sorted(CALLS))
+@settings(max_examples=40, deadline=None)
+@given(st.text(min_size=1, max_size=4000))
+def test_a_tool_output_in_content_parts_is_read_as_prompt(kind, text):
+    """A Responses tool output may be a string or content parts (text, images,
+    files): either way its text is prompt."""
+    as_parts = run(_tool_output(kind, [{"type": "input_text", "text": text},
+                                       {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]),
+                   "/v1/responses")
+    as_string = run(_tool_output(kind, text), "/v1/responses")
+    assert as_parts.text == as_string.text == "hi\n" + text
+    assert as_parts.tokens >= as_string.tokens
