@@ -227,37 +227,46 @@ def chat(body: dict) -> Read:
 
 
 def completions(body: dict) -> Read:
+    """`prompt`: one prompt or a batch, as text or token ids. Each prompt of a
+    batch gets its own `n` (or `best_of`) answers, so reservations multiply by
+    the batch's size too."""
     if "prompt" not in body:
         raise bad("'prompt' is required")
-    prompt = body["prompt"]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompt = "\n".join(prompt)
-    elif not isinstance(prompt, str):
-        raise bad("'prompt' must be a string or a non-empty array of strings")
-    return Read(prompt, 1, False, _stream(body), _max_tokens(body, "max_tokens"), False,
-                _choices(body, "n", "best_of"), beyond_text(body, COMPLETIONS_INPUT))
+    text, batch, token_ids = _texts_or_token_ids(body["prompt"], "prompt")
+    return Read(text, 1, False, _stream(body), _max_tokens(body, "max_tokens"), False,
+                _choices(body, "n", "best_of") * batch,
+                4 * token_ids + beyond_text(body, COMPLETIONS_INPUT))
 
 
 def embeddings(body: dict) -> Read:
-    """`input`: a string, an array of strings, an array of token ids or an array of
-    such arrays. Token ids count as one token each (4 characters' worth)."""
     if "input" not in body:
         raise bad("'input' is required")
-    value = body["input"]
+    text, batch, token_ids = _texts_or_token_ids(body["input"], "input")
+    return Read(text, batch, False, False, 0, False, 1, 4 * token_ids)
+
+
+def _is_token_ids(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _texts_or_token_ids(value, field: str) -> tuple[str, int, int]:
+    """A string, an array of strings, an array of token ids or an array of such
+    arrays (OpenAI's completions and embeddings): (text, how many entries, how
+    many token ids). A token id counts as one token, 4 characters' worth."""
     if isinstance(value, str):
-        return Read(value, 1, False, False, 0, False, 1)
+        return value, 1, 0
     if not isinstance(value, list) or not value:
-        raise bad("'input' must be a string or a non-empty array")
+        raise bad(f"'{field}' must be a string or a non-empty array")
     if len(value) > MAX_MESSAGES:
-        raise bad(f"'input' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
+        raise bad(f"'{field}' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
     if all(isinstance(v, str) for v in value):
-        return Read("\n".join(value), len(value), False, False, 0, False, 1)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return Read("    " * len(value), 1, False, False, 0, False, 1)
-    if all(isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
-           for v in value):
-        return Read("    " * sum(map(len, value)), len(value), False, False, 0, False, 1)
-    raise bad("'input' must be a string, an array of strings, an array of token ids, or an array "
+        return "\n".join(value), len(value), 0
+    if _is_token_ids(value):
+        return "", 1, len(value)
+    if all(map(_is_token_ids, value)):
+        return "", len(value), sum(map(len, value))
+    raise bad(f"'{field}' must be a string, an array of strings, an array of token ids, or an array "
               "of arrays of token ids")
 
 

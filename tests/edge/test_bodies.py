@@ -15,16 +15,28 @@ from sidecar.policy.spec import load_policy
 from conftest import DEMO
 
 
-def test_embeddings_take_strings_and_token_ids():
-    assert bodies.embeddings({"input": "hello"}).text == "hello"
-    read = bodies.embeddings({"input": ["a", "b", "c"]})
-    assert (read.text, read.messages) == ("a\nb\nc", 3)
-    assert len(bodies.embeddings({"input": [1, 2, 3]}).text) == 12          # a token id ~ 4 chars
-    assert len(bodies.embeddings({"input": [[1, 2], [3]]}).text) == 12
-    for bad in ({}, {"input": []}, {"input": [1, "a"]}, {"input": [[]]}, {"input": {"a": 1}},
-                {"input": [True]}):
+@pytest.mark.parametrize("api,field", [("embeddings", "input"), ("completions", "prompt")])
+def test_texts_and_token_ids_are_read(api, field):
+    read = bodies.READERS[api]
+    assert read({field: "hello"}).text == "hello"
+    assert read({field: ["a", "b", "c"]}).text == "a\nb\nc"
+    assert read({field: [1, 2, 3]}).beyond_text == 12          # a token id ~ 4 chars
+    assert read({field: [[1, 2], [3]]}).beyond_text == 12
+    for bad in ({}, {field: []}, {field: [1, "a"]}, {field: [[]]}, {field: {"a": 1}},
+                {field: [True]}, {field: 5}, {field: [[1], "a"]}):
         with pytest.raises(Denied):
-            bodies.embeddings(bad)
+            read(bad)
+    assert bodies.embeddings({"input": ["a", "b", "c"]}).messages == 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 50), st.integers(1, 5), st.booleans(), st.sampled_from(["n", "best_of"]))
+def test_each_prompt_of_a_completions_batch_gets_its_own_answers(batch, n, as_ids, field):
+    """OpenAI answers every prompt of a batch with `n` choices: a reservation
+    sized for one prompt would let a batch of fifty under a token limit."""
+    one = [1, 2, 3] if as_ids else "hi"
+    assert bodies.completions({"prompt": [one] * batch, field: n}).choices == batch * n
+    assert bodies.completions({"prompt": one, field: n}).choices == n   # a single prompt, bare
 
 
 def test_responses_read_instructions_items_and_max_output_tokens():
