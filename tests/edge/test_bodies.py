@@ -147,12 +147,14 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max
                                          "prompt", "system", "max_tokens", "instructions", "output",
                                          "stream", "tools", "max_output_tokens", "tool_calls",
                                          "function_call", "arguments", "source", "data", "title",
-                                         "refusal"]), kids, max_size=4),
+                                         "refusal", "include_usage", "summary", "image_url"]),
+                        kids, max_size=4),
                     max_leaves=12)
 FIELDS = st.dictionaries(st.sampled_from(["messages", "prompt", "input", "system", "instructions",
                                           "max_tokens", "max_output_tokens", "stream", "tools",
                                           "functions", "max_completion_tokens", "response_format",
-                                          "text"]), JSON, max_size=5)
+                                          "text", "stream_options", "suffix", "n", "best_of"]),
+                              JSON, max_size=5)
 
 
 @settings(max_examples=400, deadline=None)
