@@ -215,14 +215,10 @@ def test_media_bytes_are_no_token_count(shape):
 
 
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
-@pytest.mark.parametrize("odd", [5, None, True, ["a"], {"a": "b"}])
+@pytest.mark.parametrize("odd", [5, 1.5, True, ["a"], {"a": "b"}])
 def test_a_text_part_whose_text_is_not_a_string_is_refused(api, odd):
     key = "input" if api == "responses" else "messages"
-    part = {"type": "text", "text": odd}
-    body = {key: [{"role": "user", "content": [part]}], "max_tokens": 5}
-    if odd is None:                    # no text: a part of some other kind
-        assert bodies.READERS[api](body).text == ""
-        return
+    body = {key: [{"role": "user", "content": [{"type": "text", "text": odd}]}], "max_tokens": 5}
     with pytest.raises(Denied) as info:
         bodies.READERS[api](body)
     assert info.value.status == 400 and f"'{key}[0].content[0].text' must be a string" in info.value.message
