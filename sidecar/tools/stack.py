@@ -64,7 +64,7 @@ class Stack:
                  redis: str = "", tls_listen: str = "", redirect_http: bool = False,
                  client_timeout: str = "10s", health_down_seconds: float = 10.0,
                  request_timeout_s: int = 30, fault_rates: str = "", admin_listen: str = "",
-                 feedback: str = "udp"):
+                 feedback: str = "udp", sidecar_timeout_ms: int = 250):
         self.policy_path = Path(policy_path).resolve()
         self.run_dir = Path(run_dir).resolve()
         self.mode, self.listen, self.latency_scale = mode, listen, latency_scale
@@ -73,6 +73,7 @@ class Stack:
         self.tls_listen, self.redirect_http = tls_listen, redirect_http
         self.client_timeout = client_timeout
         self.request_timeout_s = request_timeout_s
+        self.sidecar_timeout_ms = sidecar_timeout_ms   # a decision slower than this fails over
         self.fault_rates = fault_rates
         # Each sidecar's admin listener (/metrics, /healthz): HOST:PORT, PORT+1, ...
         host, _, port = admin_listen.rpartition(":")
@@ -160,6 +161,7 @@ class Stack:
                                          redirect_http=self.redirect_http,
                                          client_timeout=self.client_timeout,
                                          request_timeout_s=self.request_timeout_s,
+                                         sidecar_timeout_ms=self.sidecar_timeout_ms,
                                          feedback_sockets=self.feedback_sockets,
                                          sidecar_sockets=self.sockets, run_dir=str(self.run_dir),
                                          worker_processes="2",
