@@ -258,12 +258,12 @@ def _texts_or_token_ids(value, field: str) -> tuple[str, int, int]:
         return value, 1, 0
     if not isinstance(value, list) or not value:
         raise bad(f"'{field}' must be a string or a non-empty array")
+    if _is_token_ids(value):   # one prompt: its length is bounded by the body's size only
+        return "", 1, len(value)
     if len(value) > MAX_MESSAGES:
         raise bad(f"'{field}' has {len(value)} entries; at most {MAX_MESSAGES} are allowed")
     if all(isinstance(v, str) for v in value):
         return "\n".join(value), len(value), 0
-    if _is_token_ids(value):
-        return "", 1, len(value)
     if all(map(_is_token_ids, value)):
         return "", len(value), sum(map(len, value))
     raise bad(f"'{field}' must be a string, an array of strings, an array of token ids, or an array "
