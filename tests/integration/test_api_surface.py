@@ -283,3 +283,31 @@ def test_a_request_too_large_for_a_window_goes_where_it_fits_or_is_refused(api):
     assert status == 400
     assert json.loads(body)["error"]["code"] == "context_length_exceeded"
     assert_secure(headers)
+
+
+BULK = "word " * 32000   # ~40k tokens: past the nano models' 32k window
+# Places a prompt's bulk may sit besides a message's text: the router must count
+# it there too, so a request pinned to nano moves to a tier whose window holds it.
+HIDDEN_BULK = {
+    "a tool output as content parts": ("/v1/responses", {"model": "nano", "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": BULK}]}]}),
+    "a custom tool call's input": ("/v1/responses", {"model": "nano", "input": [
+        {"role": "user", "content": "hi"}, {"type": "custom_tool_call", "call_id": "c", "name": "f", "input": BULK}]}),
+    "a reasoning summary": ("/v1/responses", {"model": "nano", "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": BULK}]}]}),
+    "a reusable prompt's variables": ("/v1/responses", {"model": "nano", "input": "hi",
+                                                       "prompt": {"id": "pmpt_1", "variables": {"doc": BULK}}}),
+    "a completion prompt as token ids": ("/v1/completions", {"model": "nano", "prompt": [17] * 40000}),
+    "a completion's suffix": ("/v1/completions", {"model": "nano", "prompt": "def f(", "suffix": BULK}),
+}
+
+
+@pytest.mark.parametrize("place", HIDDEN_BULK)
+def test_a_prompt_outside_the_messages_text_still_needs_a_window_that_holds_it(api, place):
+    path, body = HIDDEN_BULK[place]
+    status, headers, out = api.client.chat(body, path=path)
+    assert status == 200, out
+    assert headers["X-Route-Tier"] != "nano"
