@@ -49,13 +49,8 @@ NO_CLIENTS = Clients(False, (), {})
 
 
 def _trusted(address: str, networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
+    ip = _address(address)
+    return ip is not None and any(ip in net for net in networks)
 
 
 def client_ip(peer: str, headers, trusted) -> str:
@@ -76,14 +71,39 @@ def client_ip(peer: str, headers, trusted) -> str:
 def canonical_ip(address: str) -> str:
     """One spelling per address, so limits keyed on it cannot be dodged by
     writing it differently: IPv6 compressed and lowercase (RFC 5952), an
-    IPv4-mapped IPv6 address as its IPv4 form. "" if it is not an address."""
+    IPv4-mapped IPv6 address as its IPv4 form, a port dropped. "" if it is not
+    an address."""
+    ip = _address(address)
+    return "" if ip is None else str(ip)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in `text`, bare or as some proxies write it in X-Forwarded-For:
+    with a port ("192.0.2.1:4711", Azure Application Gateway) or in RFC 7239's
+    brackets ("[2001:db8::1]", "[2001:db8::1]:4711"). Read whole, else a proxy
+    that adds its client's source port would make each connection a new client,
+    and a form read as no address at all would put every client on the proxy's."""
+    if text.startswith("["):
+        text, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not _is_port(port)):
+            return None
+    elif text.count(":") == 1:  # an IPv6 address has two colons at least
+        text, _, port = text.partition(":")
+        if not _is_port(":" + port):
+            return None
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return ""
+        return None
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return str(ip)
+    return ip
+
+
+def _is_port(text: str) -> bool:
+    digits = text[1:]
+    return (text[:1] == ":" and 0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()
+            and int(digits) <= 65535)
 
 
 # Digests of keys already seen valid: SHA-256 per request was 4% of a decision.

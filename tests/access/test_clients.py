@@ -75,6 +75,9 @@ def test_no_key_is_anonymous_unless_keys_are_required():
     ("10.1.2.3", {"X_Forwarded_For": "203.0.113.9, 198.51.100.7, 10.9.9.9"}, "198.51.100.7"),
     ("10.1.2.3", {"X_Real_IP": "198.51.100.8"}, "198.51.100.8"),
     ("10.1.2.3", {"X_Forwarded_For": "not-an-ip"}, "10.1.2.3"),
+    ("10.1.2.3", {"X_Forwarded_For": "198.51.100.7, 10.9.9.9:4711"}, "198.51.100.7"),  # trusted, with a port
+    ("10.1.2.3", {"X_Forwarded_For": "198.51.100.7:99999"}, "10.1.2.3"),   # not a port: not an address
+    ("10.1.2.3", {"X_Forwarded_For": "[2001:db8::7"}, "10.1.2.3"),
     ("10.1.2.3", {}, "10.1.2.3"),
 ])
 def test_forwarded_addresses_count_only_from_trusted_proxies(peer, extra, expected):
@@ -108,13 +111,23 @@ def test_every_spelling_of_an_address_is_one_client(ip):
     assert seen == {str(ip)}
 
 
-@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
-def test_a_forwarded_address_is_canonical_too(ip):
+def _with_ports(spelling: str, port: int) -> list[str]:
+    """As proxies write a hop in X-Forwarded-For: with the client's source port,
+    or in RFC 7239's brackets (an IPv6 address, or a mapped one, has two colons)."""
+    if spelling.count(":") >= 2:
+        return [f"[{spelling}]", f"[{spelling}]:{port}"]
+    return [f"{spelling}:{port}"]
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), st.integers(0, 65535))
+def test_a_forwarded_address_is_canonical_too(ip, port):
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     assume(not any(ip in net for net in CLIENTS.trusted))  # a trusted hop is skipped, rightly
     for spelling in _spellings(ip):
-        assert client_ip("10.1.2.3", headers(**{"X-Forwarded-For": spelling}), CLIENTS.trusted) == str(ip)
+        for written in (spelling, *_with_ports(spelling, port)):
+            assert client_ip("10.1.2.3", headers(**{"X-Forwarded-For": written}),
+                             CLIENTS.trusted) == str(ip), written
 
 
 def test_an_ipv4_mapped_peer_is_trusted_like_its_ipv4_form():

@@ -271,7 +271,10 @@ def test_two_content_types_are_refused_in_either_order(clean, first, second):
 
 SPELLED = [("2001:DB8::1", "2001:0db8:0000::0001", "2001:db8:0:0:0:0:0:1"),
            ("10.0.0.1", "::ffff:10.0.0.1", "0:0:0:0:0:ffff:a00:1"),
-           ("2001:db8::a:b", "2001:DB8:0:0:0:0:A:B", "2001:0db8::000a:000b")]
+           ("2001:db8::a:b", "2001:DB8:0:0:0:0:A:B", "2001:0db8::000a:000b"),
+           # As proxies that add the client's port, or RFC 7239's brackets, write them.
+           ("10.0.0.2", "10.0.0.2:4711", "[::ffff:10.0.0.2]:80"),
+           ("2001:db8::c", "[2001:DB8::C]:4711", "[2001:db8:0:0:0:0:0:c]")]
 
 
 @pytest.mark.parametrize("spellings", SPELLED, ids=lambda s: s[0])
