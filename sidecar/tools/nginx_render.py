@@ -59,8 +59,13 @@ def _milliseconds(nginx_time: str) -> int:
 HTTP09 = "            if ($hir_http09) { return 505 $hir_http09_response; }"
 # Routed requests carry a Content-Length: a chunked body has no size to bound its
 # arrival by (hir.lua), and nginx's errors while parsing one would be
-# indistinguishable from the sidecar's 400s in stock mode.
-NO_CHUNKED = "            if ($http_transfer_encoding) { return 411; }"
+# indistinguishable from the sidecar's 400s in stock mode. A rewrite to the 411
+# page, not `return 411`: answering parses the chunks already received to discard
+# them, and a malformed one raises a 400 there. Reached by a rewrite, the page's
+# 400 still gets the JSON 400 page; reached as an error page, it got nginx's HTML.
+# First in the location, before a CORS preflight's 204 can hit the same 400.
+NO_CHUNKED = ("            if ($http_transfer_encoding) { rewrite ^ %s411 last; }"
+              % nginx_errors.PREFIX)
 
 
 def _server_head(opts: NginxOptions) -> list[str]:
@@ -185,7 +190,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                        "proxy_hide_header X-Constitutional-Hash;"]
     if opts.mode == "lua":
         lines += ["        location /v1/ {",
-                  HTTP09, *nginx_cors.preflight("            "), NO_CHUNKED,
+                  HTTP09, NO_CHUNKED, *nginx_cors.preflight("            "),
                   "            access_by_lua_block { require('hir').route() }",
                   "            content_by_lua_block { ngx.exit(503) }",
                   "        }",
@@ -200,7 +205,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
     else:
         sidecar_failed = {status: "= @sidecar_failed" for status in (500, 502, 503, 504)}
         lines += ["        location /v1/ {",
-                  HTTP09, *nginx_cors.preflight("            "), NO_CHUNKED,
+                  HTTP09, NO_CHUNKED, *nginx_cors.preflight("            "),
                   "            proxy_pass http://hir_sidecar;",
                   *[f"            {h}" for h in sidecar_headers],
                   # nginx read the whole body before this: how long headers + body took,

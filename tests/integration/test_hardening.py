@@ -133,6 +133,31 @@ def test_nginx_own_errors_are_json_with_the_headers(stack, request_bytes, status
     assert_json_error(got_status, headers, body, status)
 
 
+MALFORMED_CHUNKS = [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX0\r\n\r\n", b"f" * 20 + b"\r\n",
+                    b"-1\r\n\r\n", b"3\r\nabc\r\nzz\r\n"]
+CHUNKED_TO = ["POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "DELETE /v1/responses/r",
+              "OPTIONS /v1/chat/completions"]  # the last a CORS preflight, answered before the routes
+
+
+@pytest.mark.parametrize("request_line,chunks", itertools.product(CHUNKED_TO, MALFORMED_CHUNKS),
+                         ids=lambda v: repr(v)[:30])
+def test_a_malformed_chunked_body_gets_the_json_400(stack, request_line, chunks):
+    # Refusing a chunked body (411) parses the chunks already received, to discard
+    # them; a malformed one raised a 400 there that got nginx's HTML page.
+    request = (f"{request_line} HTTP/1.1\r\nHost: x\r\nOrigin: http://localhost:3000\r\n"
+               "Access-Control-Request-Method: POST\r\nContent-Type: application/json\r\n"
+               f"X-Constitutional-Hash: {HASH}\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + chunks
+    assert_json_error(*parse(raw_exchange(stack.client.port, request)), 400)
+
+
+@pytest.mark.parametrize("request_line", CHUNKED_TO)
+def test_a_well_formed_chunked_body_gets_the_json_411(stack, request_line):
+    request = (f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"X-Constitutional-Hash: {HASH}\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "2\r\n{}\r\n0\r\n\r\n").encode()
+    assert_json_error(*parse(raw_exchange(stack.client.port, request)), 411)
+
+
 def test_leftover_bytes_after_a_request_get_a_json_error_too(stack):
     raw = raw_exchange(stack.client.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n\x16\x03\x01garbage\r\n\r\n")
     first_end = raw.index(b"}}") + 2
