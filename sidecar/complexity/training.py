@@ -130,7 +130,7 @@ def fit(X, y, weights, penalty):
 # validation like reference_share.
 DEFAULTS = {"bins": 8, "min_sources": 1, "min_docs": 5, "max_words": 20000,
             "l2_dense": 1e-3, "l2_bins": 3e-3, "l2_words": 3e-3, "augment": 0.15, "layouts": 3,
-            "known_sources": False, "reference_share": 5.0, "cut_shift": 0.1,
+            "known_sources": False, "reference_share": 5.0, "cut_shift": 0.12,
             "trees": 160, "tree_depth": 5, "tree_eta": 0.2, "tree_min_leaf": 30}
 
 
