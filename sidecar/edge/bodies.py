@@ -104,13 +104,18 @@ def optional(body: dict, field: str, kind, label: str):
 
 
 def _max_tokens(body: dict, *fields: str) -> int:
+    """The largest of the answer-size `fields` present, 0 when none is. Chat has two
+    (max_tokens and max_completion_tokens, which replaced it); when both are sent,
+    OpenAI-compatible servers (vLLM, SGLang) honour max_completion_tokens, so
+    reading the first alone let a client reserve 5 tokens and be answered 500,000."""
+    most = 0
     for field in fields:
         value = optional(body, field, int, "an integer")
         if value is not None:
             if value < 1:
                 raise bad(f"'{field}' must be at least 1")
-            return value
-    return 0
+            most = max(most, value)
+    return most
 
 
 def _choices(body: dict, *fields: str) -> int:

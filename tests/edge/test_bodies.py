@@ -42,6 +42,22 @@ def test_each_prompt_of_a_completions_batch_gets_its_own_answers(batch, n, as_id
     assert bodies.completions({"prompt": one, field: n}).choices == n   # a single prompt, bare
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.none() | st.integers(1, 10**6), st.none() | st.integers(1, 10**6))
+def test_a_chat_answer_is_reserved_at_the_larger_of_its_two_size_fields(max_tokens, completion):
+    """max_completion_tokens replaced max_tokens; when both are sent, servers honour
+    the new one, so reading the first alone let a tiny max_tokens hide a large answer."""
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    for field, value in (("max_tokens", max_tokens), ("max_completion_tokens", completion)):
+        if value is not None:
+            body[field] = value
+    assert bodies.chat(body).max_tokens == max(max_tokens or 0, completion or 0)
+    for field in ("max_tokens", "max_completion_tokens"):   # each is checked, whichever comes first
+        for wrong in (0, -1, 1.5, "5", True):
+            with pytest.raises(Denied, match=field):
+                bodies.chat({**body, field: wrong})
+
+
 def test_responses_read_instructions_items_and_max_output_tokens():
     read = bodies.responses({"input": [
         {"role": "user", "content": [{"type": "input_text", "text": "part one"}]},

@@ -302,6 +302,10 @@ HIDDEN_BULK = {
                                                        "prompt": {"id": "pmpt_1", "variables": {"doc": BULK}}}),
     "a completion prompt as token ids": ("/v1/completions", {"model": "nano", "prompt": [17] * 40000}),
     "a completion's suffix": ("/v1/completions", {"model": "nano", "prompt": "def f(", "suffix": BULK}),
+    # Not prompt but answer: servers honour max_completion_tokens over max_tokens.
+    "an answer sized by max_completion_tokens beside a small max_tokens": (
+        "/v1/chat/completions", {"model": "nano", "messages": [{"role": "user", "content": "hi"}],
+                                 "max_tokens": 5, "max_completion_tokens": 40000}),
 }
 
 
