@@ -78,6 +78,11 @@ def error_locations(indent: str) -> list[str]:
     for status in OWN:
         lines += [f"{indent}location = {PREFIX}{status} {{",
                   f"{indent}    internal;",
+                  # Never reads the body. Over HTTP/2 nginx checks a too-large declared
+                  # length again on every internal redirect (discarding sets no flag
+                  # there), so with a limit here the 413 page raised its own 413 and
+                  # the client got nginx's HTML.
+                  f"{indent}    client_max_body_size 0;",
                   f"{indent}    default_type application/json;",
                   f"{indent}    return {status} '{body(status)}';",
                   f"{indent}}}"]

@@ -100,3 +100,20 @@ def test_http2_and_http11_clients_get_the_same_answers(tls_both, path, body, sta
     assert answers["--http2"][2].startswith("application/json")
     # h2 only where routed requests work over it (stock); lua mode settles on HTTP/1.1.
     assert answers["--http2"][1] == ("2" if tls_both.mode == "stock" else "1.1")
+
+
+def test_a_body_over_the_limit_is_the_json_413_over_http2_too(tls_both, tmp_path):
+    # Over HTTP/2 nginx checks the declared length again on every internal
+    # redirect, so the 413 page raised its own 413 and curl got nginx's HTML.
+    big = tmp_path / "big.json"
+    big.write_bytes(b"a" * 2_000_000)   # over the 1 MB client_max_body_size
+    for flag in ("--http2", "--http1.1"):
+        out = subprocess.run(
+            ["curl", "-s", flag, "--cacert", str(tls_both.run_dir / "tls" / "localhost.crt"),
+             f"https://localhost:{tls_both.tls_port}/v1/chat/completions",
+             "-H", "Content-Type: application/json", "-H", f"X-Constitutional-Hash: {HASH}",
+             "--data-binary", f"@{big}", "-w", "\n%{http_code} %{content_type}"],
+            capture_output=True, text=True, timeout=20).stdout
+        body, _, status = out.rpartition("\n")
+        assert status.split() == ["413", "application/json"], (flag, out[-300:])
+        assert json.loads(body)["error"]["code"] == "request_too_large", flag
