@@ -77,6 +77,9 @@ def canonical_ip(address: str) -> str:
     return "" if ip is None else str(ip)
 
 
+# Cached: a trusted proxy's address is parsed on every request it forwards
+# (~2 µs each time uncached), and canonical_ip reads the same ones.
+@lru_cache(maxsize=4096)
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address in `text`, bare or as some proxies write it in X-Forwarded-For:
     with a port ("192.0.2.1:4711", Azure Application Gateway) or in RFC 7239's
@@ -85,11 +88,11 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     and a form read as no address at all would put every client on the proxy's."""
     if text.startswith("["):
         text, bracket, port = text[1:].partition("]")
-        if not bracket or (port and not _is_port(port)):
+        if not bracket or (port and not (port[0] == ":" and _is_port(port[1:]))):
             return None
     elif text.count(":") == 1:  # an IPv6 address has two colons at least
         text, _, port = text.partition(":")
-        if not _is_port(":" + port):
+        if not _is_port(port):
             return None
     try:
         ip = ipaddress.ip_address(text)
@@ -100,10 +103,8 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
-def _is_port(text: str) -> bool:
-    digits = text[1:]
-    return (text[:1] == ":" and 0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()
-            and int(digits) <= 65535)
+def _is_port(digits: str) -> bool:
+    return 0 < len(digits) <= 5 and digits.isascii() and digits.isdigit() and int(digits) <= 65535
 
 
 # Digests of keys already seen valid: SHA-256 per request was 4% of a decision.

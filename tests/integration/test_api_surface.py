@@ -286,8 +286,9 @@ def test_a_request_too_large_for_a_window_goes_where_it_fits_or_is_refused(api):
 
 
 BULK = "word " * 32000   # ~40k tokens: past the nano models' 32k window
-# Places a prompt's bulk may sit besides a message's text: the router must count
-# it there too, so a request pinned to nano moves to a tier whose window holds it.
+# Places a request's size may hide besides a message's text (the prompt's bulk, or
+# the answer's): the router must count it there too, so a request pinned to nano
+# moves to a tier whose window holds it.
 HIDDEN_BULK = {
     "a tool output as content parts": ("/v1/responses", {"model": "nano", "input": [
         {"role": "user", "content": "hi"},
@@ -310,7 +311,7 @@ HIDDEN_BULK = {
 
 
 @pytest.mark.parametrize("place", HIDDEN_BULK)
-def test_a_prompt_outside_the_messages_text_still_needs_a_window_that_holds_it(api, place):
+def test_size_outside_the_messages_text_still_needs_a_window_that_holds_it(api, place):
     path, body = HIDDEN_BULK[place]
     status, headers, out = api.client.chat(body, path=path)
     assert status == 200, out
