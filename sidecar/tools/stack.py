@@ -313,9 +313,14 @@ def watch_policy(stack: Stack, interval: float = 0.5, retry_after: float = 1.0) 
         except PolicyError as exc:
             applied = wanted  # reported once; the next edit is tried again
             print(f"policy NOT reloaded, still serving the previous one: {exc}", flush=True)
+        # A reload cut short may have left some processes on the edit it was taking.
+        # Forget what was applied, so the file is applied again even when it went
+        # back to that version (A -> B -> A must not leave a sidecar on B).
         except ReloadSuperseded as exc:
+            applied = None
             print(f"policy reload superseded by a newer edit: {exc}", flush=True)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            applied = None
             retry_at = time.monotonic() + retry_after
             print(f"policy reload not verified, retrying in {retry_after:g} s: {exc}", flush=True)
 
