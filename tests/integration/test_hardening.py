@@ -139,7 +139,7 @@ CHUNKED_TO = ["POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/model
               "OPTIONS /v1/chat/completions"]  # the last a CORS preflight, answered before the routes
 
 
-@pytest.mark.parametrize("request_line,chunks", itertools.product(CHUNKED_TO, MALFORMED_CHUNKS),
+@pytest.mark.parametrize("request_line,chunks", list(itertools.product(CHUNKED_TO, MALFORMED_CHUNKS)),
                          ids=lambda v: repr(v)[:30])
 def test_a_malformed_chunked_body_gets_the_json_400(stack, request_line, chunks):
     # Refusing a chunked body (411) parses the chunks already received, to discard
