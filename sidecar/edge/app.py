@@ -80,7 +80,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     if path not in features.ROUTED_PATHS and not listing and counted is None:
         stored = stored_responses.operation(path)
         if stored is None:
-            raise Denied("unknown_url", f"unknown URL {path!r}; the router serves {SERVED_PATHS}")
+            raise Denied("unknown_url", f"unknown URL {_readable(path)!r}; the router serves {SERVED_PATHS}")
     wanted = ("GET",) if listing else stored.methods if stored is not None else ("POST",)
     if method not in wanted:
         raise Denied("method_not_allowed", f"{method} is not allowed on {path}; use "
@@ -177,6 +177,12 @@ def _stored_route(policy, runtime: Runtime, feats, stored, uri: str):
     return stored_responses.route(policy, runtime.conversations, stored.response_id), upstream_path
 
 
+def _readable(raw: str) -> str:
+    """A request line's bytes as the client meant them: nginx hands over the URI's
+    raw bytes, which a header reads as latin-1, while clients write UTF-8."""
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
 def _check_arrival(headers) -> None:
     """Stock mode: nginx says how long the request took to arrive (it reads the
     whole body first) and the bound; a request that dripped in is refused, never
@@ -221,7 +227,7 @@ class Sidecar:
             return 200, decision.ANSWER_HEADERS, answer.body
         except Denied as denied:
             metrics.count_denied(denied.reason, denied.limit)
-            return decision.deny(denied)
+            return decision.deny(denied, stock_mode=headers.get("X-Route-Mode") == "stock")
         except Exception:  # a bug: log it, count it, never show it
             metrics.errors.inc()
             log.exception("decision failed request_id=%s", headers.get("X-Request-Id", "-"))

@@ -8,6 +8,7 @@ Deny: the status from the denial table and an OpenAI-style JSON error.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -109,8 +110,40 @@ def error_body(message: str, error_type: str, code: str) -> bytes:
                                    "code": code}})
 
 
-def deny(denied: Denied) -> tuple[int, dict, bytes]:
+# Stock mode: nginx must page the 400 it raises itself while reading a body (an
+# HTTP/2 stream whose DATA disagrees with its Content-Length), and a page for 400
+# would also take the sidecar's 400s and drop their bodies. So the sidecar sends a
+# 400 as a redirect to a location that answers it, its body in this header. A
+# header is one line of ASCII within nginx's 4 KB proxy buffer: hence the bound
+# below, which every denial body keeps, so both modes say the same.
+DENIAL_COPY = "X-Hir-Denial"
+DENIAL_BODY_LIMIT = 2048
+
+
+def denial_body(message: str, error_type: str, code: str) -> bytes:
+    """An error body in ASCII (non-ASCII escaped) of at most DENIAL_BODY_LIMIT
+    bytes: a message that would not fit is cut, and says so with an ellipsis."""
+    body = error_body(message, error_type, code)
+    if body.isascii() and len(body) <= DENIAL_BODY_LIMIT:
+        return body
+
+    def ascii_body(text: str) -> bytes:
+        return json.dumps({"error": {"message": text, "type": error_type, "param": None, "code": code}},
+                          ensure_ascii=True, separators=(",", ":")).encode()
+
+    keep = min(len(message), DENIAL_BODY_LIMIT)   # more could never fit
+    body = ascii_body(message[:keep] + ("\u2026" if keep < len(message) else ""))
+    while len(body) > DENIAL_BODY_LIMIT:  # a character escapes to 1-12 bytes (codes ≤ 64)
+        keep = max(0, keep - max(1, (len(body) - DENIAL_BODY_LIMIT) // 6))
+        body = ascii_body(message[:keep] + "\u2026")
+    return body
+
+
+def deny(denied: Denied, stock_mode: bool = False) -> tuple[int, dict, bytes]:
+    body = denial_body(denied.message, denied.error_type, denied.reason)
+    if stock_mode and denied.status == 400:
+        return 200, {"X-Accel-Redirect": "@sidecar_bad_request", DENIAL_COPY: body.decode("ascii")}, b""
     headers = {"Content-Type": "application/json", DENY_MARK[0]: DENY_MARK[1]}
     for name, value in denied.headers:
         headers[name] = value
-    return denied.status, headers, error_body(denied.message, denied.error_type, denied.reason)
+    return denied.status, headers, body

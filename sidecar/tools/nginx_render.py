@@ -187,7 +187,7 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                        f"proxy_set_header X-Route-Mode {opts.mode};",
                        f"proxy_connect_timeout {timeout};", f"proxy_send_timeout {timeout};",
                        f"proxy_read_timeout {timeout};", "proxy_next_upstream off;",
-                       "proxy_hide_header X-Constitutional-Hash;"]
+                       "proxy_hide_header X-Constitutional-Hash;", "proxy_hide_header X-Hir-Denial;"]
     if opts.mode == "lua":
         lines += ["        location /v1/ {",
                   HTTP09, NO_CHUNKED, *nginx_cors.preflight("            "),
@@ -218,10 +218,12 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                   "            proxy_intercept_errors on;",
                   # Intercepting also takes the sidecar's own answers: its denials (any
                   # 4xx a policy names) must pass, so only what nginx raises while reading
-                  # the body gets a page here. (nginx ends a 408 of its own without an
-                  # answer, and would do the same to an intercepted one.)
+                  # the body gets a page here: a 400 is an HTTP/2 body that breaks its
+                  # Content-Length, since the sidecar sends its own 400s to
+                  # @sidecar_bad_request. (nginx ends a 408 of its own without an answer,
+                  # and would do the same to an intercepted one.)
                   *nginx_errors.error_pages("            ", sidecar_failed,
-                                            statuses=(411, 413, 500, 502, 503, 504)),
+                                            statuses=(400, 411, 413, 500, 502, 503, 504)),
                   "            recursive_error_pages on;  # @sidecar_failed may chain to another",
                   "        }"]
     lines += hop_locations(policy, opts)
@@ -246,6 +248,12 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
               "            add_header Retry-After 1 always;",
               "            default_type application/json;",
               f"            return 503 '{nginx_errors.body(503).replace('The router is unavailable; retry shortly.', 'The router cannot decide right now; retry shortly.')}';",
+              "        }",
+              # A 400 the sidecar gave, as sent (decision.DENIAL_COPY): a redirect, not
+              # an intercepted 400, which would close the client's connection.
+              "        location @sidecar_bad_request {",
+              "            default_type application/json;",
+              "            return 400 $upstream_http_x_hir_denial;",
               "        }",
               "        location @upstream_failed {",
               "            default_type application/json;",

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from sidecar.edge.app import Answer, Runtime, decide
-from sidecar.edge.decision import allow, deny, rewrite_model
+from sidecar.edge.decision import DENIAL_BODY_LIMIT, DENIAL_COPY, allow, denial_body, deny, rewrite_model
 from sidecar.denials import Denied
 from sidecar.edge.features import Features
 from sidecar.policy.spec import load_policy
@@ -75,6 +75,33 @@ def test_deny_is_an_openai_error_with_a_marker_for_nginx():
     assert headers["X-Constitutional-Hash"] == "abc"
     assert orjson.loads(body) == {"error": {"message": "nope", "type": "invalid_request_error",
                                             "param": None, "code": "hash_mismatch"}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=st.text(max_size=3000) | st.text(alphabet="\U0001f600\x00\n\"\\\u2028", max_size=400),
+       code=st.sampled_from(["invalid_request", "invalid_json", "a" * 64]))
+def test_a_denial_body_is_ascii_json_within_the_bound_whatever_the_message(message, code):
+    # Stock mode carries a 400's body in a header: one line of ASCII that fits
+    # nginx's proxy buffer. Both modes send the same bounded body.
+    body = denial_body(message, "invalid_request_error", code)
+    assert body.isascii() and b"\n" not in body and len(body) <= DENIAL_BODY_LIMIT
+    error = json.loads(body)["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, None)
+    if error["message"] != message:   # cut, and says so; as much kept as fits, give or take
+        assert error["message"].endswith("\u2026") and message.startswith(error["message"][:-1])
+        assert len(body) > DENIAL_BODY_LIMIT - 200
+
+
+def test_stock_mode_sends_a_400_to_nginx_as_a_redirect_carrying_its_body():
+    for status, denied in ((400, Denied("invalid_json", "bad \u00e9")), (429, Denied("rate_limit_exceeded", "slow"))):
+        lua = deny(denied)
+        stock = deny(denied, stock_mode=True)
+        assert lua[0] == status and lua[1]["X-Route-Decision"] == "deny"
+        if status == 400:   # nginx answers it 400 from the header, without a body to drop
+            assert stock[0] == 200 and stock[1]["X-Accel-Redirect"] == "@sidecar_bad_request"
+            assert stock[1][DENIAL_COPY].encode() == lua[2] and stock[2] == b""
+        else:
+            assert stock == lua
 
 
 # Field names every API reader, the policy and the answer look at, so generated

@@ -165,6 +165,36 @@ def test_leftover_bytes_after_a_request_get_a_json_error_too(stack):
     assert_json_error(*parse(raw[first_end:]), 400)
 
 
+BAD_REQUESTS = [b"{bad", b"[]", b'{"model":"auto","messages":[]}', b'{"model":"auto","messages":"hi"}',
+                b'{"model":"auto","model":"expert",' + CHAT + b"}",
+                b'{"model":"auto","max_tokens":1e999,' + CHAT + b"}",
+                '{"model":"auto","messages":[{"role":"user","content":"\u00e9\U0001f600"}],}'.encode()]
+
+
+@pytest.mark.parametrize("bad", BAD_REQUESTS, ids=lambda b: b.decode()[:30])
+def test_a_bad_request_is_answered_and_the_connection_kept(clean, bad):
+    # Stock mode pages a 400 nginx raises itself; the sidecar's own 400s must still
+    # arrive as sent, on a connection that stays open (a page for 400 closes it).
+    keep = post(bad).replace(b"Connection: close\r\n", b"")
+    raw = raw_exchange(clean.client.port, keep + post(json.dumps(user("hi")).encode()))
+    status, headers, body = parse(raw)
+    assert_json_error(status, headers, body, 400)
+    assert json.loads(body)["error"]["code"] in ("invalid_json", "invalid_request", "duplicate_key")
+    assert headers.get("connection") == ["keep-alive"]
+    second = raw[raw.index(body) + len(body):]
+    assert parse(second)[0] == 200
+    assert clean.mocks.total_received() == 1
+
+
+def test_a_path_is_echoed_as_the_client_wrote_it(stack):
+    # nginx hands the sidecar the URI's raw bytes, read as latin-1; clients write UTF-8.
+    raw = raw_exchange(stack.client.port, "GET /v1/caf\u00e9/\u65e5\u672c HTTP/1.1\r\nHost: x\r\n"
+                       "Connection: close\r\n\r\n".encode())
+    status, headers, body = parse(raw)
+    assert_json_error(status, headers, body, 404, "unknown_url")
+    assert "/v1/caf\u00e9/\u65e5\u672c" in json.loads(body)["error"]["message"]
+
+
 # --- 4. Upstream responses are sanitised -----------------------------------------
 
 HOSTILE_RESPONSE_HEADERS = {
