@@ -80,7 +80,7 @@ def endpoint_request_headers(policy, indent: str) -> list[str]:
     """What a provider receives besides Host, Authorization and the body's own
     Content-Length (set per hop / by nginx)."""
     lines = [f"{indent}proxy_pass_request_headers off;",
-             f"{indent}proxy_set_header Content-Type $content_type;",
+             f"{indent}proxy_set_header Content-Type $hir_forward_content_type;",
              f"{indent}proxy_set_header Accept $http_accept;",
              f"{indent}proxy_set_header X-Request-Id $hir_request_id;",
              # Anthropic Messages needs its version header (and betas) end to end.
@@ -117,6 +117,11 @@ def raw_response_maps() -> list[str]:
             'default $request_id; }',
             f'map $https $hir_hsts_line {{ on "Strict-Transport-Security: {HSTS}\\r\\n"; default ""; }}',
             'map $server_protocol $hir_http09 { "" 1; default 0; }',
+            # A provider is told the media type the router read, not the client's
+            # parameters: the sidecar took "application/json; charset=utf-16" as the
+            # UTF-8 JSON it routed on, and a provider that honoured the charset would
+            # read other text (a request without a body keeps having no type).
+            'map $content_type $hir_forward_content_type { "" ""; default "application/json"; }',
             # The Retry-After a client gets when the endpoints rate-limited it: the
             # endpoint's when it is one (seconds, or an HTTP date), else the seconds the
             # router itself keeps a 429-ing endpoint out of rotation. Never a provider's

@@ -287,6 +287,21 @@ def test_a_provider_receives_only_the_allowed_request_headers(clean):
     assert sent["x-request-id"] == headers["x-request-id"][0]
 
 
+@pytest.mark.parametrize("declared", ["application/json; charset=utf-16", "APPLICATION/JSON;charset=latin1",
+                                      "application/json;;;", "application/json; boundary=x; q=1",
+                                      "Application/Json"])
+def test_a_provider_is_told_the_media_type_the_router_read(clean, declared):
+    # The router reads any application/json body as UTF-8; a charset passed on is a
+    # provider reading other text than the router routed on.
+    request = post(user_body(), "X-Test-Pin: fast-llama-3-1-8b\r\n").replace(
+        b"Content-Type: application/json\r\n", f"Content-Type: {declared}\r\n".encode())
+    status, _, _ = parse(raw_exchange(clean.client.port, request))
+    assert status == 200
+    (got,) = clean.mocks.received("fast-llama-3-1-8b")
+    sent = {n.lower(): v for n, v in got["headers"].items()}
+    assert sent["content-type"] == "application/json"
+
+
 # --- 6. Header values exactly ----------------------------------------------------
 
 ODD = ["\xa0", "\x85", "\x0b", "\x0c", "\x1f", "\x1c", "\x7f", "\u3000"]
