@@ -90,6 +90,11 @@ def loads(raw: bytes):
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:   # orjson calls bad bytes "str is not valid UTF-8: surrogates not allowed"
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise Denied("invalid_json", f"request body is not UTF-8 (byte {bad.start} is not part of "
+                         "a UTF-8 character); JSON must be sent as UTF-8") from None
         raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, (dict, list)):
         return value

@@ -157,3 +157,24 @@ def test_the_reported_bypasses_are_refused(raw):
     with pytest.raises(Denied) as info:
         strictjson.loads(raw)
     assert info.value.reason == "duplicate_key"
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.text(max_size=20), bad=st.sampled_from([b"\xff", b"\xfe", b"\xc0\xaf", b"\xed\xa0\x80",
+                                                          b"\xe2\x82", b"\x80", b"\xf8\x88\x80\x80\x80"]),
+       after=st.text(max_size=20))
+def test_a_body_that_is_not_utf8_is_refused_as_such_at_its_first_bad_byte(before, bad, after):
+    # orjson's own message for this ("str is not valid UTF-8: surrogates not allowed")
+    # names neither the body's real fault nor where it is.
+    head = b'{"model":"auto","messages":[{"role":"user","content":"' + before.encode()
+    raw = head + bad + after.encode() + b'"}]}'
+    with pytest.raises(Denied) as refused:
+        strictjson.loads(raw)
+    assert refused.value.reason == "invalid_json"
+    assert f"byte {len(head)} " in refused.value.message and "UTF-8" in refused.value.message
+
+
+def test_a_utf16_body_is_refused_as_not_utf8():
+    with pytest.raises(Denied) as refused:
+        strictjson.loads('{"model":"auto"}'.encode("utf-16"))
+    assert "not UTF-8 (byte 0 " in refused.value.message
