@@ -131,12 +131,19 @@ def denial_body(message: str, error_type: str, code: str) -> bytes:
         return json.dumps({"error": {"message": text, "type": error_type, "param": None, "code": code}},
                           ensure_ascii=True, separators=(",", ":")).encode()
 
-    keep = min(len(message), DENIAL_BODY_LIMIT)   # more could never fit
-    body = ascii_body(message[:keep] + ("\u2026" if keep < len(message) else ""))
-    while len(body) > DENIAL_BODY_LIMIT:  # a character escapes to 1-12 bytes (codes ≤ 64)
-        keep = max(0, keep - max(1, (len(body) - DENIAL_BODY_LIMIT) // 6))
-        body = ascii_body(message[:keep] + "\u2026")
-    return body
+    body = ascii_body(message)
+    if len(body) <= DENIAL_BODY_LIMIT:
+        return body
+    # The longest head of the message that fits with its ellipsis (a character
+    # escapes to 1-12 bytes, so search; codes are at most 64 bytes, so 0 fits).
+    fits, over = 0, min(len(message), DENIAL_BODY_LIMIT)
+    while over - fits > 1:
+        mid = (fits + over) // 2
+        if len(ascii_body(message[:mid] + "\u2026")) <= DENIAL_BODY_LIMIT:
+            fits = mid
+        else:
+            over = mid
+    return ascii_body(message[:fits] + "\u2026")
 
 
 def deny(denied: Denied, stock_mode: bool = False) -> tuple[int, dict, bytes]:
