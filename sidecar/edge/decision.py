@@ -123,9 +123,12 @@ DENIAL_BODY_LIMIT = 2048
 def denial_body(message: str, error_type: str, code: str) -> bytes:
     """An error body in ASCII (non-ASCII escaped) of at most DENIAL_BODY_LIMIT
     bytes: a message that would not fit is cut, and says so with an ellipsis."""
-    body = error_body(message, error_type, code)
-    if body.isascii() and len(body) <= DENIAL_BODY_LIMIT:
-        return body
+    try:
+        body = error_body(message, error_type, code)
+        if body.isascii() and len(body) <= DENIAL_BODY_LIMIT:
+            return body
+    except TypeError:   # a lone surrogate: orjson refuses it, json escapes it
+        pass
 
     def ascii_body(text: str) -> bytes:
         return json.dumps({"error": {"message": text, "type": error_type, "param": None, "code": code}},
