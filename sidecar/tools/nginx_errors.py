@@ -41,6 +41,10 @@ ENDPOINT_ANSWERS = {
     429: ("rate_limit_error", "upstream_rate_limited", "The model endpoints are rate-limiting "
           "this request; retry after the time in Retry-After."),
 }
+# The plain listener of a TLS edge (`--redirect-http`) answers every request with a
+# 308 to HTTPS. nginx's own 308 carries its HTML page; this is the body instead.
+HTTPS_REDIRECT = ("invalid_request_error", "https_required",
+                  "This address only redirects to HTTPS: send the request to the URL in Location.")
 # An endpoint refused the router's own credential (its 401 or 403) and no other hop
 # could take the request: a fault on the router's side, answered 502. The provider's
 # message is not passed on: it is about the operator's key (OpenAI's quotes its last

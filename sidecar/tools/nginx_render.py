@@ -158,6 +158,13 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
         lines += ["    server {", f"        listen {opts.listen};", f"        {security}",
                   *nginx_errors.error_pages("        "),
                   f"        location / {{ return 308 https://$host:{tls_port}$request_uri; }}",
+                  # The 308 keeps its status and Location through an error page, whose
+                  # body replaces nginx's HTML.
+                  f"        error_page 308 {nginx_errors.PREFIX}redirect;",
+                  f"        location = {nginx_errors.PREFIX}redirect {{",
+                  "            internal;", "            default_type application/json;",
+                  f"            return 200 '{nginx_errors.answer(*nginx_errors.HTTPS_REDIRECT)}';",
+                  "        }",
                   *nginx_errors.error_locations("        "), "    }"]
     lines += [""] + _server_head(opts)
     initial = [f"set $hir_request_timeout {opts.request_timeout_s};",

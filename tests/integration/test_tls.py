@@ -74,6 +74,10 @@ def test_plain_http_redirects_to_https(tls_stack):
     resp = conn.getresponse()
     assert resp.status == 308
     assert resp.headers["Location"] == f"https://127.0.0.1:{tls_stack.ports[1]}/v1/chat/completions?x=1"
+    # A JSON body, not nginx's HTML page, with the security headers as on any answer.
+    assert resp.headers["Content-Type"] == "application/json"
+    assert json.loads(resp.read())["error"]["code"] == "https_required"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert "Strict-Transport-Security" not in resp.headers or not resp.headers["Strict-Transport-Security"]
 
 
