@@ -25,7 +25,15 @@ def http_blocks(policy, opts) -> list[str]:
     return [f"proxy_cache_path {opts.run_dir}/answers levels=1:2 keys_zone={ZONE}:{KEYS_ZONE_MB}m "
             f"max_size={cache.max_size_mb}m inactive={cache.ttl_s}s use_temp_path=off;",
             # No key from the decision: neither looked up nor kept.
-            'map $route_cache_key $hir_cache_off { "" 1; default 0; }']
+            'map $route_cache_key $hir_cache_off { "" 1; default 0; }',
+            # A request with a conditional header goes to no cache at all. With a
+            # cache on, nginx's not-modified filter judges If-Match, If-None-Match,
+            # If-(Un)Modified-Since against the answer (which has no ETag or date):
+            # a POST got a bodiless 304 or nginx's HTML 412. Bypassing is not
+            # enough (the filter is armed before the bypass test); a cache zone that
+            # evaluates to "off" arms nothing. Clients of these APIs send none of them.
+            'map "$http_if_match$http_if_none_match$http_if_modified_since$http_if_unmodified_since" '
+            f'$hir_cache_zone {{ "" {ZONE}; default off; }}']
 
 
 def location_lines(policy, endpoint_variable: str, model_variable: str, pad: str) -> list[str]:
@@ -35,7 +43,7 @@ def location_lines(policy, endpoint_variable: str, model_variable: str, pad: str
     cache = policy.response_cache
     if cache is None:
         return []
-    return [f"{pad}proxy_cache {ZONE};",
+    return [f"{pad}proxy_cache $hir_cache_zone;",
             f"{pad}proxy_cache_methods POST;",
             f'{pad}proxy_cache_key "$route_cache_key|${endpoint_variable}|${model_variable}";',
             f"{pad}proxy_cache_valid 200 {cache.ttl_s}s;",

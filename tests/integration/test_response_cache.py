@@ -4,6 +4,8 @@ streams, other clients, other bodies and a client's no-store/no-cache are not.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import metric, user, wait_until, watched_stack
@@ -110,6 +112,25 @@ def test_what_is_not_answered_from_the_cache(st, request, variant, expected):
         assert st.client.chat(body, headers=extra)[1]["X-Cache-Status"] == "BYPASS"
         assert st.client.chat(body)[1]["X-Cache-Status"] == "HIT"
         assert len(st.mocks.received(GROK)) == 3
+
+
+@pytest.mark.parametrize("condition", [{"If-None-Match": "*"}, {"If-Match": '"x"'}, {"If-Match": "*"},
+                                       {"If-Unmodified-Since": "Mon, 01 Jan 1990 00:00:00 GMT"},
+                                       {"If-Modified-Since": "Mon, 01 Jan 2090 00:00:00 GMT"},
+                                       {"If-None-Match": '"a", W/"b"', "If-Match": '"c"'}],
+                         ids=lambda c: ",".join(c))
+def test_conditional_headers_on_a_cached_route_are_not_judged(st, request, condition):
+    # Against a cached answer nginx judged them: a bodiless 304 for If-None-Match: *,
+    # its HTML 412 for If-Match and If-Unmodified-Since. A completion has no version
+    # to match; the client gets the answer.
+    body = user(f"Name a colour. ({request.node.name})", model="expert")
+    assert st.client.chat(body)[1]["X-Cache-Status"] == "MISS"
+    assert st.client.chat(body)[1]["X-Cache-Status"] == "HIT"
+    status, headers, answer = st.client.chat(body, headers=condition)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(answer)["choices"][0]["message"]["content"]
+    assert len(st.mocks.received(GROK)) == 2    # asked afresh, past the cache
+    assert st.client.chat(body)[1]["X-Cache-Status"] == "HIT"   # and the cache still answers the rest
 
 
 def test_no_cache_fetches_afresh_and_keeps_the_fresh_answer(st, request):
