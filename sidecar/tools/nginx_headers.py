@@ -38,7 +38,27 @@ ROUTE = ("X-Route-Endpoint", "X-Route-Tier", "X-Route-Model", "X-Route-Hop", "X-
 # framing and the one hint a client needs to back off.
 RESPONSE_ALLOWED = ("content-type", "content-length", "content-encoding", "transfer-encoding",
                     "connection", "keep-alive", "retry-after")
-HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
+# Headers that disclose the server software, framework or tracing behind an
+# endpoint: the OWASP Secure Headers Project's list of headers to remove
+# (ci/headers_remove.json, updated 2024-07-19; its "Server" nginx hides already).
+DISCLOSING = (
+    "Host-Header", "K-Proxy-Request", "Liferay-Portal", "OracleCommerceCloud-Version", "Pega-Host",
+    "Powered-By", "Product", "SourceMap", "X-AspNet-Version", "X-AspNetMvc-Version",
+    "X-Atmosphere-error", "X-Atmosphere-first-request", "X-Atmosphere-tracking-id",
+    "X-B3-ParentSpanId", "X-B3-Sampled", "X-B3-SpanId", "X-B3-TraceId", "X-BEServer",
+    "X-CF-Powered-By", "X-CMS", "X-CalculatedBETarget", "X-Cocoon-Version", "X-Content-Encoded-By",
+    "X-DiagInfo", "X-Envoy-Attempt-Count", "X-Envoy-External-Address", "X-Envoy-Internal",
+    "X-Envoy-Original-Dst-Host", "X-Envoy-Upstream-Service-Time", "X-FEServer", "X-Framework",
+    "X-Generated-By", "X-Generator", "X-Jitsi-Release", "X-Kubernetes-PF-FlowSchema-UI",
+    "X-Kubernetes-PF-PriorityLevel-UID", "X-LiteSpeed-Cache", "X-LiteSpeed-Purge", "X-LiteSpeed-Tag",
+    "X-LiteSpeed-Vary", "X-Litespeed-Cache-Control", "X-Mod-Pagespeed", "X-Nextjs-Cache",
+    "X-Nextjs-Matched-Path", "X-Nextjs-Page", "X-Nextjs-Redirect", "X-OWA-Version",
+    "X-Old-Content-Length", "X-OneAgent-JS-Injection", "X-Page-Speed", "X-Php-Version",
+    "X-Powered-By", "X-Powered-By-Plesk", "X-Powered-CMS", "X-Redirect-By", "X-Server-Powered-By",
+    "X-SourceFiles", "X-SourceMap", "X-Turbo-Charged-By", "X-Umbraco-Version", "X-Varnish-Backend",
+    "X-Varnish-Server", "X-dtAgentId", "X-dtHealthCheck", "X-dtInjectedServlet", "X-ruxit-JS-Agent",
+)
+_HIDDEN = tuple(name for name, _ in SECURITY) + ROUTE + (
     "X-Route-Decision", "X-Route-Auth", "X-Route-Path", "X-Route-Fallback", "X-Route-Fallback2",
     "X-Route-Rule", "X-Route-Tenant", "X-Route-Features", "X-Route-Shadow", "X-Route-Shadow-Auth", "X-Route-Model-At", "X-Route-Strip-Usage",
     "X-Route-Cache-Key", "X-Route-Cache-Refresh", "X-Cache-Status",
@@ -63,6 +83,7 @@ HIDDEN_FROM_ENDPOINTS = tuple(name for name, _ in SECURITY) + ROUTE + (
     "X-Envoy-Upstream-Service-Time", "Apim-Request-Id", "X-Ms-Region", "X-Ms-Client-Request-Id",
     "X-Ms-Rai-Invoked", "Azureml-Model-Session",
 )
+HIDDEN_FROM_ENDPOINTS = tuple(dict.fromkeys(_HIDDEN + DISCLOSING, None))   # each name once
 
 
 def security_headers_conf() -> str:

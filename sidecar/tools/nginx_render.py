@@ -120,6 +120,10 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
     lines += [
               "    server_tokens off;",
               "    variables_hash_max_size 2048;  # the per-hop and per-tier maps",
+              # ~170 hidden endpoint headers and the headers set for them: without room,
+              # nginx warns on every start and builds a slower table.
+              "    variables_hash_bucket_size 128;",
+              "    proxy_headers_hash_max_size 2048;", "    proxy_headers_hash_bucket_size 128;",
               "    default_type application/json;",
               f"    client_body_temp_path {run}/client_body;",
               f"    proxy_temp_path {run}/proxy;",

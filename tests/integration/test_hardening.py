@@ -234,6 +234,18 @@ def test_a_client_sees_only_the_routers_copy_of_the_headers_it_owns(clean, strea
         assert name not in headers, name
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_header_that_names_the_software_behind_an_endpoint_reaches_a_client(clean, stream):
+    # OWASP's list of headers to remove, each sent by the endpoint: lua mode's
+    # allow-list drops them, stock mode hides each by name.
+    from sidecar.tools.nginx_headers import DISCLOSING
+    clean.mocks.fault("fast-llama-3-1-8b", "", headers={name: "leak/1.0" for name in DISCLOSING})
+    body = json.dumps({**user("hi"), "stream": stream}).encode()
+    status, headers, _ = parse(raw_exchange(clean.client.port, post(body, "X-Test-Pin: fast-llama-3-1-8b\r\n")))
+    assert status == 200 and headers["x-route-endpoint"] == ["fast-llama-3-1-8b"]
+    assert [name for name in DISCLOSING if name.lower() in headers] == []
+
+
 def test_lua_mode_passes_upstream_headers_by_allow_list_only(clean):
     if clean.mode != "lua":
         pytest.skip("stock nginx has no allow-list for upstream headers; it hides a fixed set")
