@@ -302,7 +302,8 @@ def watch_policy(stack: Stack, interval: float = 0.5, retry_after: float = 1.0) 
     Nothing here stops the stack."""
     applied = stack.policy.version
     retry_at = 0.0
-    while all(p.poll() is None for p in stack.procs.values()):
+    # A stopped stack has no processes left (stop() clears them): that ends it too.
+    while stack.procs and all(p.poll() is None for p in stack.procs.values()):
         time.sleep(interval)
         wanted = stack.file_version()
         if wanted in ("", applied) or time.monotonic() < retry_at:

@@ -163,7 +163,10 @@ def test_quick_successive_edits_under_load_never_take_the_stack_down(unlimited):
             time.sleep(0.15)
         version_a = own_stack.file_version()
         deadline = time.monotonic() + 15
-        while own_stack.sidecar_health()["policy_version"] != version_a and time.monotonic() < deadline:
+        # Both: a sidecar reads the file itself on SIGHUP, so it can hold A while the
+        # watcher is still taking nginx back from a cut-short reload.
+        while ((own_stack.sidecar_health()["policy_version"], own_stack.nginx_health()["policy_version"])
+               != (version_a, version_a) and time.monotonic() < deadline):
             time.sleep(0.05)
         time.sleep(0.3)
     assert watcher.is_alive(), "the watcher stopped"

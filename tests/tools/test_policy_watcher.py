@@ -63,3 +63,11 @@ def test_a_reload_cut_short_by_a_newer_edit_goes_on_to_that_edit():
     watch_policy(stack, interval=0)
     assert stack.reloads == ["B", "C"]
     assert stack.serving == "C"
+
+
+def test_a_stopped_stack_ends_the_watcher():
+    # stop() clears the processes; the watcher must end, not reload a stack that is gone.
+    stack = ScriptedStack("A", edits=["A", "B", "B"], interrupt={})
+    stack.procs = {}
+    watch_policy(stack, interval=0)
+    assert stack.reloads == []
