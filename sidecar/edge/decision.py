@@ -105,9 +105,12 @@ def rewrite_model(body: dict, model: str) -> tuple[bytes, str]:
     return out, f"{start + 1},{len(model_json)}"
 
 
+def _error(message: str, error_type: str, code: str) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
 def error_body(message: str, error_type: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": error_type, "param": None,
-                                   "code": code}})
+    return orjson.dumps(_error(message, error_type, code))
 
 
 # Stock mode: nginx must page the 400 it raises itself while reading a body (an
@@ -131,8 +134,7 @@ def denial_body(message: str, error_type: str, code: str) -> bytes:
         pass
 
     def ascii_body(text: str) -> bytes:
-        return json.dumps({"error": {"message": text, "type": error_type, "param": None, "code": code}},
-                          ensure_ascii=True, separators=(",", ":")).encode()
+        return json.dumps(_error(text, error_type, code), ensure_ascii=True, separators=(",", ":")).encode()
 
     body = ascii_body(message)
     if len(body) <= DENIAL_BODY_LIMIT:
