@@ -81,6 +81,35 @@ def test_plain_http_redirects_to_https(tls_stack):
     assert "Strict-Transport-Security" not in resp.headers or not resp.headers["Strict-Transport-Security"]
 
 
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def redirecting(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"redirect-{request.param}")
+    policy, _ = shifted_policy(tmp)
+    plain, secure = free_port(), free_port()
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{plain}", latency_scale=0,
+               tls_listen=f"127.0.0.1:{secure}", redirect_http=True)
+    st.start()
+    st.ports = (plain, secure)
+    yield st
+    st.stop()
+
+
+@pytest.mark.parametrize("method,target", [("POST", "/v1/chat/completions"), ("GET", "/v1/models?limit=2"),
+                                           ("HEAD", "/"), ("DELETE", "/v1/responses/resp_1"),
+                                           ("PUT", "/nowhere/%C3%A9?a=b&c=d")])
+def test_every_request_to_the_plain_port_gets_a_json_308(redirecting, method, target):
+    conn = http.client.HTTPConnection("127.0.0.1", redirecting.ports[0], timeout=10)
+    conn.request(method, target, body=None if method in ("GET", "HEAD") else "{}")
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status == 308
+    assert resp.headers["Location"] == f"https://127.0.0.1:{redirecting.ports[1]}{target}"
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    if method != "HEAD":
+        assert json.loads(body)["error"]["code"] == "https_required"
+
+
 CURL_CASES = [
     ("/v1/chat/completions", '{"model":"auto","messages":[{"role":"user","content":"hi"}]}', 200),
     ("/v1/chat/completions", '{"model":"auto","model":"expert","messages":[]}', 400),
