@@ -91,6 +91,13 @@ def probe_routing(p: Probe) -> None:
     p.add("limits", "RateLimit on a routed answer", r.header("ratelimit"), r.header("ratelimit"))
     internal = [n for n in r.headers if n.startswith(("x-route-decision", "x-route-auth", "x-accel-"))]
     p.add("responses", "no internal decision headers leak", not internal, ", ".join(internal), 2)
+    # An answer is one JSON document: a Range header must neither cut it (206) nor
+    # draw an HTML 416, whatever the provider says about ranges.
+    r = p.send(request("POST", CHAT, p.headers(Range="bytes=999999-"), BODY))
+    p.edge_response("routed request with a Range header", r, 200)
+    p.add("responses", "a Range header gets the whole answer",
+          r.status == 200 and not r.header("content-range") and not r.header("accept-ranges"),
+          r.header("content-range") or r.header("accept-ranges"))
 
 
 def probe_hash(p: Probe) -> None:

@@ -70,6 +70,7 @@ _HIDDEN = tuple(name for name, _ in SECURITY) + ROUTE + (
     "X-XSS-Protection", "X-Permitted-Cross-Domain-Policies", "Expect-CT", "Public-Key-Pins",
     "Timing-Allow-Origin", "Refresh", "Link", "WWW-Authenticate", "Proxy-Authenticate",
     "Location", "Content-Location",   # the router never redirects a client elsewhere
+    "Accept-Ranges", "Content-Range",  # an answer is never served in byte ranges (max_ranges 0)
     "CF-Ray", "CF-Cache-Status", "Openai-Organization", "Openai-Processing-Ms", "Openai-Version",
     "X-Groq-Id", "X-Groq-Region", "X-Openrouter-Provider", "X-Mock-Internal",
     "X-Ratelimit-Limit-Requests", "X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Requests",

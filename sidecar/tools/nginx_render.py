@@ -119,6 +119,11 @@ def render_config(policy: Policy, opts: NginxOptions) -> str:
                  if opts.access_log != "off" else "    access_log off;")
     lines += [
               "    server_tokens off;",
+              # No byte ranges: an answer is one JSON document or stream, not a file. An
+              # endpoint that says Accept-Ranges (a CDN in front of a provider may) let a
+              # client's Range header cut an answer to a 206 of a few bytes, or draw
+              # nginx's HTML 416, in both modes, cached or not.
+              "    max_ranges 0;",
               "    variables_hash_max_size 2048;  # the per-hop and per-tier maps",
               # ~170 hidden endpoint headers and the headers set for them: without room,
               # nginx warns on every start and builds a slower table.

@@ -246,6 +246,22 @@ def test_no_header_that_names_the_software_behind_an_endpoint_reaches_a_client(c
     assert [name for name in DISCLOSING if name.lower() in headers] == []
 
 
+RANGES = ["bytes=0-5", "bytes=0-0,10-20", "bytes=-10", "bytes=99999-", "bytes=5-2", "bytes=0-"]
+
+
+@pytest.mark.parametrize("ranges", RANGES)
+def test_a_range_header_never_cuts_an_answer(clean, ranges):
+    # An answer is one JSON document, not a file. With an endpoint that says
+    # Accept-Ranges, nginx cut it to a 206 of the asked bytes, or answered an
+    # unsatisfiable range with its HTML 416.
+    clean.mocks.fault("fast-llama-3-1-8b", "", headers={"Accept-Ranges": "bytes"})
+    extra = f"X-Test-Pin: fast-llama-3-1-8b\r\nRange: {ranges}\r\n"
+    status, headers, body = parse(raw_exchange(clean.client.port, post(user_body(), extra)))
+    assert status == 200 and headers["content-type"] == ["application/json"]
+    assert json.loads(body)["choices"][0]["message"]["content"]
+    assert "content-range" not in headers and "accept-ranges" not in headers
+
+
 def test_lua_mode_passes_upstream_headers_by_allow_list_only(clean):
     if clean.mode != "lua":
         pytest.skip("stock nginx has no allow-list for upstream headers; it hides a fixed set")

@@ -133,6 +133,19 @@ def test_conditional_headers_on_a_cached_route_are_not_judged(st, request, condi
     assert st.client.chat(body)[1]["X-Cache-Status"] == "HIT"   # and the cache still answers the rest
 
 
+@pytest.mark.parametrize("ranges", ["bytes=0-5", "bytes=0-0,10-20", "bytes=99999-"])
+def test_a_range_header_gets_the_whole_cached_answer(st, request, ranges):
+    # nginx serves ranges of a cached answer whose endpoint said Accept-Ranges: a
+    # 206 of a few bytes of the JSON, or its HTML 416 past the end.
+    st.mocks.fault(GROK, "", headers={"Accept-Ranges": "bytes"})
+    body = user(f"Name a fruit. ({request.node.name})", model="expert")
+    assert st.client.chat(body)[1]["X-Cache-Status"] == "MISS"
+    whole = st.client.chat(body)[2]
+    status, headers, answer = st.client.chat(body, headers={"Range": ranges})
+    assert (status, headers["X-Cache-Status"], headers["Content-Type"]) == (200, "HIT", "application/json")
+    assert answer == whole and "Content-Range" not in headers
+
+
 def test_no_cache_fetches_afresh_and_keeps_the_fresh_answer(st, request):
     body = user(f"Tell me a joke. ({request.node.name})", model="expert", temperature=1.0)
     first = st.client.chat(body)[2]
