@@ -31,11 +31,13 @@ import orjson
 
 from sidecar.edge.conversations import USAGE_FIELDS
 from sidecar.edge.estimates import TokenEstimates
+from sidecar.policy.compiled import SERVER_ERRORS
 
 log = logging.getLogger("sidecar.edge.feedback")
 
-# 401/403 too: an endpoint that refuses the router's credential fails every request.
-FAILED = {"401", "403", "500", "502", "503", "504", "-"}
+# Every 5xx, and 401/403 too: an endpoint that refuses the router's credential fails
+# every request. "-": no answer at all.
+FAILED = frozenset({"401", "403", "-", *map(str, SERVER_ERRORS)})
 DEFAULT_COOLDOWN_S = 5.0      # a 429 without a usable Retry-After
 MAX_COOLDOWN_S = 300.0
 

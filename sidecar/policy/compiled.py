@@ -28,10 +28,16 @@ class Tier(NamedTuple):
     max_stream_s: int = 0            # a stream longer than this is ended with an error event
 
 
+# Every 5xx an endpoint, or the CDN in front of it, answers: 500-511 (RFC 9110 and the
+# registered extensions), Cloudflare's 520-527 and 530 (OpenAI and many others sit
+# behind it, and its pages are HTML), and Anthropic's 529 overloaded_error. Named one
+# by one because nginx's error_page is: a status missing here reached the client as
+# the endpoint sent it, with no fallback and no mark against the endpoint's health.
+SERVER_ERRORS = frozenset((*range(500, 512), *range(520, 528), 529, 530))
 # Endpoint statuses that move a request to the next hop unless the endpoint says otherwise.
 # 401/403: the endpoint refused the router's credential (revoked, rotated, unset),
 # which another endpoint's may not be.
-FAILOVER_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
+FAILOVER_STATUSES = frozenset({401, 403, 429}) | SERVER_ERRORS
 
 
 class Endpoint(NamedTuple):

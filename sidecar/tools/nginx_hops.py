@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidecar.edge import feedback
-from sidecar.policy.compiled import Policy
+from sidecar.policy.compiled import SERVER_ERRORS, Policy
 from sidecar.tools import nginx_cache, nginx_headers
 
 
@@ -25,9 +25,13 @@ HOPS = (("", "route_endpoint", "route_auth"),
         ("_fb2", "route_fallback2", "route_fallback2_auth"))
 FLAVOURS = (("buffered", False), ("stream", True))
 # Where a request ends when its chain cannot go on, by the failed hop's status.
+# An endpoint's own 5xx never reaches the client: its body may be a CDN's HTML page
+# or name the provider's internals. 522 and 524 are Cloudflare's timeouts.
+TIMEOUTS = frozenset({504, 522, 524})
 STOP = {401: "@upstream_credentials_refused", 403: "@upstream_credentials_refused",
-        429: "@endpoint_429", 500: "@upstream_failed", 502: "@upstream_failed",
-        503: "@upstream_failed", 504: "@upstream_timeout"}
+        429: "@endpoint_429",
+        **{status: "@upstream_timeout" if status in TIMEOUTS else "@upstream_failed"
+           for status in sorted(SERVER_ERRORS)}}
 DEFAULT_READ_TIMEOUT_MS = 300_000
 
 
@@ -44,18 +48,28 @@ def hop_locations(policy: Policy, opts) -> list[str]:
     return lines
 
 
+def failover_groups(policy: Policy) -> list[tuple[tuple[int, ...], str, tuple[str, ...]]]:
+    """The statuses in STOP grouped by where a chain that cannot go on ends and by
+    which endpoints do not fail over on them: (statuses, stop, staying). A group
+    shares one map and one error_page line, so the 25 statuses cost a few maps."""
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for status, stop in STOP.items():
+        staying = tuple(e.name for e in policy.endpoints if status not in e.failover_on)
+        groups.setdefault((stop, staying), []).append(status)
+    return [(tuple(statuses), stop, staying) for (stop, staying), statuses in groups.items()]
+
+
 def next_hop_maps(policy: Policy) -> list[str]:
-    """For hops 0 and 1, per flavour and failover status: the location of the next
-    hop (by the next endpoint's tier), or the answer that ends the chain when there
-    is no next hop or the failed endpoint does not fail over on that status."""
+    """For hops 0 and 1, per flavour and group of failover statuses: the location of
+    the next hop (by the next endpoint's tier), or the answer that ends the chain
+    when there is no next hop or the failed endpoint does not fail over on them."""
     out = []
     for hop in range(len(HOPS) - 1):
         this, after = HOPS[hop][1], HOPS[hop + 1][1]
         for flavour, _ in FLAVOURS:
-            for status, stop in STOP.items():
-                out.append(f'map "${this}|${after}" $hir_next{hop}_{flavour}_{status} {{')
+            for statuses, stop, staying in failover_groups(policy):
+                out.append(f'map "${this}|${after}" $hir_next{hop}_{flavour}_{statuses[0]} {{')
                 out.append(f"    default {stop};")
-                staying = [e.name for e in policy.endpoints if status not in e.failover_on]
                 if staying:
                     out.append(f'    "~^({"|".join(staying)})\\|" {stop};')
                 for e in policy.endpoints:
@@ -98,12 +112,13 @@ def hop_location(policy: Policy, tier, flavour: str, hop: int, opts, streaming: 
     timeout = tier.first_byte_timeout_ms or DEFAULT_READ_TIMEOUT_MS
     lines.append(f"            proxy_read_timeout {timeout}ms;  # first byte (then between reads)")
     nexts = None if hop == len(HOPS) - 1 else {
-        status: f"$hir_next{hop}_{flavour}_{status}" for status in STOP}
+        statuses: f"$hir_next{hop}_{flavour}_{statuses[0]}"
+        for statuses, _, _ in failover_groups(policy)}
     return lines + forward(policy, opts, hop, streaming, nexts) + ["        }"]
 
 
 def forward(policy: Policy, opts, hop: int, streaming: bool,
-             nexts: dict[int, str] | None) -> list[str]:
+             nexts: dict[tuple[int, ...], str] | None) -> list[str]:
     """The body of a location that forwards to hop `hop` of the decision and, on
     a 429 or 5xx (from the endpoint or nginx), goes where `nexts` says for that
     status (None: the chain is over, answer in JSON). Other 4xx pass through."""
@@ -134,11 +149,12 @@ def forward(policy: Policy, opts, hop: int, streaming: bool,
         lines += [f"{pad}proxy_buffering off;", f"{pad}proxy_cache off;"]
     else:
         lines += nginx_cache.location_lines(policy, source, f"hop{suffix}_model", pad)
-    pages = nexts or STOP
+    pages = nexts or {statuses: stop for statuses, stop, _ in failover_groups(policy)}
     # Only 401/403 (the endpoint refused the router's credential), 429 and the 5xx:
     # this location is reached with the body read, so nginx raises nothing else here,
     # and an error_page for another 4xx would swallow the endpoint's own answer.
-    lines += [f"{pad}error_page {status} = {target};" for status, target in pages.items()]
+    lines += [f"{pad}error_page {' '.join(map(str, statuses))} = {target};"
+              for statuses, target in pages.items()]
     return lines + [f"{pad}proxy_pass $hop{suffix}_target$route_path;"]
 
 

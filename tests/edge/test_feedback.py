@@ -7,7 +7,7 @@ import os
 import pytest
 
 from sidecar.edge.feedback import MAX_COOLDOWN_S, Feedback, cooldown_seconds, hop_statuses
-from sidecar.policy.compiled import Health
+from sidecar.policy.compiled import SERVER_ERRORS, Health
 
 
 @pytest.mark.parametrize("entry,hops", [
@@ -58,6 +58,25 @@ def test_an_endpoint_refusing_the_routers_credential_counts_as_failing(refusal):
     for _ in range(3):
         fb.record({"mode": "lua", "endpoints": ["a", "b", ""], "upstream_status": f"{refusal} : 200"})
     assert health.down_until == {"a": clock.now + 10}
+
+
+@pytest.mark.parametrize("status", sorted(SERVER_ERRORS))
+def test_every_server_error_an_endpoint_answers_counts_as_failing(status):
+    # 529 is Anthropic's overloaded_error, 520-527 and 530 Cloudflare's; they used
+    # to count as answers, so an overloaded endpoint stayed in rotation.
+    health = Health(Clock())
+    fb = Feedback(lambda: health, threshold=3, down_seconds=10)
+    for _ in range(3):
+        fb.record({"mode": "stock", "endpoints": ["a", "b", ""], "upstream_status": f"200 : {status} : 200"})
+    assert list(health.down_until) == ["a"]
+
+
+@pytest.mark.parametrize("status", [200, 201, 400, 404, 409, 413, 422])
+def test_an_endpoints_own_answer_is_no_failure(status):
+    health = Health(Clock())
+    fb = Feedback(lambda: health, threshold=1, down_seconds=10)
+    fb.record({"mode": "lua", "endpoints": ["a", "", ""], "upstream_status": str(status)})
+    assert health.down_until == {}
 
 
 @pytest.mark.parametrize("retry_after, hops, served, cooldown", [

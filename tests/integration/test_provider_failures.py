@@ -114,6 +114,37 @@ def test_when_no_hop_takes_the_routers_credentials_the_client_gets_a_502_in_json
                                                           "nano-qwen3-4b")) == 3   # every hop tried
 
 
+@pytest.mark.parametrize("failure", [501, 507, 520, 524, 529])
+def test_every_server_error_fails_over_and_its_answer_never_reaches_the_client(fx, failure):
+    # Anthropic's 529 overloaded_error and Cloudflare's 520-527 (HTML pages in front of
+    # OpenAI and others) reached the client as the endpoint sent them, no fallback tried.
+    nano = ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b")
+    in_rotation(fx, "fast-deepseek-r1-8b", *nano)   # each with no failure counted yet
+    fx.mocks.clear()
+    fx.mocks.fault("fast-deepseek-r1-8b", f"status={failure}")
+    status, headers, body = pinned(fx, "fast-deepseek-r1-8b")
+    assert status == 200 and headers["X-Route-Hop"] == "1", body
+    for name in nano:
+        fx.mocks.fault(name, f"status={failure}")
+    status, headers, body = pinned(fx, "nano-qwen3-0-6b")
+    wanted = (504, "upstream_timeout") if failure == 524 else (502, "upstream_failed")
+    assert (status, json.loads(body)["error"]["code"]) == wanted, body
+    assert b"injected" not in body and headers["Content-Type"] == "application/json"
+    for name, value in SECURITY.items():
+        assert headers[name] == value
+    assert [len(fx.mocks.received(name)) for name in nano] == [1, 1, 1]   # every hop tried
+    fx.mocks.clear()
+    in_rotation(fx, "fast-deepseek-r1-8b", *nano)   # one failure each: none was marked down
+
+
+def in_rotation(st, *names):
+    """Each endpoint up and answering, its count of failures in a row back at zero."""
+    assert wait_until(lambda: not set(names) & set(st.sidecar_health()["endpoints_down"]), 15)
+    for name in names:
+        status, headers, _ = pinned(st, name)
+        assert (status, headers["X-Route-Endpoint"], headers["X-Route-Hop"]) == (200, name, "0")
+
+
 @pytest.mark.parametrize("given,told", [
     (None, "1"),                   # the mock's own
     ("2.5", "2.5"),

@@ -48,7 +48,9 @@ def test_endpoint_keys_compile_with_their_defaults():
     p = policy()
     chat, msgs = p.endpoint_by_name["low-chat"], p.endpoint_by_name["high-msgs"]
     assert chat.serves == {"chat", "completions"} and chat.auth == "bearer"
-    assert chat.failover_on == {401, 403, 429, 500, 502, 503, 504}
+    # By default every 5xx fails over: Anthropic's 529 and Cloudflare's 52x too.
+    assert chat.failover_on >= {401, 403, 429, 500, 501, 502, 503, 504, 507, 520, 524, 529, 530}
+    assert all(s in chat.failover_on for s in range(500, 512))
     assert msgs.failover_on == {500, 502, 503, 504}
     # Anthropic takes the bare key in x-api-key; nginx puts it in the header the endpoint takes.
     assert msgs.authorization == "sk-ant-secret"

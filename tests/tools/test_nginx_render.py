@@ -90,3 +90,28 @@ def test_the_clock_is_compared_to_a_hashs_deadline_as_text(deadline, n):
     pattern = re.compile("^" + nginx_upstreams.below(deadline) + "$")
     assert bool(pattern.match(str(n))) == (n < deadline)
     assert bool(pattern.match(str(deadline - 1))) and not pattern.match(str(deadline))
+
+
+@pytest.mark.parametrize("mode", ["lua", "stock"])
+def test_every_forwarding_location_pages_each_failover_status_once(tmp_path, mode):
+    # A status without an error_page reached the client as the endpoint sent it
+    # (Anthropic's 529, Cloudflare's HTML 520-527), with no fallback.
+    from sidecar.tools.nginx_hops import STOP
+    text = DEMO.read_text()
+    assert text.count("{name: balanced-qwen3-32b,") == 1
+    path = tmp_path / "policy.yaml"
+    path.write_text(text.replace("{name: balanced-qwen3-32b,",
+                                 "{name: balanced-qwen3-32b, failover_on: [500, 502, 503, 504],"))
+    policy = load_policy(path, {})
+    conf = render_config(policy, NginxOptions(mode=mode))
+    forwarding = {name: body for name, body in _locations(conf).items()
+                  if re.match(r"@(buffered|stream)_\w+$", name)}
+    assert len(forwarding) == len(policy.tiers) * 2 * 3
+    for name, body in forwarding.items():
+        paged = [int(s) for line in re.findall(r"error_page ([\d ]+) =", body) for s in line.split()]
+        assert sorted(paged) == sorted(STOP), name
+    maps = render_upstreams(policy)
+    # balanced-qwen3-32b does not fail over on 529: that map ends the chain for it.
+    group = re.search(r'map "\$route_endpoint\|\$route_fallback" \$hir_next0_buffered_501 \{\n(.*?)\n\}',
+                      maps, re.S).group(1)
+    assert '"~^(balanced-qwen3-32b)\\|" @upstream_failed;' in group
