@@ -31,13 +31,13 @@ import orjson
 
 from sidecar.edge.conversations import USAGE_FIELDS
 from sidecar.edge.estimates import TokenEstimates
-from sidecar.policy.compiled import SERVER_ERRORS
+from sidecar.policy.compiled import REDIRECTS, SERVER_ERRORS
 
 log = logging.getLogger("sidecar.edge.feedback")
 
-# Every 5xx, and 401/403 too: an endpoint that refuses the router's credential fails
-# every request. "-": no answer at all.
-FAILED = frozenset({"401", "403", "-", *map(str, SERVER_ERRORS)})
+# Every 5xx and redirect, and 401/403 too: an endpoint that refuses the router's
+# credential, or sends it elsewhere, fails every request. "-": no answer at all.
+FAILED = frozenset({"401", "403", "-", *map(str, REDIRECTS | SERVER_ERRORS)})
 DEFAULT_COOLDOWN_S = 5.0      # a 429 without a usable Retry-After
 MAX_COOLDOWN_S = 300.0
 

@@ -34,10 +34,14 @@ class Tier(NamedTuple):
 # by one because nginx's error_page is: a status missing here reached the client as
 # the endpoint sent it, with no fallback and no mark against the endpoint's health.
 SERVER_ERRORS = frozenset((*range(500, 512), *range(520, 528), 529, 530))
+# A redirect (or a bodiless 304) from an endpoint: an API call is never redirected, so
+# the endpoint's URL is wrong (http for https, a moved path). Passed on, the client
+# got a 3xx it could not follow (the router hides Location) and the endpoint's body.
+REDIRECTS = frozenset((300, 301, 302, 303, 304, 305, 307, 308))
 # Endpoint statuses that move a request to the next hop unless the endpoint says otherwise.
 # 401/403: the endpoint refused the router's credential (revoked, rotated, unset),
 # which another endpoint's may not be.
-FAILOVER_STATUSES = frozenset({401, 403, 429}) | SERVER_ERRORS
+FAILOVER_STATUSES = frozenset({401, 403, 429}) | REDIRECTS | SERVER_ERRORS
 
 
 class Endpoint(NamedTuple):

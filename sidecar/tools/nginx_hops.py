@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidecar.edge import feedback
-from sidecar.policy.compiled import SERVER_ERRORS, Policy
+from sidecar.policy.compiled import REDIRECTS, SERVER_ERRORS, Policy
 from sidecar.tools import nginx_cache, nginx_headers
 
 
@@ -25,13 +25,13 @@ HOPS = (("", "route_endpoint", "route_auth"),
         ("_fb2", "route_fallback2", "route_fallback2_auth"))
 FLAVOURS = (("buffered", False), ("stream", True))
 # Where a request ends when its chain cannot go on, by the failed hop's status.
-# An endpoint's own 5xx never reaches the client: its body may be a CDN's HTML page
-# or name the provider's internals. 522 and 524 are Cloudflare's timeouts.
+# An endpoint's own 3xx and 5xx never reach the client: the body may be a CDN's HTML
+# page or name the provider's internals. 522 and 524 are Cloudflare's timeouts.
 TIMEOUTS = frozenset({504, 522, 524})
 STOP = {401: "@upstream_credentials_refused", 403: "@upstream_credentials_refused",
         429: "@endpoint_429",
         **{status: "@upstream_timeout" if status in TIMEOUTS else "@upstream_failed"
-           for status in sorted(SERVER_ERRORS)}}
+           for status in sorted(REDIRECTS | SERVER_ERRORS)}}
 DEFAULT_READ_TIMEOUT_MS = 300_000
 
 
@@ -51,7 +51,7 @@ def hop_locations(policy: Policy, opts) -> list[str]:
 def failover_groups(policy: Policy) -> list[tuple[tuple[int, ...], str, tuple[str, ...]]]:
     """The statuses in STOP grouped by where a chain that cannot go on ends and by
     which endpoints do not fail over on them: (statuses, stop, staying). A group
-    shares one map and one error_page line, so the 25 statuses cost a few maps."""
+    shares one map and one error_page line, so the 33 statuses cost a few maps."""
     groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
     for status, stop in STOP.items():
         staying = tuple(e.name for e in policy.endpoints if status not in e.failover_on)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from sidecar.edge.feedback import MAX_COOLDOWN_S, Feedback, cooldown_seconds, hop_statuses
-from sidecar.policy.compiled import SERVER_ERRORS, Health
+from sidecar.policy.compiled import REDIRECTS, SERVER_ERRORS, Health
 
 
 @pytest.mark.parametrize("entry,hops", [
@@ -60,10 +60,10 @@ def test_an_endpoint_refusing_the_routers_credential_counts_as_failing(refusal):
     assert health.down_until == {"a": clock.now + 10}
 
 
-@pytest.mark.parametrize("status", sorted(SERVER_ERRORS))
-def test_every_server_error_an_endpoint_answers_counts_as_failing(status):
-    # 529 is Anthropic's overloaded_error, 520-527 and 530 Cloudflare's; they used
-    # to count as answers, so an overloaded endpoint stayed in rotation.
+@pytest.mark.parametrize("status", sorted(REDIRECTS | SERVER_ERRORS))
+def test_every_server_error_or_redirect_an_endpoint_answers_counts_as_failing(status):
+    # 529 is Anthropic's overloaded_error, 520-527 and 530 Cloudflare's; they, and
+    # redirects, used to count as answers, so such an endpoint stayed in rotation.
     health = Health(Clock())
     fb = Feedback(lambda: health, threshold=3, down_seconds=10)
     for _ in range(3):

@@ -114,10 +114,11 @@ def test_when_no_hop_takes_the_routers_credentials_the_client_gets_a_502_in_json
                                                           "nano-qwen3-4b")) == 3   # every hop tried
 
 
-@pytest.mark.parametrize("failure", [501, 507, 520, 524, 529])
-def test_every_server_error_fails_over_and_its_answer_never_reaches_the_client(fx, failure):
-    # Anthropic's 529 overloaded_error and Cloudflare's 520-527 (HTML pages in front of
-    # OpenAI and others) reached the client as the endpoint sent them, no fallback tried.
+@pytest.mark.parametrize("failure", [301, 304, 308, 501, 507, 520, 524, 529])
+def test_every_server_error_or_redirect_fails_over_and_never_reaches_the_client(fx, failure):
+    # Anthropic's 529 overloaded_error, Cloudflare's 520-527 (HTML pages in front of
+    # OpenAI and others) and an endpoint's redirects reached the client as the endpoint
+    # sent them, no fallback tried.
     nano = ("nano-qwen3-0-6b", "nano-qwen3-1-7b", "nano-qwen3-4b")
     in_rotation(fx, "fast-deepseek-r1-8b", *nano)   # each with no failure counted yet
     fx.mocks.clear()

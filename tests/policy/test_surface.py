@@ -48,8 +48,8 @@ def test_endpoint_keys_compile_with_their_defaults():
     p = policy()
     chat, msgs = p.endpoint_by_name["low-chat"], p.endpoint_by_name["high-msgs"]
     assert chat.serves == {"chat", "completions"} and chat.auth == "bearer"
-    # By default every 5xx fails over: Anthropic's 529 and Cloudflare's 52x too.
-    assert chat.failover_on >= {401, 403, 429, 500, 501, 502, 503, 504, 507, 520, 524, 529, 530}
+    # By default every 5xx and redirect fails over: Anthropic's 529 and Cloudflare's 52x too.
+    assert chat.failover_on >= {401, 403, 429, 301, 304, 308, 500, 501, 502, 503, 504, 507, 520, 524, 529, 530}
     assert all(s in chat.failover_on for s in range(500, 512))
     assert msgs.failover_on == {500, 502, 503, 504}
     # Anthropic takes the bare key in x-api-key; nginx puts it in the header the endpoint takes.
@@ -62,7 +62,7 @@ def test_endpoint_keys_compile_with_their_defaults():
     ("serves: []", "endpoints[0].serves: expected a list of APIs"),
     ("auth: basic", "endpoints[0].auth: expected one of bearer, x-api-key"),
     ("context_tokens: -5", "endpoints[0].context_tokens: expected a positive number"),
-    ("failover_on: [404]", "endpoints[0].failover_on: expected a list of statuses from 401, 403, 429, 500"),
+    ("failover_on: [404]", "endpoints[0].failover_on: expected a list of statuses from 300, 301"),
 ])
 def test_bad_endpoint_keys_are_refused_by_path(line, message):
     text = BASE.replace("model: small, context_tokens: 1000}", f"model: small, {line}}}")

@@ -110,8 +110,12 @@ def test_every_forwarding_location_pages_each_failover_status_once(tmp_path, mod
     for name, body in forwarding.items():
         paged = [int(s) for line in re.findall(r"error_page ([\d ]+) =", body) for s in line.split()]
         assert sorted(paged) == sorted(STOP), name
-    maps = render_upstreams(policy)
-    # balanced-qwen3-32b does not fail over on 529: that map ends the chain for it.
-    group = re.search(r'map "\$route_endpoint\|\$route_fallback" \$hir_next0_buffered_501 \{\n(.*?)\n\}',
-                      maps, re.S).group(1)
-    assert '"~^(balanced-qwen3-32b)\\|" @upstream_failed;' in group
+    # balanced-qwen3-32b does not fail over on 529: the map 529 pages to ends the
+    # chain for it, and the one 503 pages to does not.
+    body = forwarding["@buffered_balanced"]
+    target = {int(s): var for line, var in re.findall(r"error_page ([\d ]+) = \$(\w+);", body)
+              for s in line.split()}
+    maps = dict(re.findall(r'map "\$route_endpoint\|\$route_fallback" \$(\w+) \{\n(.*?)\n\}',
+                           render_upstreams(policy), re.S))
+    assert '"~^(balanced-qwen3-32b)\\|" @upstream_failed;' in maps[target[529]]
+    assert "balanced-qwen3-32b)" not in maps[target[503]]
