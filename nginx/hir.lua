@@ -182,6 +182,21 @@ function M.upstream_headers()
         ngx.log(ngx.ERR, "endpoint ", var.route_endpoint, " answered without HTTP framing")
         return
     end
+    -- An endpoint's error that is not JSON (a reverse proxy's or a CDN's HTML page, an
+    -- empty body) becomes the router's JSON error with the same status: a client of
+    -- these APIs parses every error body. (Its 3xx and 5xx never get here: error_page.)
+    local status = ngx.status
+    if status >= 400 and not find(lower(ngx.header["Content-Type"] or ""), "json", 1, true) then
+        local body = '{"error":{"message":"The model endpoint answered ' .. status
+            .. ' without a JSON body.","type":"invalid_request_error","param":null,'
+            .. '"code":"upstream_error"}}'
+        ngx.ctx.hir_not_json = body
+        -- With the charset written out: nginx keeps the page's own charset apart and
+        -- would append it to a bare type.
+        ngx.header["Content-Type"] = "application/json; charset=utf-8"
+        ngx.header["Content-Length"] = #body
+        ngx.header["Content-Encoding"] = nil
+    end
     local allowed = allowed_set(var.hir_pass_response_headers)
     for name in pairs(ngx.resp.get_headers(0, true)) do
         if not allowed[lower(name)] then
@@ -397,6 +412,12 @@ end
 
 function M.upstream_body()
     local ctx = ngx.ctx
+    if ctx.hir_not_json then
+        ngx.arg[1] = ctx.hir_replaced and "" or ctx.hir_not_json
+        ngx.arg[2] = true
+        ctx.hir_replaced = true
+        return
+    end
     if not ctx.hir_unframed then
         if var.route_stream == "1" and ngx.status == 200 and end_broken_stream(ctx) then
             return

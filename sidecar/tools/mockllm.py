@@ -16,6 +16,7 @@ long the endpoint itself took (X-Mock-Service-Ms).
 Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
 `POST /_mock/faults {"fault": ...}` on that endpoint's port:
     status=503        answer with that status
+    status=404,html   ... with an HTML page, as a reverse proxy or CDN in front of a model does
     delay=2000        wait that many ms before answering
     drop              close the connection without answering
     accel             answer 200 with an X-Accel-Redirect header (must be ignored)
@@ -129,6 +130,9 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
                                  "type": "invalid_request_error", "code": "invalid_api_key"}
             if status == 429:
                 echo.setdefault("Retry-After", "1")   # unless the fault set its own
+            if "html" in fault:
+                page = f"<html><head><title>{status}</title></head><body><h1>{status}</h1><hr>nginx</body></html>"
+                return web.Response(text=page, status=status, content_type="text/html", headers=echo)
             return web.json_response(body, status=status, headers=echo)
         if "accel" in fault:
             echo["X-Accel-Redirect"] = "/_mock/secret"

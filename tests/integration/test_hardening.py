@@ -290,6 +290,26 @@ def test_an_endpoint_that_answers_without_http_framing(clean, fault):
     assert b"pwned" not in raw and b"unframed" not in raw
 
 
+@pytest.mark.parametrize("status", [400, 404, 405, 413, 422])
+def test_an_endpoints_error_page_becomes_json_and_its_json_errors_pass(clean, status):
+    # A reverse proxy or CDN in front of a model answers its own errors with HTML;
+    # the client got that page. A provider's JSON error is what the client needs,
+    # and passes as it was.
+    clean.mocks.fault("fast-llama-3-1-8b", f"status={status}")
+    got, headers, body = parse(raw_exchange(clean.client.port, post(user_body(), "X-Test-Pin: fast-llama-3-1-8b\r\n")))
+    assert got == status and json.loads(body)["error"]["message"] == "injected fault on fast-llama-3-1-8b"
+    clean.mocks.fault("fast-llama-3-1-8b", f"status={status},html")
+    raw = raw_exchange(clean.client.port, post(user_body(), "X-Test-Pin: fast-llama-3-1-8b\r\n"))
+    if clean.mode == "stock":
+        pytest.xfail("stock nginx can page an endpoint's error only by status, which would also "
+                     "swallow its JSON errors; only lua mode can read the type (docs/operations.md)")
+    got, headers, body = parse(raw)
+    assert headers["content-type"] == ["application/json; charset=utf-8"]
+    headers["content-type"] = ["application/json"]   # the page's charset, written out
+    assert_json_error(got, headers, body, status, "upstream_error")
+    assert b"<html" not in raw
+
+
 # --- 5. Request headers to providers by allow-list --------------------------------
 
 HOSTILE_REQUEST_HEADERS = {
