@@ -174,6 +174,18 @@ local function allowed_set(list)
     return set
 end
 
+-- The endpoint's answer replaced by the router's JSON error (written by upstream_body).
+local function replace_answer(kind, code, message)
+    local body = '{"error":{"message":"' .. message .. '","type":"' .. kind
+        .. '","param":null,"code":"' .. code .. '"}}'
+    ngx.ctx.hir_not_json = body
+    -- With the charset written out: nginx keeps the page's own charset apart and
+    -- would append it to a bare type.
+    ngx.header["Content-Type"] = "application/json; charset=utf-8"
+    ngx.header["Content-Length"] = #body
+    ngx.header["Content-Encoding"] = nil
+end
+
 function M.upstream_headers()
     -- nginx turns an answer without a valid status line into HTTP/0.9 and would
     -- write the endpoint's bytes to the client unframed; send a 502 instead.
@@ -185,17 +197,18 @@ function M.upstream_headers()
     -- An endpoint's error that is not JSON (a reverse proxy's or a CDN's HTML page, an
     -- empty body) becomes the router's JSON error with the same status: a client of
     -- these APIs parses every error body. (Its 3xx and 5xx never get here: error_page.)
+    -- A success that is neither JSON nor a stream (a captive portal's or a WAF's page)
+    -- is no answer at all: 502.
     local status = ngx.status
-    if status >= 400 and not find(lower(ngx.header["Content-Type"] or ""), "json", 1, true) then
-        local body = '{"error":{"message":"The model endpoint answered ' .. status
-            .. ' without a JSON body.","type":"invalid_request_error","param":null,'
-            .. '"code":"upstream_error"}}'
-        ngx.ctx.hir_not_json = body
-        -- With the charset written out: nginx keeps the page's own charset apart and
-        -- would append it to a bare type.
-        ngx.header["Content-Type"] = "application/json; charset=utf-8"
-        ngx.header["Content-Length"] = #body
-        ngx.header["Content-Encoding"] = nil
+    local ctype = lower(ngx.header["Content-Type"] or "")
+    if status >= 400 and not find(ctype, "json", 1, true) then
+        replace_answer("invalid_request_error", "upstream_error",
+                       "The model endpoint answered " .. status .. " without a JSON body.")
+    elseif status < 300 and ctype ~= "" and not find(ctype, "json", 1, true)
+            and not find(ctype, "event-stream", 1, true) then
+        ngx.status = 502
+        replace_answer("server_error", "upstream_failed",
+                       "The model endpoint answered with a page, not an API answer.")
     end
     local allowed = allowed_set(var.hir_pass_response_headers)
     for name in pairs(ngx.resp.get_headers(0, true)) do

@@ -17,6 +17,7 @@ Faults, per request with header `X-Mock-Fault`, or per endpoint at run time with
 `POST /_mock/faults {"fault": ...}` on that endpoint's port:
     status=503        answer with that status
     status=404,html   ... with an HTML page, as a reverse proxy or CDN in front of a model does
+    html              answer 200 with an HTML page (a captive portal's, a WAF's)
     delay=2000        wait that many ms before answering
     drop              close the connection without answering
     accel             answer 200 with an X-Accel-Redirect header (must be ignored)
@@ -134,6 +135,9 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
                 page = f"<html><head><title>{status}</title></head><body><h1>{status}</h1><hr>nginx</body></html>"
                 return web.Response(text=page, status=status, content_type="text/html", headers=echo)
             return web.json_response(body, status=status, headers=echo)
+        if "html" in fault:
+            return web.Response(text="<html><body>Please sign in to continue.</body></html>",
+                                content_type="text/html", headers=echo)
         if "accel" in fault:
             echo["X-Accel-Redirect"] = "/_mock/secret"
         try:

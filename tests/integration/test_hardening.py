@@ -310,6 +310,20 @@ def test_an_endpoints_error_page_becomes_json_and_its_json_errors_pass(clean, st
     assert b"<html" not in raw
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_page_where_an_answer_should_be_is_a_502_in_json(clean, stream):
+    # A captive portal or a WAF answers 200 with its own page; the client got the page.
+    clean.mocks.fault("fast-llama-3-1-8b", "html")
+    raw = raw_exchange(clean.client.port, post(user_body(stream=stream), "X-Test-Pin: fast-llama-3-1-8b\r\n"))
+    if clean.mode == "stock":
+        pytest.xfail("stock nginx cannot read an answer's type (docs/operations.md)")
+    got, headers, body = parse(raw)
+    assert headers["content-type"] == ["application/json; charset=utf-8"]
+    headers["content-type"] = ["application/json"]
+    assert_json_error(got, headers, body, 502, "upstream_failed")
+    assert b"sign in" not in raw
+
+
 # --- 5. Request headers to providers by allow-list --------------------------------
 
 HOSTILE_REQUEST_HEADERS = {
