@@ -56,3 +56,15 @@ def test_an_edge_that_is_not_hardened_fails_the_audit(tls_both):
     failed = {f["check"] for f in report["findings"] if not f["ok"]}
     assert "routed request: security headers" in failed
     assert "RateLimit-Policy on a routed answer" in failed
+
+
+def test_the_burst_meets_the_limit_at_realistic_endpoint_latency(tmp_path):
+    # One request at a time, each waiting for a simulated endpoint at its real
+    # latency, the limit (120 at once, 10 a second) refilled faster than 200
+    # requests spent it: the local stack of the README scored 99.2%.
+    policy, _ = shifted_policy(tmp_path)
+    with Stack(policy, tmp_path / "run", mode="stock", listen=f"127.0.0.1:{free_port()}", latency_scale=1) as st:
+        code, report = audit(f"http://{st.listen}", "--burst", "200")
+        limits = {f["check"]: f["ok"] for f in report["findings"] if f["area"] == "limits"}
+        assert limits.get("a 429 says when to retry") and limits.get("a 429 carries RateLimit headers"), limits
+        assert code == 0 and report["score"] == 100.0
