@@ -197,11 +197,15 @@ function M.upstream_headers()
     -- An endpoint's error that is not JSON (a reverse proxy's or a CDN's HTML page, an
     -- empty body) becomes the router's JSON error with the same status: a client of
     -- these APIs parses every error body. (Its 3xx and 5xx never get here: error_page.)
-    -- A success that is neither JSON nor a stream (a captive portal's or a WAF's page)
-    -- is no answer at all: 502.
+    -- A success that is neither JSON nor a stream (a captive portal's or a WAF's page),
+    -- or a status past 599, is no answer at all: 502.
     local status = ngx.status
     local ctype = lower(ngx.header["Content-Type"] or "")
-    if status >= 400 and not find(ctype, "json", 1, true) then
+    if status >= 600 then   -- no HTTP status (nginx's error_page cannot take it either)
+        ngx.status = 502
+        replace_answer("server_error", "upstream_failed",
+                       "The model endpoint answered a status HTTP does not define.")
+    elseif status >= 400 and not find(ctype, "json", 1, true) then
         replace_answer("invalid_request_error", "upstream_error",
                        "The model endpoint answered " .. status .. " without a JSON body.")
     elseif status < 300 and ctype ~= "" and not find(ctype, "json", 1, true)

@@ -38,6 +38,7 @@ log = logging.getLogger("sidecar.edge.feedback")
 # Every 5xx and redirect, and 401/403 too: an endpoint that refuses the router's
 # credential, or sends it elsewhere, fails every request. "-": no answer at all.
 FAILED = frozenset({"401", "403", "-", *map(str, REDIRECTS | SERVER_ERRORS)})
+NOT_HTTP = ("6", "7", "8", "9")   # a status past 599 (nginx relays any three digits)
 DEFAULT_COOLDOWN_S = 5.0      # a 429 without a usable Retry-After
 MAX_COOLDOWN_S = 300.0
 
@@ -182,7 +183,7 @@ class Feedback:
                 if seconds > 0:
                     health.mark_down(endpoint, seconds)
                     self.cooldowns[endpoint] = self.cooldowns.get(endpoint, 0) + 1
-            elif status in FAILED:
+            elif status in FAILED or status[:1] in NOT_HTTP:
                 count = self.failures.get(endpoint, 0) + 1
                 self.failures[endpoint] = count
                 if count >= self.threshold:

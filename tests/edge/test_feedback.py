@@ -60,7 +60,7 @@ def test_an_endpoint_refusing_the_routers_credential_counts_as_failing(refusal):
     assert health.down_until == {"a": clock.now + 10}
 
 
-@pytest.mark.parametrize("status", sorted(REDIRECTS | SERVER_ERRORS))
+@pytest.mark.parametrize("status", [*sorted(REDIRECTS | SERVER_ERRORS), 600, 799, 999])
 def test_every_server_error_or_redirect_an_endpoint_answers_counts_as_failing(status):
     # 529 is Anthropic's overloaded_error, 520-527 and 530 Cloudflare's; they, and
     # redirects, used to count as answers, so such an endpoint stayed in rotation.
