@@ -290,6 +290,16 @@ def test_an_endpoint_that_answers_without_http_framing(clean, fault):
     assert b"pwned" not in raw and b"unframed" not in raw
 
 
+def assert_replaced_answer(raw: bytes, status: int, code: str, hidden: bytes) -> None:
+    """Lua mode's JSON in place of what the endpoint sent: the router's error, with
+    the charset written out (nginx keeps an endpoint's charset apart from its type)."""
+    got, headers, body = parse(raw)
+    assert headers["content-type"] == ["application/json; charset=utf-8"]
+    headers["content-type"] = ["application/json"]
+    assert_json_error(got, headers, body, status, code)
+    assert hidden not in raw
+
+
 @pytest.mark.parametrize("status", [400, 404, 405, 413, 422])
 def test_an_endpoints_error_page_becomes_json_and_its_json_errors_pass(clean, status):
     # A reverse proxy or CDN in front of a model answers its own errors with HTML;
@@ -303,11 +313,7 @@ def test_an_endpoints_error_page_becomes_json_and_its_json_errors_pass(clean, st
     if clean.mode == "stock":
         pytest.xfail("stock nginx can page an endpoint's error only by status, which would also "
                      "swallow its JSON errors; only lua mode can read the type (docs/operations.md)")
-    got, headers, body = parse(raw)
-    assert headers["content-type"] == ["application/json; charset=utf-8"]
-    headers["content-type"] = ["application/json"]   # the page's charset, written out
-    assert_json_error(got, headers, body, status, "upstream_error")
-    assert b"<html" not in raw
+    assert_replaced_answer(raw, status, "upstream_error", b"<html")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -317,11 +323,7 @@ def test_a_page_where_an_answer_should_be_is_a_502_in_json(clean, stream):
     raw = raw_exchange(clean.client.port, post(user_body(stream=stream), "X-Test-Pin: fast-llama-3-1-8b\r\n"))
     if clean.mode == "stock":
         pytest.xfail("stock nginx cannot read an answer's type (docs/operations.md)")
-    got, headers, body = parse(raw)
-    assert headers["content-type"] == ["application/json; charset=utf-8"]
-    headers["content-type"] = ["application/json"]
-    assert_json_error(got, headers, body, 502, "upstream_failed")
-    assert b"sign in" not in raw
+    assert_replaced_answer(raw, 502, "upstream_failed", b"sign in")
 
 
 @pytest.mark.parametrize("status", [600, 799, 999])
@@ -336,11 +338,7 @@ def test_a_status_http_does_not_define_is_a_502_in_json(clean, status):
     assert (answered[0], answered[1]["x-route-endpoint"]) == (200, ["fast-llama-3-1-8b"])
     if clean.mode == "stock":
         pytest.xfail("stock nginx relays an endpoint's status as written; error_page ends at 599")
-    got, headers, body = parse(raw)
-    assert headers["content-type"] == ["application/json; charset=utf-8"]
-    headers["content-type"] = ["application/json"]
-    assert_json_error(got, headers, body, 502, "upstream_failed")
-    assert b"injected" not in raw
+    assert_replaced_answer(raw, 502, "upstream_failed", b"injected")
 
 
 # --- 5. Request headers to providers by allow-list --------------------------------
