@@ -174,11 +174,12 @@ local function allowed_set(list)
     return set
 end
 
--- The endpoint's answer replaced by the router's JSON error (written by upstream_body).
+-- The endpoint's answer replaced by the router's JSON error (upstream_body writes
+-- ngx.ctx.hir_replacement in place of the endpoint's bytes).
 local function replace_answer(kind, code, message)
     local body = '{"error":{"message":"' .. message .. '","type":"' .. kind
         .. '","param":null,"code":"' .. code .. '"}}'
-    ngx.ctx.hir_not_json = body
+    ngx.ctx.hir_replacement = body
     -- With the charset written out: nginx keeps the page's own charset apart and
     -- would append it to a bare type.
     ngx.header["Content-Type"] = "application/json; charset=utf-8"
@@ -190,7 +191,7 @@ function M.upstream_headers()
     -- nginx turns an answer without a valid status line into HTTP/0.9 and would
     -- write the endpoint's bytes to the client unframed; send a 502 instead.
     if req.http_version() == 0.9 then
-        ngx.ctx.hir_unframed = true
+        ngx.ctx.hir_replacement = var.hir_unframed_response
         ngx.log(ngx.ERR, "endpoint ", var.route_endpoint, " answered without HTTP framing")
         return
     end
@@ -429,31 +430,25 @@ end
 
 function M.upstream_body()
     local ctx = ngx.ctx
-    if ctx.hir_not_json then
-        ngx.arg[1] = ctx.hir_replaced and "" or ctx.hir_not_json
-        ngx.arg[2] = true
-        ctx.hir_replaced = true
-        return
-    end
-    if not ctx.hir_unframed then
-        if var.route_stream == "1" and ngx.status == 200 and end_broken_stream(ctx) then
+    if ctx.hir_replacement then   -- written once, in place of the endpoint's bytes
+        if ctx.hir_replaced then
+            ngx.arg[1] = ""
             return
         end
-        if ngx.status == 200 then
-            record_usage(ctx, ngx.arg[1], ngx.arg[2])
-            if var.route_strip_usage == "1" then
-                ngx.arg[1] = strip_usage_event(ctx, ngx.arg[1], ngx.arg[2])
-            end
+        ctx.hir_replaced = true
+        ngx.arg[1] = ctx.hir_replacement
+        ngx.arg[2] = true
+        return
+    end
+    if var.route_stream == "1" and ngx.status == 200 and end_broken_stream(ctx) then
+        return
+    end
+    if ngx.status == 200 then
+        record_usage(ctx, ngx.arg[1], ngx.arg[2])
+        if var.route_strip_usage == "1" then
+            ngx.arg[1] = strip_usage_event(ctx, ngx.arg[1], ngx.arg[2])
         end
-        return
     end
-    if ctx.hir_replaced then
-        ngx.arg[1] = ""
-        return
-    end
-    ctx.hir_replaced = true
-    ngx.arg[1] = var.hir_unframed_response
-    ngx.arg[2] = true
 end
 
 -- Put `model` where the body's model JSON string sits ("offset,length", as the
