@@ -107,6 +107,11 @@ def _is_port(digits: str) -> bool:
     return 0 < len(digits) <= 5 and digits.isascii() and digits.isdigit() and int(digits) <= 65535
 
 
+# RFC 9110's optional whitespace, the only bytes a credential may have around it:
+# str.strip() would also take NBSP, NEL, VT, FF and the C0 separators, so a key
+# written with any of them would pass where the hash written the same way is 400.
+OPTIONAL_WHITESPACE = " \t"
+
 # Digests of keys already seen valid: SHA-256 per request was 4% of a decision.
 # Only keys that matched a tenant are kept, so unknown keys cannot fill it.
 _seen_digests: dict[str, str] = {}
@@ -119,7 +124,7 @@ def identify(clients: Clients, headers, peer: str) -> Client:
     auth = headers.get("Authorization", "")
     if auth:
         scheme, _, key = auth.partition(" ")
-        key = key.strip()
+        key = key.strip(OPTIONAL_WHITESPACE)
         if scheme.lower() != "bearer" or not key:
             raise Denied("invalid_api_key", "the Authorization header must be 'Bearer <key>'",
                          headers=(("WWW-Authenticate", 'Bearer realm="router"'),))
@@ -131,7 +136,7 @@ def identify(clients: Clients, headers, peer: str) -> Client:
         if len(keys) > 1:
             raise Denied("invalid_request", f"the x-api-key header was sent {len(keys)} times; "
                          "send it once")
-        key = keys[0].strip(" \t") if keys else ""
+        key = keys[0].strip(OPTIONAL_WHITESPACE) if keys else ""
         if not key:
             if clients.require_key:
                 raise Denied("missing_api_key", "an API key is required: Authorization: Bearer "

@@ -40,6 +40,22 @@ def test_bad_keys_are_401(auth, reason):
     assert dict(info.value.headers)["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize("header,prefix", [("Authorization", "Bearer "), ("x_api_key", "")])
+@pytest.mark.parametrize("around", ["\xa0", "\x85", "\x0b", "\x0c", "\x1c", "\x1f", "\u2028", "\u3000"])
+def test_a_key_with_anything_but_optional_whitespace_around_it_is_not_the_key(header, prefix, around):
+    for value in (f"{prefix}good-key{around}", f"{prefix}{around}good-key"):
+        with pytest.raises(Denied) as info:
+            identify(CLIENTS, headers(**{header: value}), "192.0.2.1")
+        assert (info.value.status, info.value.reason) == (401, "invalid_api_key")
+
+
+@pytest.mark.parametrize("header,prefix", [("Authorization", "Bearer "), ("x_api_key", "")])
+@pytest.mark.parametrize("ows", [" ", "\t", " \t "])
+def test_optional_whitespace_around_a_key_is_allowed(header, prefix, ows):
+    client = identify(CLIENTS, headers(**{header: f"{prefix}{ows}good-key{ows}"}), "192.0.2.1")
+    assert client.tenant == ACME
+
+
 def test_an_anthropic_style_x_api_key_identifies_the_same_tenant():
     client = identify(CLIENTS, headers(x_api_key="good-key"), "192.0.2.1")
     assert client.tenant == ACME

@@ -56,6 +56,23 @@ def test_unknown_and_malformed_keys_are_401_and_forwarded_nowhere(limited):
     assert limited.mocks.total_received() == 0
 
 
+# Bytes that str.strip() takes for whitespace but RFC 9110 does not (the hash
+# header's own table in test_hardening.py): around a valid key they make it invalid.
+NOT_WHITESPACE = [b"\xa0", b"\x85", b"\x0b", b"\x0c", b"\x1c", b"\x1f", "\u3000".encode()]
+
+
+@pytest.mark.parametrize("header,prefix", [("Authorization", b"Bearer "), ("x-api-key", b"")])
+def test_a_valid_key_with_anything_but_optional_whitespace_around_it_is_401(limited, header, prefix):
+    limited.mocks.clear()
+    for odd in NOT_WHITESPACE:
+        for value in (prefix + b"acme-key" + odd, prefix + odd + b"acme-key"):
+            status, headers, body = limited.client.chat(HI, headers={header: value})
+            assert status == 401, value
+            assert json.loads(body)["error"]["code"] == "invalid_api_key"
+            assert headers["X-Constitutional-Hash"]
+    assert limited.mocks.total_received() == 0
+
+
 def test_a_hundred_concurrent_requests_for_one_key_admit_exactly_five(limited):
     limited.mocks.clear()
     results, start = [], threading.Barrier(100)
