@@ -251,8 +251,10 @@ def embeddings(body: dict) -> Read:
 
 
 def _is_token_ids(value) -> bool:
+    # Ids index a vocabulary: a negative one is no token (OpenAI refuses it; a
+    # server that does not may read it from the end of its table).
     return isinstance(value, list) and bool(value) and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in value)
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
 
 
 def _texts_or_token_ids(value, field: str) -> tuple[str, int, int]:
@@ -272,7 +274,7 @@ def _texts_or_token_ids(value, field: str) -> tuple[str, int, int]:
     if all(map(_is_token_ids, value)):
         return "", len(value), sum(map(len, value))
     raise bad(f"'{field}' must be a string, an array of strings, an array of token ids, or an array "
-              "of arrays of token ids")
+              "of arrays of token ids (a token id is an integer, 0 or more)")
 
 
 def responses(body: dict) -> Read:

@@ -22,11 +22,13 @@ def test_texts_and_token_ids_are_read(api, field):
     assert read({field: ["a", "b", "c"]}).text == "a\nb\nc"
     assert read({field: [1, 2, 3]}).beyond_text == 12          # a token id ~ 4 chars
     assert read({field: [[1, 2], [3]]}).beyond_text == 12
+    assert read({field: [0]}).beyond_text == 4                  # id 0 is a token
     assert read({field: [7] * 40_000}).beyond_text == 160_000   # one long prompt, not 40k entries
     with pytest.raises(Denied, match="at most 2048"):
         read({field: [[7]] * 2049})                              # a batch is bounded
     for bad in ({}, {field: []}, {field: [1, "a"]}, {field: [[]]}, {field: {"a": 1}},
-                {field: [True]}, {field: 5}, {field: [[1], "a"]}):
+                {field: [True]}, {field: 5}, {field: [[1], "a"]}, {field: [-1]}, {field: [3, -2]},
+                {field: [[1], [-1]]}):
         with pytest.raises(Denied):
             read(bad)
     assert bodies.embeddings({"input": ["a", "b", "c"]}).messages == 3

@@ -40,6 +40,8 @@ CASES = [
     ("NaN", "POST", "/v1/chat/completions", JSON, b'{"temperature":NaN,' + MSG.encode() + b'}', 400, "invalid_json"),
     ("invalid utf-8", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"\xff"}]}', 400, "invalid_json"),
     ("prompt missing", "POST", "/v1/completions", JSON, b'{"model":"auto"}', 400, "invalid_request"),
+    ("a negative token id", "POST", "/v1/completions", JSON, b'{"prompt":[17,-1]}', 400, "invalid_request"),
+    ("a negative token id to embed", "POST", "/v1/embeddings", JSON, b'{"model":"text-embedding-3-small","input":[[5],[-3]]}', 400, "invalid_request"),
     ("text/plain", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "text/plain"}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
     ("no content type", "POST", "/v1/chat/completions", {"X-Constitutional-Hash": HASH}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
     ("form", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "application/x-www-form-urlencoded"}, b"a=b", 415, "unsupported_media_type"),
