@@ -15,6 +15,7 @@ TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 RESERVED = frozenset(name.lower() for name in (
     "Host", "Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "Connection",
     "Keep-Alive", "Transfer-Encoding", "Content-Length", "TE", "Upgrade", "Forwarded",
+    "Accept-Encoding",
     "X-Forwarded-For", "X-Real-IP", "X-Constitutional-Hash", "X-Policy-Version", "X-Request-Id",
     "RateLimit", "RateLimit-Policy", "Strict-Transport-Security", "Content-Security-Policy",
     "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy", "Cache-Control",

@@ -104,6 +104,10 @@ def endpoint_request_headers(policy, indent: str) -> list[str]:
     lines = [f"{indent}proxy_pass_request_headers off;",
              f"{indent}proxy_set_header Content-Type $hir_forward_content_type;",
              f"{indent}proxy_set_header Accept $http_accept;",
+             # The router reads usage from the answer (and may cache it), so it asks for
+             # the bytes uncoded: with no Accept-Encoding at all, RFC 9110 lets a server
+             # answer in any coding, and a gzipped answer's usage would go uncounted.
+             f"{indent}proxy_set_header Accept-Encoding identity;",
              f"{indent}proxy_set_header X-Request-Id $hir_request_id;",
              # Anthropic Messages needs its version header (and betas) end to end.
              f"{indent}proxy_set_header anthropic-version $http_anthropic_version;",

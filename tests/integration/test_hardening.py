@@ -350,12 +350,13 @@ HOSTILE_REQUEST_HEADERS = {
     "X-Forwarded-Host": "evil", "True-Client-IP": "1.2.3.4", "X-Api-Key": "client-secret",
     "OpenAI-Organization": "org-client", "User-Agent": "attacker/1.0", "X-Whatever": "1",
 }
-TO_PROVIDER = {"host", "content-type", "content-length", "accept", "x-request-id", "authorization"}
+TO_PROVIDER = {"host", "content-type", "content-length", "accept", "accept-encoding", "x-request-id",
+               "authorization"}
 
 
 def test_a_provider_receives_only_the_allowed_request_headers(clean):
     extra = "".join(f"{k}: {v}\r\n" for k, v in HOSTILE_REQUEST_HEADERS.items())
-    extra += "Accept: application/json\r\nX-Test-Pin: fast-llama-3-1-8b\r\n"
+    extra += "Accept: application/json\r\nAccept-Encoding: gzip, br\r\nX-Test-Pin: fast-llama-3-1-8b\r\n"
     status, headers, _ = parse(raw_exchange(clean.client.port, post(user_body(), extra)))
     assert status == 200
     (got,) = clean.mocks.received("fast-llama-3-1-8b")
@@ -364,6 +365,9 @@ def test_a_provider_receives_only_the_allowed_request_headers(clean):
     assert {"host", "content-type", "content-length", "x-request-id", "accept"} <= names
     sent = {n.lower(): v for n, v in got["headers"].items()}
     assert sent["x-request-id"] == headers["x-request-id"][0]
+    # Whatever codings the client accepts, the router asks for the answer uncoded: it
+    # reads the usage in it.
+    assert sent["accept-encoding"] == "identity"
 
 
 @pytest.mark.parametrize("declared", ["application/json; charset=utf-16", "APPLICATION/JSON;charset=latin1",
