@@ -88,10 +88,10 @@ class MemoryStore:
 
     # Which endpoint served a Responses answer is shared between hosts only through
     # Redis (sidecar.edge.conversations keeps each process's own map).
-    def remember_response(self, response_id: str, endpoint: str) -> None:
+    def remember_response(self, response_id: str, endpoint: str, tenant: str) -> None:
         pass
 
-    def response_endpoint(self, response_id: str) -> str | None:
+    def response_holder(self, response_id: str) -> tuple[str, str | None] | None:
         return None
 
     def sweep(self, now_ns: int) -> None:

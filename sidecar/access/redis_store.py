@@ -165,19 +165,23 @@ class RedisStore:
         log.warning("limit store degraded to in-process (%s)", reason)
         return self.fallback.admit(checks, now_ns, spend)
 
-    def remember_response(self, response_id: str, endpoint: str) -> None:
-        """Which endpoint served a Responses answer, for every host: a follow-up or a
-        retrieve may reach another one (kept as long as OpenAI keeps an answer)."""
+    def remember_response(self, response_id: str, endpoint: str, tenant: str) -> None:
+        """Which endpoint served a Responses answer, and for which tenant ("" for a
+        client without a key), for every host: a follow-up or a retrieve may reach
+        another one (kept as long as OpenAI keeps an answer)."""
         if not self.breaker.allow():
             return
         try:
-            self.client.set(f"{self.prefix}resp:{response_id}", endpoint, ex=RESPONSE_TTL_S)
+            self.client.set(f"{self.prefix}resp:{response_id}", f"{endpoint}\n{tenant}",
+                            ex=RESPONSE_TTL_S)
         except (redis.RedisError, OSError):
             self.breaker.failure()
             return
         self.breaker.success()
 
-    def response_endpoint(self, response_id: str) -> str | None:
+    def response_holder(self, response_id: str) -> tuple[str, str | None] | None:
+        """(endpoint, tenant) of a Responses answer; the tenant is None for an answer
+        filed before tenants were (its owner was not recorded)."""
         if not self.breaker.allow():
             return None
         try:
@@ -186,7 +190,10 @@ class RedisStore:
             self.breaker.failure()
             return None
         self.breaker.success()
-        return value.decode() if value else None
+        if not value:
+            return None
+        endpoint, newline, tenant = value.decode().partition("\n")
+        return endpoint, (tenant if newline else None)
 
     def refund_spend(self, key: str, micros: int) -> None:
         try:

@@ -94,8 +94,10 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     feats = features.Features(method, path, headers, client.ip)
     feats.sticky = client.id
     continued = cached = None
+    # Stored answers are the tenant's: the provider account behind them is everyone's.
+    owner = client.tenant.name if client.tenant is not None else ""
     if stored is not None:
-        proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri)
+        proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri, owner)
     else:
         _read_body(feats, path, headers, raw, runtime.cache, counted)
         if policy.response_cache is not None and counted is None:
@@ -103,7 +105,7 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
             if cached is not None:
                 feats.cache_slot = int(cached[0][:8], 16)
         conversations = runtime.conversations
-        continued = conversations.route(policy, feats) if conversations else None
+        continued = conversations.route(policy, feats, owner) if conversations else None
         proposed, upstream_path = continued or policy.route(feats), path[3:]
         if conversations and feats.api == "responses":
             conversations.decide(headers.get("X-Hir-Internal-Id", ""))
@@ -168,13 +170,13 @@ def _read_body(feats, path: str, headers, raw: bytes, cache, counted=None) -> No
         feats.api = counted[0]
 
 
-def _stored_route(policy, runtime: Runtime, feats, stored, uri: str):
-    """(route, upstream path) of an operation on a stored response: no body, nothing
-    generated, so nothing reserved."""
+def _stored_route(policy, runtime: Runtime, feats, stored, uri: str, owner: str):
+    """(route, upstream path) of an operation on a stored response, which must be
+    `owner`'s: no body, nothing generated, so nothing reserved."""
     feats.api, feats.choices = "responses", 0   # logged as `stored` once admitted
     feats.stream = stored_responses.streamed(uri)
     upstream_path = stored_responses.upstream_path(uri)   # a bad query is refused first
-    return stored_responses.route(policy, runtime.conversations, stored.response_id), upstream_path
+    return stored_responses.route(policy, runtime.conversations, stored.response_id, owner), upstream_path
 
 
 def _readable(raw: str) -> str:

@@ -10,6 +10,12 @@ serve it. An id this process never saw (another host, a restart, evicted, or sto
 mode, where nginx cannot read answers) is routed by the rules as before. With Redis
 (`serve --redis`), the map is shared: a follow-up may reach any host.
 
+An answer belongs to the tenant whose key asked for it ("" for clients without a
+key). The router holds one provider account for all of them, so the provider
+would give any of them any answer by its id: the router must not. A follow-up or
+an operation naming another tenant's answer is refused with the 404 an unknown id
+gets from a provider, and nothing is forwarded.
+
 A `background` request is answered at once, `queued`, with no usage: the tokens are
 spent later, and their count arrives when the client retrieves the finished answer
 (GET /v1/responses/{id}). So the request's usage waits here, and is counted (and its
@@ -24,15 +30,20 @@ import time
 
 from prometheus_client.core import CounterMetricFamily
 
+from sidecar.denials import Denied
 from sidecar.edge.estimates import background
 from sidecar.policy.compiled import Route
 
-CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~20 MB at most (53-character ids)
+CAPACITY = 100_000   # ids remembered, oldest forgotten first: ~20 MB (53-character ids, with owners)
 AWAITING = 10_000    # background requests waiting for their usage (~1 KB each)
 IN_FLIGHT = 10_000   # Responses requests this process decided whose answer is still to come
 WAIT_NS = 600 * 1_000_000_000   # as long as a reservation is held (sidecar.edge.settlement)
 RULE = "previous_response"
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+class Foreign(Exception):
+    """A response id another tenant's request made."""
 
 
 class Conversations:
@@ -46,8 +57,9 @@ class Conversations:
         # nginx ids of the Responses requests this process decided: only it tells Redis
         # (every process reads every feedback line; one write each is enough)
         self.decided: dict[str, None] = {}
-        self.endpoints: dict[str, str] = {}   # response id -> endpoint name, oldest first
-        self.continued = {"pinned": 0, "unknown": 0}
+        # response id -> (endpoint name, tenant name or ""), oldest first
+        self.endpoints: dict[str, tuple[str, str]] = {}
+        self.continued = {"pinned": 0, "unknown": 0, "refused": 0}
         # background response id -> (its create's feedback entry, when it was seen), oldest first
         self.awaiting: dict[str, tuple[dict, int]] = {}
         self.overflow: list[dict] = []   # pushed out of `awaiting` by newer ones: due now
@@ -57,12 +69,14 @@ class Conversations:
         """From a feedback line: the endpoint that served a Responses answer with an id."""
         response_id = entry.get("response_id")
         if response_id and entry.get("status") == "200" and entry.get("served"):
-            self.endpoints[response_id] = sys.intern(entry["served"])   # a few names, many ids
+            tenant = entry.get("tenant") or ""
+            # A few names, many ids: one string each.
+            self.endpoints[response_id] = (sys.intern(entry["served"]), sys.intern(tenant))
             if len(self.endpoints) > self.capacity:
                 del self.endpoints[next(iter(self.endpoints))]
             if self.store_ref is not None and entry.get("internal_id") in self.decided:
                 del self.decided[entry["internal_id"]]
-                self.store_ref().remember_response(response_id, entry["served"])   # ~160 us
+                self.store_ref().remember_response(response_id, entry["served"], tenant)   # ~160 us
 
     def decide(self, internal_id: str) -> None:
         """This process routed a Responses request: its answer's id is this process's
@@ -72,12 +86,24 @@ class Conversations:
             if len(self.decided) > IN_FLIGHT:
                 del self.decided[next(iter(self.decided))]
 
-    def endpoint_of(self, response_id: str) -> str | None:
-        """The endpoint that served `response_id`: this process's map, then the shared one."""
-        name = self.endpoints.get(response_id)
-        if name is None and self.store_ref is not None:
-            name = self.store_ref().response_endpoint(response_id)
-        return name
+    def holder(self, response_id: str) -> tuple[str, str | None] | None:
+        """(endpoint, tenant) of `response_id`: this process's map, then the shared
+        one. The tenant is None where no owner was recorded (Redis entries filed
+        before owners were)."""
+        held = self.endpoints.get(response_id)
+        if held is None and self.store_ref is not None:
+            held = self.store_ref().response_holder(response_id)
+        return held
+
+    def endpoint_for(self, response_id: str, tenant: str) -> str | None:
+        """The endpoint holding `response_id` if it is `tenant`'s; None if unknown.
+        Raises Foreign when it is another tenant's."""
+        held = self.holder(response_id)
+        if held is None:
+            return None
+        if held[1] is not None and held[1] != tenant:
+            raise Foreign(response_id)
+        return held[0]
 
     def observe(self, entry: dict, retrieved: dict | None) -> dict | None:
         """A feedback line with a response id. A background create is marked `deferred`
@@ -115,12 +141,19 @@ class Conversations:
             ended.append({**created, "deferred": False})
         return ended
 
-    def route(self, policy, feats) -> Route | None:
-        """The route of a request that continues an answer this process saw, else None."""
+    def route(self, policy, feats, tenant: str) -> Route | None:
+        """The route of a request that continues an answer this process saw, else None.
+        Denied 404 for an answer another tenant's request made."""
         previous = feats.body.get("previous_response_id") if feats.api == "responses" else None
         if not previous:
             return None
-        endpoint = policy.endpoint_by_name.get(self.endpoint_of(previous) or "")
+        try:
+            name = self.endpoint_for(previous, tenant)
+        except Foreign:
+            self.continued["refused"] += 1
+            raise Denied("previous_response_not_found",
+                         f"Previous response with id '{previous}' not found.") from None
+        endpoint = policy.endpoint_by_name.get(name or "")
         if endpoint is None or "responses" not in endpoint.serves:
             self.continued["unknown"] += 1
             return None
@@ -130,8 +163,9 @@ class Conversations:
     def collect(self):
         family = CounterMetricFamily(
             "router_responses_continued", "Responses requests naming a previous_response_id: sent to "
-            "the endpoint that served it (pinned), or routed by the rules because this process never "
-            "saw it (unknown)", labels=["result"])
+            "the endpoint that served it (pinned), routed by the rules because this process never "
+            "saw it (unknown), or refused because another tenant's request made it (refused)",
+            labels=["result"])
         for result, n in self.continued.items():
             family.add_metric([result], n)
         yield family

@@ -15,6 +15,7 @@ import re
 from typing import NamedTuple
 
 from sidecar.denials import Denied
+from sidecar.edge.conversations import Foreign
 from sidecar.policy.compiled import Route
 
 API = "stored"
@@ -51,8 +52,14 @@ def streamed(uri: str) -> bool:
     return "stream=true" in uri.partition("?")[2].split("&")
 
 
-def route(policy, conversations, response_id: str) -> Route:
-    name = conversations.endpoint_of(response_id) if conversations is not None else None
+def route(policy, conversations, response_id: str, tenant: str) -> Route:
+    """Where an operation on `response_id` goes: the endpoint that made it, if it was
+    made for `tenant`. Another tenant's answer gets the same 404 as an unknown one,
+    so an id tells nobody else that it exists."""
+    try:
+        name = conversations.endpoint_for(response_id, tenant) if conversations is not None else None
+    except Foreign:
+        name = None
     endpoint = policy.endpoint_by_name.get(name or "")
     if endpoint is None or "responses" not in endpoint.serves:
         raise Denied("response_not_found", f"this router has not served a response with id "

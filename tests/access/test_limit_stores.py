@@ -174,15 +174,24 @@ def test_one_redis_round_trip_per_decision(redis_url):
 
 
 def test_which_endpoint_served_a_response_is_shared_through_redis_only(store):
-    store.remember_response("resp_1", "nano-a")
-    assert store.response_endpoint("resp_1") == ("nano-a" if store.name == "redis" else None)
-    assert store.response_endpoint("resp_never") is None
+    store.remember_response("resp_1", "nano-a", "acme")
+    store.remember_response("resp_2", "nano-b", "")
+    redis = store.name == "redis"
+    assert store.response_holder("resp_1") == (("nano-a", "acme") if redis else None)
+    assert store.response_holder("resp_2") == (("nano-b", "") if redis else None)
+    assert store.response_holder("resp_never") is None
+
+
+def test_an_answer_filed_before_owners_were_recorded_has_no_owner(redis_url):
+    store = RedisStore.from_url(redis_url, deadline_ms=200, prefix=f"t{next(counter)}:")
+    store.client.set(f"{store.prefix}resp:resp_old", "nano-a")   # as the router before wrote it
+    assert store.response_holder("resp_old") == ("nano-a", None)
 
 
 def test_a_refused_redis_forgets_responses_quietly_within_the_deadline(tmp_path):
     store = RedisStore.from_url(f"unix://{tmp_path}/nothing.sock", deadline_ms=25)
     started = time.monotonic()
     for _ in range(5):
-        store.remember_response("resp_1", "nano-a")
-        assert store.response_endpoint("resp_1") is None
+        store.remember_response("resp_1", "nano-a", "")
+        assert store.response_holder("resp_1") is None
     assert time.monotonic() - started < 0.5 and store.breaker.opened_at is not None

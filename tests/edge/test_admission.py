@@ -142,7 +142,8 @@ def test_a_request_naming_a_stored_answer_is_refused_rather_than_downgraded_away
     runtime = Runtime()
     runtime.conversations = Conversations()
     held = next(e for e in POLICY.endpoints if e.tier.name == "expert" and "responses" in e.serves)
-    runtime.conversations.remember({"response_id": "resp_x", "served": held.name, "status": "200"})
+    runtime.conversations.remember({"response_id": "resp_x", "served": held.name, "status": "200",
+                                    "tenant": "flex"})   # the asker's own answer
     headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH,
                            "Authorization": "Bearer flex"})
     if operation == "follow-up":

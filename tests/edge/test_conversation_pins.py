@@ -1,5 +1,9 @@
 from types import SimpleNamespace
 
+import pytest
+
+from sidecar.denials import Denied
+from sidecar.edge import stored_responses
 from sidecar.edge.conversations import RULE, Conversations
 
 RESPONSES = SimpleNamespace(name="a", serves=frozenset({"chat", "responses"}))
@@ -7,8 +11,8 @@ CHAT_ONLY = SimpleNamespace(name="b", serves=frozenset({"chat"}))
 POLICY = SimpleNamespace(endpoint_by_name={"a": RESPONSES, "b": CHAT_ONLY})
 
 
-def line(response_id, served="a", status="200"):
-    return {"response_id": response_id, "served": served, "status": status}
+def line(response_id, served="a", status="200", tenant=""):
+    return {"response_id": response_id, "served": served, "status": status, "tenant": tenant}
 
 
 def follow_up(previous, api="responses"):
@@ -18,9 +22,9 @@ def follow_up(previous, api="responses"):
 def test_a_follow_up_is_pinned_to_the_endpoint_that_served_the_answer_with_no_fallbacks():
     c = Conversations()
     c.remember(line("resp_1"))
-    route = c.route(POLICY, follow_up("resp_1"))
+    route = c.route(POLICY, follow_up("resp_1"), "")
     assert route.endpoint is RESPONSES and route.fallbacks == () and route.rule == RULE
-    assert c.continued == {"pinned": 1, "unknown": 0}
+    assert c.continued == {"pinned": 1, "unknown": 0, "refused": 0}
 
 
 def test_what_cannot_be_pinned_is_left_to_the_rules():
@@ -29,10 +33,10 @@ def test_what_cannot_be_pinned_is_left_to_the_rules():
     c.remember(line("resp_gone", served="removed"))   # an endpoint a reload took away
     c.remember(line("resp_chat", served="b"))         # no longer serves the Responses API
     for previous in ("resp_failed", "resp_gone", "resp_chat", "resp_never_seen"):
-        assert c.route(POLICY, follow_up(previous)) is None
-    assert c.continued == {"pinned": 0, "unknown": 4}
-    assert c.route(POLICY, follow_up(None)) is None                       # not a follow-up
-    assert c.route(POLICY, follow_up("resp_1", api="chat")) is None      # not the Responses API
+        assert c.route(POLICY, follow_up(previous), "") is None
+    assert c.continued == {"pinned": 0, "unknown": 4, "refused": 0}
+    assert c.route(POLICY, follow_up(None), "") is None                       # not a follow-up
+    assert c.route(POLICY, follow_up("resp_1", api="chat"), "") is None      # not the Responses API
     assert c.continued["unknown"] == 4
 
 
@@ -42,17 +46,18 @@ def test_the_oldest_ids_are_forgotten_first():
         c.remember(line(f"resp_{i}"))
     assert list(c.endpoints) == ["resp_2", "resp_3", "resp_4"]
     c.remember(line("resp_2", served="b"))   # an id seen again keeps its newest endpoint
-    assert c.endpoints["resp_2"] == "b" and len(c.endpoints) == 3
+    assert c.endpoints["resp_2"] == ("b", "") and len(c.endpoints) == 3
 
 
 class _Shared:
     def __init__(self):
-        self.written, self.kept = [], {"resp_elsewhere": "a"}
+        self.written = []
+        self.kept = {"resp_elsewhere": ("a", "acme"), "resp_filed_before_owners": ("a", None)}
 
-    def remember_response(self, response_id, endpoint):
-        self.written.append((response_id, endpoint))
+    def remember_response(self, response_id, endpoint, tenant):
+        self.written.append((response_id, endpoint, tenant))
 
-    def response_endpoint(self, response_id):
+    def response_holder(self, response_id):
         return self.kept.get(response_id)
 
 
@@ -60,9 +65,40 @@ def test_only_the_process_that_decided_a_request_shares_its_answer_and_any_finds
     shared = _Shared()
     c = Conversations(store_ref=lambda: shared)
     c.decide("nginx-1")
-    c.remember({**line("resp_mine"), "internal_id": "nginx-1"})
+    c.remember({**line("resp_mine", tenant="acme"), "internal_id": "nginx-1"})
     c.remember({**line("resp_other_process"), "internal_id": "nginx-2"})
-    c.remember({**line("resp_mine"), "internal_id": "nginx-1"})   # a repeated datagram
-    assert shared.written == [("resp_mine", "a")]
-    assert c.route(POLICY, follow_up("resp_elsewhere")).endpoint is RESPONSES   # another host's
-    assert c.route(POLICY, follow_up("resp_nowhere")) is None
+    c.remember({**line("resp_mine", tenant="acme"), "internal_id": "nginx-1"})   # a repeated datagram
+    assert shared.written == [("resp_mine", "a", "acme")]
+    assert c.route(POLICY, follow_up("resp_elsewhere"), "acme").endpoint is RESPONSES   # another host's
+    assert c.route(POLICY, follow_up("resp_nowhere"), "acme") is None
+    with pytest.raises(Denied):                                          # another host's, not yours
+        c.route(POLICY, follow_up("resp_elsewhere"), "beta")
+    # Filed before owners were recorded: nobody can be told apart, so nobody is refused.
+    assert c.route(POLICY, follow_up("resp_filed_before_owners"), "beta").endpoint is RESPONSES
+
+
+TENANTS = ["", "acme", "beta", "acme-2"]
+
+
+@pytest.mark.parametrize("owner", TENANTS)
+@pytest.mark.parametrize("asker", TENANTS)
+def test_an_answer_is_continued_and_operated_on_only_by_the_tenant_it_was_made_for(owner, asker):
+    """One provider account serves every tenant, so it would hand any of them any
+    answer by id: the router is the only one who can tell them apart."""
+    c = Conversations()
+    c.remember(line("resp_1", tenant=owner))
+    if asker == owner:
+        assert c.route(POLICY, follow_up("resp_1"), asker).endpoint is RESPONSES
+        assert stored_responses.route(POLICY, c, "resp_1", asker).endpoint is RESPONSES
+        return
+    with pytest.raises(Denied) as refused:
+        c.route(POLICY, follow_up("resp_1"), asker)
+    assert (refused.value.status, refused.value.reason) == (404, "previous_response_not_found")
+    assert c.continued["refused"] == 1
+    # An operation on it is told exactly what an unknown id is told: nothing about whether it exists.
+    with pytest.raises(Denied) as foreign:
+        stored_responses.route(POLICY, c, "resp_1", asker)
+    with pytest.raises(Denied) as unknown:
+        stored_responses.route(POLICY, c, "resp_1".replace("1", "2"), asker)
+    assert (foreign.value.status, foreign.value.reason) == (404, "response_not_found")
+    assert str(foreign.value).replace("resp_1", "resp_2") == str(unknown.value)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import Client, Mocks, free_port, shifted_policy
+from sidecar.access.clients import digest
 from sidecar.tools.stack import Stack
 from test_api_surface import stream_events
 
@@ -158,12 +159,91 @@ def test_stored_response_requests_that_cannot_be_served_are_refused_before_any_e
     assert stack.mocks.total_received() == before
 
 
+# Two tenants; clients without a key are still let in (as themselves: tenant "").
+TENANTS = f"""
+clients:
+  tenants:
+    acme: {{keys: ["{digest('acme-key')}"]}}
+    beta: {{keys: ["{digest('beta-key')}"]}}
+"""
+KEYS = {"acme": {"Authorization": "Bearer acme-key"}, "beta": {"x-api-key": "beta-key"}, "anonymous": {}}
+
+
+def _as(who: str, extra: dict | None = None) -> dict:
+    return {**KEYS[who], **(extra or {})}
+
+
+def _operation(st, who: str, response_id: str, method: str = "GET", suffix: str = ""):
+    return st.client.chat(None, path=f"/v1/responses/{response_id}{suffix}", method=method,
+                          headers=_as(who, {"Content-Type": None}))
+
+
+def _owned_answer(st, owner: str) -> tuple[str, str]:
+    """An answer `owner` asked for, once the router has learned it (its owner can
+    retrieve it): (its id, the endpoint holding it)."""
+    status, headers, out = st.client.chat({"model": "auto", "input": "my plan is X"},
+                                          path="/v1/responses", headers=_as(owner))
+    assert status == 200, out
+    response_id = json.loads(out)["id"]
+    for _ in range(40):
+        status, _, _ = _operation(st, owner, response_id)
+        if status == 200:
+            return response_id, headers["X-Mock-Endpoint"]
+        time.sleep(0.1)
+    raise AssertionError(f"the router never learned {response_id}")
+
+
+def _assert_not_given(st, asker: str, response_id: str) -> None:
+    """Every operation and a follow-up are refused as for an id nobody made, and
+    nothing reaches an endpoint (which, holding one account for all, would answer)."""
+    before = st.mocks.total_received()
+    for method, suffix in (("GET", ""), ("GET", "/input_items"), ("POST", "/cancel"), ("DELETE", "")):
+        status, _, out = _operation(st, asker, response_id, method, suffix)
+        assert status == 404, (method, suffix, out[:200])
+        assert json.loads(out)["error"]["code"] == "response_not_found"
+    status, _, out = st.client.chat({"model": "auto", "input": "what was my plan?",
+                                     "previous_response_id": response_id},
+                                    path="/v1/responses", headers=_as(asker))
+    assert status == 404, out[:200]
+    assert json.loads(out)["error"]["code"] == "previous_response_not_found"
+    assert response_id in json.loads(out)["error"]["message"]
+    assert st.mocks.total_received() == before
+
+
+@pytest.fixture(scope="module")
+def tenants(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tenants")
+    policy, ports = shifted_policy(tmp, extra=TENANTS)
+    port = free_port()
+    st = Stack(policy, tmp / "run", mode="lua", listen=f"127.0.0.1:{port}", latency_scale=0)
+    st.start()
+    st.client, st.mocks = Client(port), Mocks(ports)
+    yield st
+    st.stop()
+
+
+@pytest.mark.parametrize("owner,asker", [("acme", "beta"), ("beta", "acme"), ("acme", "anonymous"),
+                                         ("anonymous", "acme")])
+def test_an_answer_is_given_only_to_the_tenant_it_was_made_for(tenants, owner, asker):
+    """The router holds one provider account for every tenant, so a provider hands
+    any answer to whoever names its id: the router is the one that must not."""
+    response_id, served = _owned_answer(tenants, owner)
+    _assert_not_given(tenants, asker, response_id)
+    # Still its owner's: a follow-up goes where it is held, and it can be deleted.
+    status, headers, _ = tenants.client.chat({"model": "auto", "input": "and then?",
+                                              "previous_response_id": response_id},
+                                             path="/v1/responses", headers=_as(owner))
+    assert status == 200 and headers["X-Mock-Endpoint"] == served
+    status, _, out = _operation(tenants, owner, response_id, "DELETE")
+    assert status == 200 and json.loads(out)["deleted"] is True
+
+
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory, redis_url):
     """Two routers (lua mode) sharing one Redis and one set of model endpoints, as two
     hosts behind a load balancer would."""
     tmp = tmp_path_factory.mktemp("two-hosts")
-    policy, ports = shifted_policy(tmp)
+    policy, ports = shifted_policy(tmp, extra=TENANTS)
     hosts = []
     try:
         for name in ("a", "b"):
@@ -195,3 +275,15 @@ def test_another_host_finds_the_conversation_through_redis(two_hosts):
     assert status == 200 and headers["X-Mock-Endpoint"] == served, out
     status, headers, out = stored_operation(second, response_id)
     assert status == 200 and headers["X-Mock-Endpoint"] == served and json.loads(out)["id"] == response_id
+
+
+def test_another_host_knows_whose_answer_it_is(two_hosts):
+    first, second = two_hosts
+    response_id, _ = _owned_answer(first, "acme")
+    for _ in range(40):   # once the first host's feedback has reached Redis
+        status, _, _ = _operation(second, "acme", response_id)
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    _assert_not_given(second, "beta", response_id)
