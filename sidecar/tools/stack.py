@@ -213,6 +213,13 @@ class Stack:
         finally:
             conn.close()
 
+    def _nginx_version(self) -> str:
+        """The policy version nginx answers with, or "" if it does not answer."""
+        try:
+            return self.nginx_health().get("policy_version", "")
+        except (OSError, ValueError, http.client.HTTPException):
+            return ""
+
     def reload(self, timeout: float = 10.0) -> str:
         """Apply an edited policy: validate it, re-render and reload nginx if its
         endpoints changed, and have every sidecar swap to it. Raises PolicyError
@@ -234,7 +241,10 @@ class Stack:
                     raise RuntimeError(f"{what} did not take policy {new.version}")
                 time.sleep(0.02)
 
-        if rendered != on_disk:
+        # The files on disk are what the last reload wrote, not what nginx runs: a
+        # reload cut short by a newer edit, or one nginx failed to take, can leave
+        # this version written and never taken. Ask nginx too.
+        if rendered != on_disk or self._nginx_version() != new.version:
             old_workers = self._nginx_workers()
             self.start_nginx(reload=True)
             # Old workers finish their requests while new ones start, and until they
