@@ -181,7 +181,7 @@ class RedisStore:
 
     def response_holder(self, response_id: str) -> tuple[str, str | None] | None:
         """(endpoint, tenant) of a Responses answer; the tenant is None for an answer
-        filed before tenants were (its owner was not recorded)."""
+        filed before owners were recorded."""
         if not self.breaker.allow():
             return None
         try:
