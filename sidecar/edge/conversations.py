@@ -155,6 +155,12 @@ class Conversations:
                          f"Previous response with id '{previous}' not found.") from None
         endpoint = policy.endpoint_by_name.get(name or "")
         if endpoint is None or "responses" not in endpoint.serves:
+            if policy.reject_unknown_conversations:
+                # Whose answer it is cannot be checked, and the provider would continue it
+                # for anyone: the policy asked for no guess.
+                self.continued["refused"] += 1
+                raise Denied("previous_response_not_found",
+                             f"Previous response with id '{previous}' not found.")
             self.continued["unknown"] += 1
             return None
         self.continued["pinned"] += 1
@@ -164,7 +170,8 @@ class Conversations:
         family = CounterMetricFamily(
             "router_responses_continued", "Responses requests naming a previous_response_id: sent to "
             "the endpoint that served it (pinned), routed by the rules because this process never "
-            "saw it (unknown), or refused because another tenant's request made it (refused)",
+            "saw it (unknown), or refused: another tenant's request made it, or the router never "
+            "saw it and the policy says conversations.unknown: reject (refused)",
             labels=["result"])
         for result, n in self.continued.items():
             family.add_metric([result], n)

@@ -225,7 +225,8 @@ class Policy:
                  pass_response_headers: tuple[str, ...] = (),
                  models: Models = Models(), cors: Cors | None = None,
                  retry_budget: tuple[float, float] = (0.2, 10.0), shadow=None,
-                 response_cache: ResponseCache | None = None):
+                 response_cache: ResponseCache | None = None,
+                 reject_unknown_conversations: bool = False):
         self.source = source
         self.version = version
         self.created = int(time.time())     # the model list's `created`
@@ -245,6 +246,8 @@ class Policy:
         self.retry_budget = retry_budget    # (share of requests, retries per second floor)
         self.shadow = shadow                # (Endpoint, share) mirrored, or None
         self.response_cache = response_cache
+        # A follow-up naming an answer the router never saw: refused (True) or routed.
+        self.reject_unknown_conversations = reject_unknown_conversations
         self.failover = failover
         self.clients = clients if clients is not None else NO_CLIENTS
         self.limits = limits

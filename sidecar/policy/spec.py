@@ -50,7 +50,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
     doc = mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
                    optional=("constitutional_hash", "previous_hashes", "rules", "failover",
                              "clients", "limits", "pass_headers", "models", "cors", "retry_budget",
-                             "shadow", "response_cache"))
+                             "shadow", "response_cache", "conversations"))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -85,6 +85,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
                   retry_budget=surface_spec.retry_budget(ctx, doc.get("retry_budget")),
                   shadow=surface_spec.shadow(ctx, doc.get("shadow"), endpoints),
                   response_cache=surface_spec.response_cache(ctx, doc.get("response_cache")),
+                  reject_unknown_conversations=surface_spec.conversations(ctx, doc.get("conversations")),
                   missing_env=tuple(ctx.missing_env))
 
 

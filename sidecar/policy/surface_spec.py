@@ -173,3 +173,16 @@ def response_cache(ctx, value, path="response_cache"):
                         f"(Responses answers are stored and continued by id: never cached), got {show(apis)}")
     shared = typed(ctx, spec.get("shared", False), bool, "true or false", join(path, "shared"))
     return ResponseCache(ttl, size, frozenset(apis), shared)
+
+
+def conversations(ctx, value, path="conversations") -> bool:
+    """conversations: {unknown: route | reject}: whether a Responses follow-up naming
+    an answer the router never saw is routed by the rules (route, the default) or
+    refused, since whose answer it is cannot be checked (reject)."""
+    if value is None:
+        return False
+    spec = mapping(ctx, value, path, optional=("unknown",))
+    unknown = spec.get("unknown", "route")
+    if unknown not in ("route", "reject"):
+        raise ctx.error(join(path, "unknown"), f'expected "route" or "reject", got {show(unknown)}')
+    return unknown == "reject"

@@ -8,7 +8,8 @@ from sidecar.edge.conversations import RULE, Conversations
 
 RESPONSES = SimpleNamespace(name="a", serves=frozenset({"chat", "responses"}))
 CHAT_ONLY = SimpleNamespace(name="b", serves=frozenset({"chat"}))
-POLICY = SimpleNamespace(endpoint_by_name={"a": RESPONSES, "b": CHAT_ONLY})
+POLICY = SimpleNamespace(endpoint_by_name={"a": RESPONSES, "b": CHAT_ONLY}, reject_unknown_conversations=False)
+STRICT = SimpleNamespace(endpoint_by_name=POLICY.endpoint_by_name, reject_unknown_conversations=True)
 
 
 def line(response_id, served="a", status="200", tenant=""):
@@ -102,3 +103,19 @@ def test_an_answer_is_continued_and_operated_on_only_by_the_tenant_it_was_made_f
         stored_responses.route(POLICY, c, "resp_1".replace("1", "2"), asker)
     assert (foreign.value.status, foreign.value.reason) == (404, "response_not_found")
     assert str(foreign.value).replace("resp_1", "resp_2") == str(unknown.value)
+
+
+def test_with_unknown_reject_a_follow_up_that_cannot_be_checked_is_refused():
+    """conversations: {unknown: reject}: an id the router never saw (stock mode, a
+    restart, evicted) is refused rather than routed, since the provider would continue
+    it for anyone; one it knows still goes where it is held."""
+    c = Conversations()
+    c.remember(line("resp_known", tenant="acme"))
+    c.remember(line("resp_gone", served="removed", tenant="acme"))
+    for previous in ("resp_never_seen", "resp_gone"):
+        with pytest.raises(Denied) as refused:
+            c.route(STRICT, follow_up(previous), "acme")
+        assert (refused.value.status, refused.value.reason) == (404, "previous_response_not_found")
+    assert c.route(STRICT, follow_up("resp_known"), "acme").endpoint is RESPONSES
+    assert c.route(STRICT, follow_up(None), "acme") is None              # not a follow-up
+    assert c.continued == {"pinned": 1, "unknown": 0, "refused": 2}

@@ -287,3 +287,33 @@ def test_another_host_knows_whose_answer_it_is(two_hosts):
         time.sleep(0.1)
     assert status == 200
     _assert_not_given(second, "beta", response_id)
+
+
+@pytest.fixture(scope="module", params=["lua", "stock"])
+def strict(request, tmp_path_factory):
+    """A policy that refuses follow-ups it cannot check (conversations: {unknown: reject})."""
+    tmp = tmp_path_factory.mktemp(f"strict-{request.param}")
+    policy, ports = shifted_policy(tmp, extra=TENANTS + "conversations: {unknown: reject}\n")
+    port = free_port()
+    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0)
+    st.start()
+    st.client, st.mocks, st.mode = Client(port), Mocks(ports), request.param
+    yield st
+    st.stop()
+
+
+def test_with_unknown_reject_only_follow_ups_the_router_can_check_are_forwarded(strict):
+    before = strict.mocks.total_received()
+    status, _, out = strict.client.chat({"model": "auto", "input": "go on",
+                                         "previous_response_id": "resp_this_router_never_saw"},
+                                        path="/v1/responses", headers=_as("acme"))
+    assert status == 404 and json.loads(out)["error"]["code"] == "previous_response_not_found"
+    assert strict.mocks.total_received() == before
+    if strict.mode == "stock":   # stock mode never learns an answer's id: every follow-up is refused
+        return
+    response_id, served = _owned_answer(strict, "acme")
+    status, headers, _ = strict.client.chat({"model": "auto", "input": "and then?",
+                                             "previous_response_id": response_id},
+                                            path="/v1/responses", headers=_as("acme"))
+    assert status == 200 and headers["X-Mock-Endpoint"] == served
+    _assert_not_given(strict, "beta", response_id)
