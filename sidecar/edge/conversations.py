@@ -148,23 +148,20 @@ class Conversations:
         if not previous:
             return None
         try:
-            name = self.endpoint_for(previous, tenant)
+            endpoint = policy.endpoint_by_name.get(self.endpoint_for(previous, tenant) or "")
+            foreign = False
         except Foreign:
+            endpoint, foreign = None, True
+        if endpoint is not None and "responses" in endpoint.serves:
+            self.continued["pinned"] += 1
+            return Route(RULE, endpoint, ())
+        # Another tenant's answer; or one whose tenant cannot be checked (the provider
+        # would continue it for anyone) where the policy asked for no guess.
+        if foreign or policy.reject_unknown_conversations:
             self.continued["refused"] += 1
-            raise Denied("previous_response_not_found",
-                         f"Previous response with id '{previous}' not found.") from None
-        endpoint = policy.endpoint_by_name.get(name or "")
-        if endpoint is None or "responses" not in endpoint.serves:
-            if policy.reject_unknown_conversations:
-                # Whose answer it is cannot be checked, and the provider would continue it
-                # for anyone: the policy asked for no guess.
-                self.continued["refused"] += 1
-                raise Denied("previous_response_not_found",
-                             f"Previous response with id '{previous}' not found.")
-            self.continued["unknown"] += 1
-            return None
-        self.continued["pinned"] += 1
-        return Route(RULE, endpoint, ())
+            raise Denied("previous_response_not_found", f"Previous response with id '{previous}' not found.")
+        self.continued["unknown"] += 1
+        return None
 
     def collect(self):
         family = CounterMetricFamily(
