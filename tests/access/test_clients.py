@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from sidecar.access.clients import Clients, Tenant, client_ip, digest, identify
@@ -56,6 +58,19 @@ def test_optional_whitespace_around_a_key_is_allowed(header, prefix, ows):
     assert client.tenant == ACME
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([("Authorization", "Bearer "), ("x_api_key", "")]),
+       st.text(st.characters(blacklist_characters=" \t\r\n"), min_size=1, max_size=3),
+       st.booleans())
+def test_any_other_character_next_to_a_key_makes_it_not_the_key(form, around, leading):
+    """Generated: whatever a client writes beside the key, bar SP/HTAB, it is not the key."""
+    header, prefix = form
+    value = prefix + (around + "good-key" if leading else "good-key" + around)
+    with pytest.raises(Denied) as info:
+        identify(CLIENTS, headers(**{header: value}), "192.0.2.1")
+    assert (info.value.status, info.value.reason) == (401, "invalid_api_key")
+
+
 def test_an_anthropic_style_x_api_key_identifies_the_same_tenant():
     client = identify(CLIENTS, headers(x_api_key="good-key"), "192.0.2.1")
     assert client.tenant == ACME
@@ -105,10 +120,6 @@ def test_the_digest_never_contains_the_key():
 
 
 # --- One address, one client, however it is written ---
-
-from hypothesis import assume, given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 
 def _spellings(ip: ipaddress._BaseAddress) -> list[str]:
     if ip.version == 4:

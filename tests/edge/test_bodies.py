@@ -34,6 +34,21 @@ def test_texts_and_token_ids_are_read(api, field):
     assert bodies.embeddings({"input": ["a", "b", "c"]}).messages == 3
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([("embeddings", "input"), ("completions", "prompt")]),
+       st.lists(st.integers(0, 2**31), max_size=20), st.integers(-2**31, -1), st.integers(0, 20),
+       st.booleans())
+def test_a_negative_token_id_anywhere_is_refused(api, ids, negative, at, batched):
+    """Generated: a negative id at any place of a prompt, alone or in a batch, is a 400;
+    the same ids without it read."""
+    name, field = api
+    read = bodies.READERS[name]
+    assert read({field: [[7], ids or [0]] if batched else ids or [0]})
+    bad = ids[:at] + [negative] + ids[at:]
+    with pytest.raises(Denied):
+        read({field: [[7], bad] if batched else bad})
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 50), st.integers(1, 5), st.booleans(), st.sampled_from(["n", "best_of"]))
 def test_each_prompt_of_a_completions_batch_gets_its_own_answers(batch, n, as_ids, field):
