@@ -100,6 +100,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         proposed, upstream_path = _stored_route(policy, runtime, feats, stored, uri, owner)
     else:
         _read_body(feats, path, headers, raw, runtime.cache, counted)
+        if not lua_mode:   # stock mode: the endpoint is sent the model name as written
+            policy.check_model_name(feats.model, rewritten=False)
         if policy.response_cache is not None and counted is None:
             cached = response_cache.key(policy.response_cache, policy, feats, headers, raw, client.id)
             if cached is not None:

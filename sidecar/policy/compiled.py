@@ -294,11 +294,20 @@ class Policy:
         i = self._first_match(features)
         return self.rules[i] if i >= 0 else self.default
 
-    def route(self, features) -> Route:
-        model = features.model
-        if self.models.reject_unknown and model and model not in self.known_models:
+    def check_model_name(self, model: str, rewritten: bool = True) -> None:
+        """Refuse a name the router does not know, under `unknown: reject`, or always
+        when the body is forwarded as the client wrote it (`rewritten` False: stock
+        mode). An unknown name is routed by the rules only because the body is then
+        rewritten to the routed endpoint's model; sent as written, the endpoint would
+        serve whatever the client named (any model its provider account has), not the
+        one the router chose, priced and allowed this client."""
+        if model and model not in self.known_models and (self.models.reject_unknown or not rewritten):
             raise Denied("model_not_found", f"the model '{model}' does not exist; GET /v1/models "
                          "lists the models this router serves", status=self.models.status)
+
+    def route(self, features) -> Route:
+        model = features.model
+        self.check_model_name(model)
         alias = self.alias_routes.get(model) if self.alias_routes else None
         if alias is not None:
             rule, action = f"alias:{features.model}", alias

@@ -193,3 +193,39 @@ def test_a_stored_response_operation_goes_only_where_its_answer_was_made(method,
     assert response_id == KNOWN_RESPONSE
     assert out_headers["X-Route-Path"] == uri[3:].removesuffix("?")   # an empty query is none
     assert "X-Route-Shadow" not in out_headers
+
+
+def _variants_of_known_names(policy) -> list[str]:
+    """Names one keystroke from a known one: case, spaces, an invisible character, a
+    provider's prefix; and every endpoint's own model id the policy does not list."""
+    out = []
+    for name in sorted(policy.known_models):
+        out += [name.upper(), name.title(), f" {name}", f"{name} ", f"{name}\u200b", f"openai/{name}"]
+    return out + [e.model for e in policy.endpoints if e.model not in policy.known_models]
+
+
+NAMES = st.one_of(st.sampled_from(sorted(DEMO_POLICY.known_models)),
+                  st.sampled_from(_variants_of_known_names(DEMO_POLICY)), st.text(min_size=1, max_size=24))
+
+
+@settings(max_examples=400, deadline=None)
+@given(API_PATHS, NAMES, st.booleans())
+def test_an_endpoint_is_only_ever_asked_for_the_model_it_was_routed_for_or_a_listed_name(path, name,
+                                                                                          lua_mode):
+    """Lua mode rewrites the body to the routed endpoint's model, so any name may be
+    routed by the rules. Stock mode forwards the name as written, so the endpoint
+    would serve whatever model the client named at the router's price; there only
+    the names GET /v1/models lists pass, and any other is model_not_found."""
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    body = {**VALID[path], "model": name}
+    try:
+        route, _, out_body = decide(DEMO_POLICY, "POST", path, headers, orjson.dumps(body),
+                                    peer="192.0.2.1", lua_mode=lua_mode, runtime=Runtime())
+    except Denied as denied:
+        if denied.reason != "model_not_found":
+            return        # refused for another reason (a name the API does not serve, ...)
+        assert not lua_mode and name not in DEMO_POLICY.known_models
+        assert (denied.status, f"'{name}'" in denied.message) == (404, True)
+        return
+    sent = orjson.loads(out_body)["model"] if out_body else name
+    assert sent == route.endpoint.model or (not lua_mode and name in DEMO_POLICY.known_models)

@@ -66,6 +66,45 @@ def test_stock_mode_forwards_the_body_byte_identical_lua_mode_rewrites_only_the_
         assert list(json.loads(got["body"])) == list(json.loads(raw))  # key order kept
 
 
+# Names the demo policy does not know: another tier's model id, a provider's model id,
+# a known name one keystroke off (case, a space, an invisible character, a prefix).
+UNKNOWN_NAMES = ["grok-4", "llama-3.3-70b-versatile", "AUTO", "gpt-4o ", "nano\u200b", "openai/gpt-4o"]
+BODIES = {"/v1/chat/completions": lambda model: user("hi", model=model),
+          "/v1/messages": lambda model: {**user("hi", model=model), "max_tokens": 16},
+          "/v1/embeddings": lambda model: {"model": model, "input": "hi"}}
+
+
+@pytest.mark.parametrize("path", sorted(BODIES))
+def test_an_endpoint_is_asked_only_for_its_own_model_or_a_listed_name(clean, path):
+    """Lua mode rewrites the body, so an unknown name is routed by the rules and the
+    endpoint is asked for its own model. Stock mode forwards the body as written:
+    the endpoint would serve the model the client named (any its provider account
+    has) at the routed model's price and past the client's tiers, so an unknown name
+    is refused there before any endpoint sees it."""
+    for model in UNKNOWN_NAMES:
+        status, headers, body = clean.client.chat(BODIES[path](model), path=path)
+        if clean.mode == "stock":
+            assert status == 404, (model, body)
+            error = json.loads(body)["error"]
+            assert (error["code"], error["type"]) == ("model_not_found", "invalid_request_error")
+            assert headers["X-Content-Type-Options"] == "nosniff" and "X-Route-Endpoint" not in headers
+            continue
+        assert status == 200, (model, body)
+        (got,) = clean.mocks.received(headers["X-Mock-Endpoint"])[-1:]
+        assert json.loads(got["body"])["model"] == headers["X-Route-Model"] == \
+            clean.policy.endpoint_by_name[headers["X-Mock-Endpoint"]].model
+    if clean.mode == "stock":
+        assert clean.mocks.total_received() == 0
+    listed = {"/v1/chat/completions": ["auto", "fast", "gpt-4o-mini"], "/v1/messages": ["auto", "premium"],
+              "/v1/embeddings": ["auto", "text-embedding-3-small"]}[path]
+    for model in listed:   # the names GET /v1/models lists pass in both modes
+        status, headers, body = clean.client.chat(BODIES[path](model), path=path)
+        assert status == 200, (model, body)
+        (got,) = clean.mocks.received(headers["X-Mock-Endpoint"])[-1:]
+        sent = json.loads(got["body"])["model"]
+        assert sent == (model if clean.mode == "stock" else headers["X-Route-Model"])
+
+
 def test_client_route_headers_cannot_pick_the_upstream(clean):
     status, headers, _ = clean.client.chat(user("hi"), headers={
         "X-Route-Endpoint": "expert-grok-4", "X-Route-Fallback": "expert-grok-4",
