@@ -19,6 +19,12 @@ from sidecar.policy.apis import API_BY_PATH
 
 # Paths the router forwards, and the API each one is (sidecar.policy.apis).
 ROUTED_PATHS = API_BY_PATH
+# Fields with which a gateway behind an endpoint answers with other models than
+# `model` when that one fails, is rate-limited or refuses (OpenRouter's `models`
+# and `route: "fallback"`, its Messages `fallbacks`; LiteLLM's `fallbacks` and
+# `context_window_fallback_dict`; AssemblyAI's `fallbacks`), billed at their
+# price and past a tenant's tiers. No API the router serves defines them.
+MODEL_CHOOSERS = frozenset({"models", "fallbacks", "route", "context_window_fallback_dict"})
 CODE_MARKERS = ("```", "def ", "function ", "#include", "public static", "=> {", "};", "import ")
 MATH_MARKERS = ("\\frac", "\\sqrt", "\\int", "\\sum", "$$", "\\(", "\\[", "^{", "_{", "∫", "√", "∑")
 # One scan for "any marker in the text" instead of one `in` per marker.
@@ -119,6 +125,11 @@ def extract(feats: Features, body: dict) -> Features:
     feats.body = body
     model = bodies.optional(body, "model", str, "a string")
     feats.model = model if model is not None else ""
+    if not MODEL_CHOOSERS.isdisjoint(body) and any(body[f] is not None for f in MODEL_CHOOSERS & body.keys()):
+        field = min(f for f in MODEL_CHOOSERS & body.keys() if body[f] is not None)
+        raise bodies.bad(f"'{field}' is not accepted: it would let an endpoint answer with another "
+                         "model than the one the router chooses (the router picks the model and "
+                         "its fallbacks; GET /v1/models lists the names a client may ask for)")
     read = bodies.READERS[feats.api](body)
     feats.text, feats.messages, feats.system_prompt = read.text, read.messages, read.system_prompt
     feats.stream, feats.max_tokens, feats.tools = read.stream, read.max_tokens, read.tools

@@ -229,3 +229,33 @@ def test_an_endpoint_is_only_ever_asked_for_the_model_it_was_routed_for_or_a_lis
         return
     sent = orjson.loads(out_body)["model"] if out_body else name
     assert sent == route.endpoint.model or (not lua_mode and name in DEMO_POLICY.known_models)
+
+
+CHOOSER_VALUES = st.one_of(st.lists(st.text(max_size=12), max_size=3),
+                           st.lists(st.fixed_dictionaries({"model": st.text(max_size=12)}), max_size=2),
+                           st.text(max_size=12), st.dictionaries(st.text(max_size=6), st.text(max_size=6),
+                                                                 max_size=2), st.booleans(),
+                           st.integers(-2**63, 2**63 - 1))
+# OpenRouter's `models` and `route`, its Messages `fallbacks`; LiteLLM's `fallbacks` and
+# `context_window_fallback_dict`.
+MODEL_CHOOSERS = ("models", "fallbacks", "route", "context_window_fallback_dict")
+
+
+@settings(max_examples=300, deadline=None)
+@given(API_PATHS, st.sampled_from(MODEL_CHOOSERS), CHOOSER_VALUES, st.booleans())
+def test_a_body_cannot_name_other_models_for_an_endpoint_to_fall_back_to(path, field, value, lua_mode):
+    """A gateway behind an endpoint (OpenRouter, LiteLLM) would answer with the models in
+    these fields when the routed one fails or refuses, at their price: refused on every
+    API in both modes, whatever the value; null means absent, as for any field."""
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    body = {**VALID[path], field: value}
+    try:
+        decide(DEMO_POLICY, "POST", path, headers, orjson.dumps(body), peer="192.0.2.1",
+               lua_mode=lua_mode, runtime=Runtime())
+    except Denied as denied:
+        assert (denied.status, denied.reason) == (400, "invalid_request")
+        assert f"'{field}'" in denied.message
+    else:
+        raise AssertionError(f"{field}={value!r} was routed")
+    decide(DEMO_POLICY, "POST", path, headers, orjson.dumps({**VALID[path], field: None}),
+           peer="192.0.2.1", lua_mode=lua_mode, runtime=Runtime())

@@ -42,6 +42,11 @@ CASES = [
     ("prompt missing", "POST", "/v1/completions", JSON, b'{"model":"auto"}', 400, "invalid_request"),
     ("a negative token id", "POST", "/v1/completions", JSON, b'{"prompt":[17,-1]}', 400, "invalid_request"),
     ("a negative token id to embed", "POST", "/v1/embeddings", JSON, b'{"model":"text-embedding-3-small","input":[[5],[-3]]}', 400, "invalid_request"),
+    # Gateways' fallback lists: an endpoint behind OpenRouter or LiteLLM would answer with these models.
+    ("OpenRouter's models", "POST", "/v1/chat/completions", JSON, b'{"models":["x-ai/grok-4"],' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("OpenRouter's route", "POST", "/v1/responses", JSON, b'{"input":"hi","route":"fallback"}', 400, "invalid_request"),
+    ("Messages fallbacks", "POST", "/v1/messages", JSON, b'{"max_tokens":8,"fallbacks":[{"model":"claude-opus-4"}],' + MSG.encode() + b'}', 400, "invalid_request"),
+    ("LiteLLM's context fallbacks", "POST", "/v1/completions", JSON, b'{"prompt":"hi","context_window_fallback_dict":{"a":"b"}}', 400, "invalid_request"),
     ("text/plain", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "text/plain"}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
     ("no content type", "POST", "/v1/chat/completions", {"X-Constitutional-Hash": HASH}, b'{' + MSG.encode() + b'}', 415, "unsupported_media_type"),
     ("form", "POST", "/v1/chat/completions", {**JSON, "Content-Type": "application/x-www-form-urlencoded"}, b"a=b", 415, "unsupported_media_type"),
