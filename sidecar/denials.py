@@ -39,6 +39,7 @@ DENIALS: dict[str, Denial] = {
     "api_not_served": Denial(404, "invalid_request_error"),
     "response_not_found": Denial(404, "invalid_request_error"),
     "previous_response_not_found": Denial(404, "invalid_request_error"),
+    "conversation_not_found": Denial(404, "invalid_request_error"),
     "context_length_exceeded": Denial(400, "invalid_request_error"),
 }
 

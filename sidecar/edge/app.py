@@ -146,10 +146,13 @@ def _shadow_answers(shadow, feats, stored, counted) -> bool:
     """Whether the shadow endpoint can answer this request as the primary does: one of
     its APIs, something to generate (not a token count), and no earlier answer named
     (a stored response's operation, a Responses follow-up): the shadow never holds
-    it and would answer 404, at a cost and with nothing to compare."""
+    it and would answer 404, at a cost and with nothing to compare. Nor a Responses
+    request in a conversation: on the primary's provider account the shadow's answer
+    would be added to the client's conversation too."""
     if stored is not None or counted is not None or feats.api not in shadow.serves:
         return False
-    return not (feats.api == "responses" and feats.body.get("previous_response_id") is not None)
+    return not (feats.api == "responses" and (feats.body.get("previous_response_id") is not None
+                                              or feats.body.get("conversation") is not None))
 
 
 def _read_body(feats, path: str, headers, raw: bytes, cache, counted=None) -> None:

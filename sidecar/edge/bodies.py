@@ -277,12 +277,26 @@ def _texts_or_token_ids(value, field: str) -> tuple[str, int, int]:
               "of arrays of token ids (a token id is an integer, 0 or more)")
 
 
+def conversation_id(body: dict) -> str | None:
+    """The id of the provider-held conversation a Responses request reads and extends
+    (`conversation`: an id, or an object with one), or None."""
+    value = body.get("conversation")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise bad("'conversation' must be a conversation id or an object with an 'id' string")
+    return value
+
+
 def responses(body: dict) -> Read:
     """OpenAI Responses: `input` is a string or an array of items (messages with a
     role and content parts, tool outputs, ...); `instructions` is the system prompt."""
     if "input" not in body:
         raise bad("'input' is required")
     optional(body, "previous_response_id", str, "a string")   # routed on: sidecar.edge.conversations
+    conversation_id(body)
     value = body["input"]
     instructions = optional(body, "instructions", str, "a string")
     parts = [instructions] if instructions else []

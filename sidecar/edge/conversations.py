@@ -31,6 +31,7 @@ import time
 from prometheus_client.core import CounterMetricFamily
 
 from sidecar.denials import Denied
+from sidecar.edge import bodies
 from sidecar.edge.estimates import background
 from sidecar.policy.compiled import Route
 
@@ -144,7 +145,16 @@ class Conversations:
     def route(self, policy, feats, tenant: str) -> Route | None:
         """The route of a request that continues an answer this process saw, else None.
         Denied 404 for an answer another tenant's request made."""
-        previous = feats.body.get("previous_response_id") if feats.api == "responses" else None
+        if feats.api != "responses":
+            return None
+        conversation = bodies.conversation_id(feats.body)
+        if conversation is not None:
+            # A conversation is made through the provider's Conversations API, which the
+            # router does not serve: no request through it made this one, so whose it is
+            # cannot be checked, and the provider would read and extend it for anyone.
+            return self._unknown(policy, "conversation_not_found",
+                                 f"Conversation with id '{conversation}' not found.")
+        previous = feats.body.get("previous_response_id")
         if not previous:
             return None
         try:
@@ -155,17 +165,26 @@ class Conversations:
         if endpoint is not None and "responses" in endpoint.serves:
             self.continued["pinned"] += 1
             return Route(RULE, endpoint, ())
-        # Another tenant's answer; or one whose tenant cannot be checked (the provider
-        # would continue it for anyone) where the policy asked for no guess.
-        if foreign or policy.reject_unknown_conversations:
+        # Another tenant's answer is refused; one this process never saw is unknown.
+        message = f"Previous response with id '{previous}' not found."
+        if foreign:
             self.continued["refused"] += 1
-            raise Denied("previous_response_not_found", f"Previous response with id '{previous}' not found.")
+            raise Denied("previous_response_not_found", message)
+        return self._unknown(policy, "previous_response_not_found", message)
+
+    def _unknown(self, policy, reason: str, message: str) -> None:
+        """A follow-up of state whose tenant cannot be checked: routed by the rules, or
+        refused where the policy asked for no guess (conversations.unknown: reject)."""
+        if policy.reject_unknown_conversations:
+            self.continued["refused"] += 1
+            raise Denied(reason, message)
         self.continued["unknown"] += 1
         return None
 
     def collect(self):
         family = CounterMetricFamily(
-            "router_responses_continued", "Responses requests naming a previous_response_id: sent to "
+            "router_responses_continued", "Responses requests naming a previous_response_id or a "
+            "conversation: sent to "
             "the endpoint that served it (pinned), routed by the rules because this process never "
             "saw it (unknown), or refused: another tenant's request made it, or the router never "
             "saw it and the policy says conversations.unknown: reject (refused)",

@@ -231,6 +231,9 @@ SHADOWED = compile_policy((DEMO.read_text() + "shadow: {endpoint: expert-grok-4,
     # A token count generates nothing; a follow-up names an answer the shadow never held.
     ("/v1/responses/input_tokens", {"input": "hi"}, False),
     ("/v1/responses", {"input": "and then?", "previous_response_id": "resp_abc"}, False),
+    # On the primary's provider account the shadow's answer would join the client's conversation.
+    ("/v1/responses", {"input": "and then?", "conversation": "conv_abc"}, False),
+    ("/v1/responses", {"input": "and then?", "conversation": {"id": "conv_abc"}}, False),
 ])
 def test_a_request_is_mirrored_only_where_the_shadow_can_answer_it(path, body, mirrored):
     headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH,

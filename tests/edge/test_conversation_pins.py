@@ -119,3 +119,35 @@ def test_with_unknown_reject_a_follow_up_that_cannot_be_checked_is_refused():
     assert c.route(STRICT, follow_up("resp_known"), "acme").endpoint is RESPONSES
     assert c.route(STRICT, follow_up(None), "acme") is None              # not a follow-up
     assert c.continued == {"pinned": 1, "unknown": 0, "refused": 2}
+
+
+CONVERSATION_IDS = ["conv_68a1", "conv_" + "f" * 48, "x", "conv with spaces", "конв_1"]
+
+
+@pytest.mark.parametrize("conversation_id", CONVERSATION_IDS)
+@pytest.mark.parametrize("as_object", [False, True])
+def test_a_request_in_a_conversation_is_unknown_state_whoever_asks(conversation_id, as_object):
+    """The router does not serve the Conversations API, so no request through it made
+    a conversation: whose it is cannot be checked. Routed by the rules by default;
+    refused under unknown: reject, for every tenant, whether or not it also names
+    an answer the router knows."""
+    value = {"id": conversation_id} if as_object else conversation_id
+    request = SimpleNamespace(api="responses", body={"input": "more", "conversation": value})
+    c = Conversations()
+    c.remember(line("resp_known", tenant="acme"))
+    assert c.route(POLICY, request, "acme") is None
+    assert c.continued == {"pinned": 0, "unknown": 1, "refused": 0}
+    for tenant in ("", "acme", "beta"):
+        with pytest.raises(Denied) as refused:
+            c.route(STRICT, request, tenant)
+        assert (refused.value.status, refused.value.reason) == (404, "conversation_not_found")
+        assert conversation_id in refused.value.message
+    assert c.continued["refused"] == 3
+
+
+@pytest.mark.parametrize("value", [5, "", [], {}, {"id": 5}, {"id": ""}, True])
+def test_a_conversation_that_is_not_an_id_is_a_bad_request(value):
+    request = SimpleNamespace(api="responses", body={"input": "more", "conversation": value})
+    with pytest.raises(Denied) as refused:
+        Conversations().route(POLICY, request, "")
+    assert (refused.value.status, refused.value.reason) == (400, "invalid_request")

@@ -302,6 +302,21 @@ def strict(request, tmp_path_factory):
     st.stop()
 
 
+@pytest.mark.parametrize("conversation", ["conv_made_elsewhere", {"id": "conv_made_elsewhere"}])
+def test_with_unknown_reject_a_request_in_a_conversation_is_never_forwarded(strict, conversation):
+    """No request through the router made a conversation (it does not serve the
+    Conversations API), so whose it is cannot be checked, in either mode."""
+    before = strict.mocks.total_received()
+    for tenant in ("acme", "beta"):
+        status, headers, out = strict.client.chat({"model": "auto", "input": "what did I say?",
+                                                   "conversation": conversation},
+                                                  path="/v1/responses", headers=_as(tenant))
+        assert status == 404, out
+        assert json.loads(out)["error"]["code"] == "conversation_not_found"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    assert strict.mocks.total_received() == before
+
+
 def test_with_unknown_reject_only_follow_ups_the_router_can_check_are_forwarded(strict):
     before = strict.mocks.total_received()
     status, _, out = strict.client.chat({"model": "auto", "input": "go on",
