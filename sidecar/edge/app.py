@@ -169,8 +169,9 @@ def _read_body(feats, path: str, headers, raw: bytes, cache, counted=None) -> No
         features.check_media_type(content_type)
         key = (path, xxhash.xxh3_64_intdigest(raw))
         if not cache.fill(feats, key):
-            features.extract(feats, features.parse_body(raw, content_type))
-            cache.store(feats, key, len(raw))
+            body, values = features.read_body(raw, content_type)
+            features.extract(feats, body)
+            cache.store(feats, key, len(raw), values)
     if counted is not None:
         feats.api = counted[0]
 

@@ -107,14 +107,19 @@ def check_content_coding(headers) -> None:
 
 def parse_body(raw: bytes, content_type: str) -> dict:
     """The body as a JSON object, or a Denied saying exactly what is wrong."""
+    return read_body(raw, content_type)[0]
+
+
+def read_body(raw: bytes, content_type: str) -> tuple[dict, int]:
+    """`parse_body`, and how many values the body holds (what keeping it costs)."""
     check_media_type(content_type)
     if not raw:
         raise Denied("invalid_json", "request body is empty; expected a JSON object")
-    body = strictjson.loads(raw)
+    body, values = strictjson.loads_counted(raw)
     if not isinstance(body, dict):
         raise Denied("invalid_json",
                      f"request body must be a JSON object, got {_json_type(body)}")
-    return body
+    return body, values
 
 
 _json_type = bodies.json_type
@@ -147,20 +152,32 @@ def extract(feats: Features, body: dict) -> Features:
     return feats
 
 
+def entry_weight(size: int, values: int) -> int:
+    """The most memory a cached body of `size` bytes holding `values` JSON values
+    takes: a parsed value up to ~135 bytes (a small dict under a new key), its text
+    up to ~2 bytes a byte, and the fields read from it. Bytes alone do not bound
+    it: 32 KB of `[{},{},...]` parses to ~770 KB."""
+    return 2 * size + 160 * values + 2048
+
+
 class FeatureCache:
     """Body-derived features of bodies already seen, keyed by (path, xxh3 of the
-    body): retries and repeated prompts cost a hash and a lookup. Bounded LRU;
-    large bodies are not kept (their parsed form would dominate memory).
+    body): retries and repeated prompts cost a hash and a lookup. Bounded LRU, by
+    entries and by memory (each entry weighed by `entry_weight`, so bodies built
+    to parse large cannot fill the process); large bodies are not kept.
 
     An entry is the body's fields alone, taken in one call (a miss is most of
     real traffic): never the request's headers, which carry the client's key."""
 
-    __slots__ = ("capacity", "max_body", "entries", "hits", "misses")
+    __slots__ = ("capacity", "max_body", "max_bytes", "entries", "weights", "held", "hits", "misses")
 
-    def __init__(self, capacity: int = 4096, max_body: int = 32 * 1024):
+    def __init__(self, capacity: int = 4096, max_body: int = 32 * 1024, max_bytes: int = 64 << 20):
         self.capacity = capacity
         self.max_body = max_body
+        self.max_bytes = max_bytes
         self.entries: OrderedDict = OrderedDict()
+        self.weights: dict = {}
+        self.held = 0          # the entries' weights: an upper bound of their memory
         self.hits = 0
         self.misses = 0
 
@@ -176,9 +193,13 @@ class FeatureCache:
             setattr(feats, name, value)
         return True
 
-    def store(self, feats: Features, key, size: int) -> None:
-        if size > self.max_body:
+    def store(self, feats: Features, key, size: int, values: int) -> None:
+        weight = entry_weight(size, values)
+        if size > self.max_body or weight > self.max_bytes or key in self.entries:
             return
         self.entries[key] = _body_features(feats)
-        if len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+        self.weights[key] = weight
+        self.held += weight
+        while len(self.entries) > self.capacity or self.held > self.max_bytes:
+            oldest, _ = self.entries.popitem(last=False)
+            self.held -= self.weights.pop(oldest)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 
@@ -94,3 +94,6 @@ class _HotCollector:
             lookups.add_metric(["hit"], m.cache.hits)
             lookups.add_metric(["miss"], m.cache.misses)
             yield lookups
+            yield GaugeMetricFamily("router_feature_cache_bytes", "Memory the feature cache may hold "
+                                    "at most (its entries' upper bounds; capped at its budget)",
+                                    value=m.cache.held)

@@ -40,9 +40,11 @@ def _out_of_range(item) -> bool:
 
 
 def _walk(value, depth: int, stats: list) -> None:
-    # stats: [keys, numbers that may be out-of-range integers, colons in strings]
+    # stats: [keys, numbers that may be out-of-range integers, colons in strings,
+    #         values inside containers]
     if depth > MAX_DEPTH:
         raise Denied("nesting_too_deep", f"JSON nesting is deeper than {MAX_DEPTH} levels")
+    stats[3] += len(value)
     if type(value) is dict:
         stats[0] += len(value)
         if stats[0] > MAX_KEYS:
@@ -87,6 +89,12 @@ def _no_constant(name: str):
 
 def loads(raw: bytes):
     """Parse `raw` strictly; raise Denied with a specific reason otherwise."""
+    return loads_counted(raw)[0]
+
+
+def loads_counted(raw: bytes) -> tuple[object, int]:
+    """`loads`, and how many values the document holds below its top (what its
+    parsed form costs in memory grows with that, up to ~25x the bytes of `[{},{}]`)."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -97,12 +105,12 @@ def loads(raw: bytes):
                          "a UTF-8 character); JSON must be sent as UTF-8") from None
         raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, (dict, list)):
-        return value
-    stats = [0, 0, 0]
+        return value, 0
+    stats = [0, 0, 0, 0]
     _walk(value, 1, stats)
     proven_unique = (raw.count(b":") - stats[2] == stats[0]
                      and _ESCAPED_COLON(raw) is None)
     if proven_unique and not stats[1]:
-        return value
+        return value, stats[3]
     # Exact check: duplicates and integer width, with the standard library's parser.
-    return json.loads(raw, object_pairs_hook=_pairs, parse_int=_int, parse_constant=_no_constant)
+    return json.loads(raw, object_pairs_hook=_pairs, parse_int=_int, parse_constant=_no_constant), stats[3]

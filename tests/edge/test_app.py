@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.edge.app import PolicyRef, Sidecar, create_admin_app
 from sidecar.edge.metrics import Metrics
+from sidecar.edge.features import entry_weight
 from sidecar.policy.spec import load_policy
 from sidecar.edge.wire import HttpProtocol
 from conftest import DEMO, HASH
@@ -59,6 +60,7 @@ def test_a_decision_and_its_metrics(tmp_path):
             text = await r.text()
         assert 'router_routed_total{endpoint="nano-qwen3-0-6b",rule="default",tier="nano"} 1.0' in text
         assert 'router_feature_cache_lookups_total{result="miss"} 1.0' in text
+        assert f'router_feature_cache_bytes {float(entry_weight(len(BODY), 5))}' in text
         assert 'router_decision_seconds_count 1.0' in text
         async with session.get("http://s/healthz") as r:
             health = await r.json()

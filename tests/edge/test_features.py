@@ -299,3 +299,77 @@ def test_a_tool_output_in_content_parts_is_read_as_prompt(kind, text):
     as_string = run(_tool_output(kind, text), "/v1/responses")
     assert as_parts.text == as_string.text == "hi\n" + text
     assert as_parts.tokens >= as_string.tokens
+
+
+# --- What the feature cache may hold: memory, not only entries ---
+
+# JSON values that parse to far more than their bytes: `{}` is 3 bytes and a 64-byte
+# dict, a new key is a string and a slot, and so on.
+UNITS = st.sampled_from(["{}", "[]", "null", "1.5", "123456789012", '"a"', '[[{"a":[1]}]]', '{"a":{}}', '""'])
+
+
+def cached_entry_bytes(raw: bytes) -> tuple[int, int]:
+    """(memory an entry for `raw` holds, as tracemalloc counts it; its JSON values)."""
+    import gc
+    import tracemalloc
+
+    from sidecar.edge.features import _body_features, read_body
+
+    gc.collect()
+    tracemalloc.start()
+    feats = Features("POST", CHAT, {})
+    body, values = read_body(raw, "application/json")
+    entry = _body_features(extract(feats, body))
+    del feats, body
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert entry
+    return held, values
+
+
+@settings(max_examples=60, deadline=None)
+@given(UNITS, st.integers(1, 3000), st.booleans())
+def test_a_cached_body_never_holds_more_memory_than_its_weight(unit, count, under_keys):
+    """Bodies up to the cache's 32 KB built from the values that cost most per byte,
+    listed or each under a key of its own: the weight the cache charges bounds them."""
+    from sidecar.edge.features import entry_weight
+
+    filler = (",".join(f'"k{i}":{unit}' for i in range(count)).join("{}") if under_keys
+              else ",".join([unit] * count).join("[]"))
+    raw = f'{{"model":"auto","messages":[{{"role":"user","content":"hi"}}],"metadata":{filler}}}'.encode()
+    if len(raw) > 32 * 1024:
+        return
+    held, values = cached_entry_bytes(raw)
+    assert held <= entry_weight(len(raw), values), (len(raw), values, held)
+
+
+def test_bodies_built_to_parse_large_cannot_fill_the_process():
+    """32 KB of `{}` parses to ~770 KB: 4,096 such bodies, each kept, were ~3 GB a
+    process. The cache now stops at its memory budget, whatever the bodies."""
+    import gc
+    import tracemalloc
+
+    from multidict import CIMultiDict
+
+    from sidecar.edge.app import Runtime, decide
+    from sidecar.edge.features import FeatureCache
+    from sidecar.policy.spec import load_policy
+    from conftest import DEMO, HASH
+
+    policy = load_policy(DEMO, {})
+    budget = 4 << 20
+    cache = FeatureCache(max_bytes=budget)
+    runtime = Runtime(cache=cache, clock_ns=iter(range(0, 10**15, 10**9)).__next__)
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    gc.collect()
+    tracemalloc.start()
+    for i in range(60):
+        filler = ",".join(["{}"] * 10_800).join("[]")
+        raw = f'{{"messages":[{{"role":"user","content":"q{i}"}}],"metadata":{filler}}}'.encode()
+        decide(policy, "POST", CHAT, headers, raw, runtime=runtime)
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert cache.held <= budget and 0 < len(cache.entries) < 60
+    assert held <= budget + (1 << 20)   # the cache, plus what one decision leaves behind
