@@ -21,6 +21,7 @@ DENIALS: dict[str, Denial] = {
     "nesting_too_deep": Denial(400, "invalid_request_error"),
     "integer_out_of_range": Denial(400, "invalid_request_error"),
     "too_many_keys": Denial(400, "invalid_request_error"),
+    "too_many_containers": Denial(400, "invalid_request_error"),
     "invalid_request": Denial(400, "invalid_request_error"),
     "invalid_hash": Denial(400, "invalid_request_error"),
     "unknown_url": Denial(404, "invalid_request_error"),

@@ -25,6 +25,11 @@ from sidecar.denials import Denied
 
 MAX_DEPTH = 32
 MAX_KEYS = 10_000
+# Objects and arrays, whatever their keys: building and walking one costs ~0.5 µs,
+# so 2 MB of `[[[]]]` (a million arrays, no key among them) took ~0.5 s of the
+# sidecar's one core to refuse or route. 2,048 messages of a few content blocks
+# each, or 128 tools with their schemas, stay far below.
+MAX_CONTAINERS = 50_000
 INT64 = 2 ** 63
 # One regex scan for both spellings: ~3× faster than two `in` scans of a 200 KB
 # body (64 against 211 µs), whose substring search is slow on prose.
@@ -39,12 +44,62 @@ def _out_of_range(item) -> bool:
     return kind is float and abs(item) >= INT64
 
 
+def _too_many_containers() -> Denied:
+    return Denied("too_many_containers", f"the body has more than {MAX_CONTAINERS} JSON objects and "
+                  "arrays")
+
+
+# Every byte but the colons and opening brackets: one pass over a body keeps the
+# few bytes that the checks below count (as fast as counting one of them).
+_NOT_COUNTED = bytes(b for b in range(256) if b not in b":{[")
+
+
+def _check_containers(raw: bytes, brackets: int) -> None:
+    """Refuse, before parsing, a document with more objects and arrays than
+    MAX_CONTAINERS. Only where its opening brackets are that many (code pasted into
+    a prompt has them inside strings) are those outside strings counted: with every
+    escaped backslash and then every escaped quote removed, each quote left opens
+    or closes a string, so every other piece between quotes is outside one."""
+    if brackets <= MAX_CONTAINERS:
+        return
+    plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(plain.split(b'"')[0::2])
+    if outside.count(b"{") + outside.count(b"[") > MAX_CONTAINERS:
+        raise _too_many_containers()
+
+
+def _numbers(value: list, stats: list) -> bool:
+    """A list of numbers only (token ids, an embedding), checked at C speed:
+    whether it was, counting it as possibly out of range when it may be."""
+    try:
+        low, high = min(value), max(value)
+        if not (type(low) in (int, float) and type(high) in (int, float)):
+            return False
+    except TypeError:   # containers, strings or null among them
+        return False
+    if not -INT64 < low or not high < INT64:
+        stats[1] += 1   # the exact check decides (a float at -2**63 may be a rounded -2**63 - 1)
+    return True
+
+
+def _strings(value: list, stats: list) -> bool:
+    """A list of strings only, its colons counted at C speed: whether it was."""
+    try:
+        stats[2] += "".join(value).count(":")
+    except TypeError:
+        return False
+    return True
+
+
 def _walk(value, depth: int, stats: list) -> None:
     # stats: [keys, numbers that may be out-of-range integers, colons in strings,
-    #         values inside containers]
+    #         values inside containers, containers]
     if depth > MAX_DEPTH:
         raise Denied("nesting_too_deep", f"JSON nesting is deeper than {MAX_DEPTH} levels")
     stats[3] += len(value)
+    stats[4] += 1
+    if stats[4] > MAX_CONTAINERS:
+        raise _too_many_containers()
     if type(value) is dict:
         stats[0] += len(value)
         if stats[0] > MAX_KEYS:
@@ -55,6 +110,10 @@ def _walk(value, depth: int, stats: list) -> None:
         items = value.values()
     else:
         items = value
+        if value and type(value[0]) in (int, float) and _numbers(value, stats):
+            return
+        if value and type(value[0]) is str and _strings(value, stats):
+            return
     for item in items:
         kind = type(item)
         if kind is str:
@@ -95,6 +154,8 @@ def loads(raw: bytes):
 def loads_counted(raw: bytes) -> tuple[object, int]:
     """`loads`, and how many values the document holds below its top (what its
     parsed form costs in memory grows with that, up to ~25x the bytes of `[{},{}]`)."""
+    counted = raw.translate(None, _NOT_COUNTED)
+    _check_containers(raw, counted.count(b"{") + counted.count(b"["))
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -106,9 +167,9 @@ def loads_counted(raw: bytes) -> tuple[object, int]:
         raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, (dict, list)):
         return value, 0
-    stats = [0, 0, 0, 0]
+    stats = [0, 0, 0, 0, 0]
     _walk(value, 1, stats)
-    proven_unique = (raw.count(b":") - stats[2] == stats[0]
+    proven_unique = (counted.count(b":") - stats[2] == stats[0]
                      and _ESCAPED_COLON(raw) is None)
     if proven_unique and not stats[1]:
         return value, stats[3]

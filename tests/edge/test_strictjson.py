@@ -178,3 +178,85 @@ def test_a_utf16_body_is_refused_as_not_utf8():
     with pytest.raises(Denied) as refused:
         strictjson.loads('{"model":"auto"}'.encode("utf-16"))
     assert "not UTF-8 (byte 0 " in refused.value.message
+
+
+# --- How many objects and arrays: bounded before the parse ---
+
+SMALL_CAP = 20
+# Text that looks like JSON structure from inside a string: brackets, quotes and
+# backslashes in every arrangement an escape can take.
+TRICKY_TEXT = st.text(alphabet='[]{}"\\:,ab', max_size=12)
+
+
+@st.composite
+def documents_of_containers(draw):
+    """(a document, how many objects and arrays it really has): containers of every
+    shape, with strings full of brackets, quotes and escapes beside them."""
+    def value(depth):
+        kind = draw(st.integers(0, 4 if depth < 4 else 1))
+        if kind == 0:
+            return draw(TRICKY_TEXT)
+        if kind == 1:
+            return draw(st.integers(-2**63, 2**63 - 1))
+        if kind == 2:
+            return [value(depth + 1) for _ in range(draw(st.integers(0, 4)))]
+        if kind == 3:
+            return {f"{draw(TRICKY_TEXT)}{i}": value(depth + 1) for i in range(draw(st.integers(0, 3)))}
+        return {}
+    doc = {"messages": [value(0) for _ in range(draw(st.integers(1, 12)))]}
+
+    def containers(v):
+        if isinstance(v, dict):
+            return 1 + sum(containers(x) for x in v.values())
+        if isinstance(v, list):
+            return 1 + sum(containers(x) for x in v)
+        return 0
+    return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode(), containers(doc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(documents_of_containers())
+def test_a_document_is_refused_exactly_when_it_has_too_many_objects_and_arrays(case):
+    """The count before the parse (brackets outside strings) and the walk after it
+    agree with the document's real containers, at a cap small enough to cross."""
+    raw, containers = case
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(strictjson, "MAX_CONTAINERS", SMALL_CAP)
+        if containers > SMALL_CAP:
+            with pytest.raises(Denied) as info:
+                strictjson.loads(raw)
+            assert info.value.reason == "too_many_containers"
+        else:
+            assert strictjson.loads(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("shape", ["[]", "{}", '{"a":[]}', "[[[[]]]]"])
+def test_two_megabytes_of_empty_containers_are_refused_before_they_are_built(shape):
+    """2 MB of `[[[]]]` was a million arrays: ~0.5 s of the sidecar's core to parse and
+    walk. The brackets are counted first."""
+    filler = ",".join([shape] * (2_000_000 // (len(shape) + 1)))
+    with pytest.raises(Denied) as info:
+        strictjson.loads(f'{{"x":[{filler}]}}'.encode())
+    assert (info.value.status, info.value.reason) == (400, "too_many_containers")
+
+
+def test_brackets_inside_strings_do_not_count():
+    code = "function f(a) { return [a[0], {x: a, y: \"[{\"}]; } " * 3000   # ~150k brackets
+    doc = {"messages": [{"role": "user", "content": code}]}
+    assert strictjson.loads(json.dumps(doc).encode()) == doc
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(-2**64, 2**64), st.floats(allow_nan=False, allow_infinity=False)),
+                min_size=1, max_size=20))
+def test_a_list_of_numbers_is_judged_as_number_by_number(numbers):
+    """Token ids and embeddings are read at C speed; the verdict on integer width
+    is the one the item-by-item walk gives."""
+    raw = json.dumps({"input": numbers}).encode()
+    wide = any(isinstance(n, int) and not -2**63 <= n < 2**63 for n in numbers)
+    if wide:
+        with pytest.raises(Denied) as info:
+            strictjson.loads(raw)
+        assert info.value.reason == "integer_out_of_range"
+    else:
+        assert strictjson.loads(raw) == json.loads(raw)

@@ -71,6 +71,8 @@ CASES = [
     ("nesting deeper than 32", "POST", "/v1/chat/completions", JSON, b'{"x":' + b"[" * 40 + b"]" * 40 + b',' + MSG.encode() + b'}', 400, "nesting_too_deep"),
     ("lone surrogate", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"\\ud83d"}]}', 400, "invalid_json"),
     ("too many messages", "POST", "/v1/chat/completions", JSON, b'{"messages":[' + b",".join([b'{"role":"user","content":"x"}'] * 2049) + b']}', 400, "invalid_request"),
+    ("too many arrays", "POST", "/v1/chat/completions", JSON, b'{"x":[' + b",".join([b"[[]]"] * 30_000) + b'],' + MSG.encode() + b'}', 400, "too_many_containers"),
+    ("too many empty objects", "POST", "/v1/embeddings", JSON, b'{"input":"hi","x":[' + b",".join([b"{}"] * 50_001) + b']}', 400, "too_many_containers"),
     ("too many keys", "POST", "/v1/chat/completions", JSON, b'{' + b",".join(b'"k%d":1' % i for i in range(10_001)) + b',' + MSG.encode() + b'}', 400, "too_many_keys"),
     ("body too large", "POST", "/v1/chat/completions", JSON, b'{"messages":[{"role":"user","content":"' + b"a" * (2 * 1024 * 1024) + b'"}]}', 413, "request_too_large"),
 ]
