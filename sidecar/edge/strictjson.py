@@ -44,13 +44,8 @@ def _out_of_range(item) -> bool:
     return kind is float and abs(item) >= INT64
 
 
-def _too_many_containers() -> Denied:
-    return Denied("too_many_containers", f"the body has more than {MAX_CONTAINERS} JSON objects and "
-                  "arrays")
-
-
-# Every byte but the colons and opening brackets: one pass over a body keeps the
-# few bytes that the checks below count (as fast as counting one of them).
+# Every byte but the colons and opening brackets: one pass over a large body keeps
+# the few bytes that the checks below count (as fast as counting one of them).
 _NOT_COUNTED = bytes(b for b in range(256) if b not in b":{[")
 
 
@@ -65,7 +60,8 @@ def _check_containers(raw: bytes, brackets: int) -> None:
     plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     outside = b"".join(plain.split(b'"')[0::2])
     if outside.count(b"{") + outside.count(b"[") > MAX_CONTAINERS:
-        raise _too_many_containers()
+        raise Denied("too_many_containers", f"the body has more than {MAX_CONTAINERS} JSON objects "
+                     "and arrays")
 
 
 def _numbers(value: list, stats: list) -> bool:
@@ -93,13 +89,11 @@ def _strings(value: list, stats: list) -> bool:
 
 def _walk(value, depth: int, stats: list) -> None:
     # stats: [keys, numbers that may be out-of-range integers, colons in strings,
-    #         values inside containers, containers]
+    #         values inside containers]. (How many containers was settled before the
+    # parse: `_check_containers`.)
     if depth > MAX_DEPTH:
         raise Denied("nesting_too_deep", f"JSON nesting is deeper than {MAX_DEPTH} levels")
     stats[3] += len(value)
-    stats[4] += 1
-    if stats[4] > MAX_CONTAINERS:
-        raise _too_many_containers()
     if type(value) is dict:
         stats[0] += len(value)
         if stats[0] > MAX_KEYS:
@@ -110,9 +104,10 @@ def _walk(value, depth: int, stats: list) -> None:
         items = value.values()
     else:
         items = value
-        if value and type(value[0]) in (int, float) and _numbers(value, stats):
+        first = type(value[0]) if value else None
+        if (first is int or first is float) and _numbers(value, stats):
             return
-        if value and type(value[0]) is str and _strings(value, stats):
+        if first is str and _strings(value, stats):
             return
     for item in items:
         kind = type(item)
@@ -154,8 +149,11 @@ def loads(raw: bytes):
 def loads_counted(raw: bytes) -> tuple[object, int]:
     """`loads`, and how many values the document holds below its top (what its
     parsed form costs in memory grows with that, up to ~25x the bytes of `[{},{}]`)."""
-    counted = raw.translate(None, _NOT_COUNTED)
-    _check_containers(raw, counted.count(b"{") + counted.count(b"["))
+    if len(raw) > 2 * MAX_CONTAINERS:   # a container takes two bytes: a smaller body has few enough
+        counted = raw.translate(None, _NOT_COUNTED)
+        _check_containers(raw, counted.count(b"{") + counted.count(b"["))
+    else:
+        counted = raw
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -167,7 +165,7 @@ def loads_counted(raw: bytes) -> tuple[object, int]:
         raise Denied("invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, (dict, list)):
         return value, 0
-    stats = [0, 0, 0, 0, 0]
+    stats = [0, 0, 0, 0]
     _walk(value, 1, stats)
     proven_unique = (counted.count(b":") - stats[2] == stats[0]
                      and _ESCAPED_COLON(raw) is None)
