@@ -130,11 +130,8 @@ def extract(feats: Features, body: dict) -> Features:
     feats.body = body
     model = bodies.optional(body, "model", str, "a string")
     feats.model = model if model is not None else ""
-    if not MODEL_CHOOSERS.isdisjoint(body) and any(body[f] is not None for f in MODEL_CHOOSERS & body.keys()):
-        field = min(f for f in MODEL_CHOOSERS & body.keys() if body[f] is not None)
-        raise bodies.bad(f"'{field}' is not accepted: it would let an endpoint answer with another "
-                         "model than the one the router chooses (the router picks the model and "
-                         "its fallbacks; GET /v1/models lists the names a client may ask for)")
+    if not MODEL_CHOOSERS.isdisjoint(body):   # one C call when, as usual, none is there
+        _refuse_model_choosers(body)
     read = bodies.READERS[feats.api](body)
     feats.text, feats.messages, feats.system_prompt = read.text, read.messages, read.system_prompt
     feats.stream, feats.max_tokens, feats.tools = read.stream, read.max_tokens, read.tools
@@ -150,6 +147,14 @@ def extract(feats: Features, body: dict) -> Features:
     if feats.api != "embeddings":  # an embedding costs the same however hard the text
         feats.complexity, feats.tier_hint = complexity.assess(text, feats.messages)
     return feats
+
+
+def _refuse_model_choosers(body: dict) -> None:
+    named = sorted(field for field in MODEL_CHOOSERS & body.keys() if body[field] is not None)
+    if named:   # null is absent, as for any field
+        raise bodies.bad(f"'{named[0]}' is not accepted: it would let an endpoint answer with another "
+                         "model than the one the router chooses (the router picks the model and "
+                         "its fallbacks; GET /v1/models lists the names a client may ask for)")
 
 
 def entry_weight(size: int, values: int) -> int:
