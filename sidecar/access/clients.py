@@ -32,6 +32,7 @@ class Clients(NamedTuple):
     require_key: bool
     trusted: tuple                   # ip networks
     by_digest: dict                  # digest -> (digest, Tenant)
+    ipv6_prefix: int = 64            # IPv6 clients are limited per network of this length
 
 
 class Client(NamedTuple):
@@ -65,6 +66,20 @@ def client_ip(peer: str, headers, trusted) -> str:
             return canonical_ip(hop) or peer
     real = headers.get("X-Real-IP", "").strip()
     return (canonical_ip(real) if real else "") or peer
+
+
+@lru_cache(maxsize=4096)
+def limited_address(ip: str, ipv6_prefix: int) -> str:
+    """What per-address limits count `ip` as: an IPv4 address itself, an IPv6 one as
+    its /`ipv6_prefix` network. A host is given a whole /64 (RFC 6177) and can take a
+    new address in it for every request, so keyed on the address alone an IPv6
+    client had as many limits as it liked."""
+    if ":" not in ip or ipv6_prefix >= 128:
+        return ip
+    try:
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    except ValueError:
+        return ip
 
 
 @lru_cache(maxsize=4096)

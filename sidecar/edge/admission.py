@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sidecar.access import budgets, limits
+from sidecar.access import budgets, clients, limits
 from sidecar.access.clients import Client
 from sidecar.denials import Denied
 from sidecar.policy.compiled import Policy, Route
@@ -64,8 +64,9 @@ def _checked(policy, client, route, feats, store, now_ns) -> Admitted | None:
         spend = limits.Spend(budgets.spend_key(tenant.name, now_ns),
                              budgets.estimate_micros(route.endpoint, feats.tokens, completion),
                              round(tenant.budget_usd_per_day * 1_000_000), 2 * budgets.DAY)
-    values = {"client": client.id, "tenant": tenant.name if tenant else "-",
-              "key": client.key_id or "-", "ip": client.ip or "-",
+    address = clients.limited_address(client.ip, policy.clients.ipv6_prefix) if client.ip else "-"
+    values = {"client": f"tenant:{tenant.name}" if tenant else f"ip:{address}",
+              "tenant": tenant.name if tenant else "-", "key": client.key_id or "-", "ip": address,
               "tier": route.endpoint.tier.name, "endpoint": route.endpoint.name}
     admission = limits.admit(store, policy.limits, values, route.endpoint.tier.name,
                              feats.tokens + completion, now_ns, spend)

@@ -67,7 +67,7 @@ def _choice(ctx, value, options, path):
 def clients(ctx, value, tiers, path="clients"):
     if value is None:
         return NO_CLIENTS
-    spec = mapping(ctx, value, path, optional=("require_key", "trusted_proxies", "tenants"))
+    spec = mapping(ctx, value, path, optional=("require_key", "trusted_proxies", "tenants", "ipv6_prefix"))
     require = typed(ctx, spec.get("require_key", False), bool, "true or false", join(path, "require_key"))
     trusted = []
     for i, net in enumerate(spec.get("trusted_proxies") or []):
@@ -104,7 +104,11 @@ def clients(ctx, value, tiers, path="clients"):
                 raise ctx.error(f"{where}.keys[{i}]", f"this key digest already belongs to tenant "
                                 f"'{by_digest[d][1].name}'")
             by_digest[d] = (d, tenant)
-    return Clients(require, tuple(trusted), by_digest)
+    prefix = spec.get("ipv6_prefix", 64)
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or not 32 <= prefix <= 128:
+        raise ctx.error(join(path, "ipv6_prefix"), "expected the length of the IPv6 network limits "
+                        f"count as one client, 32 to 128 (64: a host's own /64), got {show(prefix)}")
+    return Clients(require, tuple(trusted), by_digest, prefix)
 
 
 def duration(ctx, value, path) -> int:

@@ -161,3 +161,32 @@ def test_a_forwarded_address_is_canonical_too(ip, port):
 def test_an_ipv4_mapped_peer_is_trusted_like_its_ipv4_form():
     h = headers(**{"X-Forwarded-For": "2001:db8::7"})
     assert client_ip("::ffff:10.0.0.9", h, CLIENTS.trusted) == "2001:db8::7"
+
+
+# --- An IPv6 client is its network, not each address in it ---
+
+from sidecar.access.clients import limited_address  # noqa: E402
+
+IPV6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(IPV6, st.integers(0, 2**64 - 1), st.integers(32, 128))
+def test_addresses_in_one_network_are_one_client_and_networks_apart_are_two(address, host_bits, prefix):
+    """Any address the host can take in its /prefix counts as the same client; the
+    network's own address shows which one it is."""
+    base = int(ipaddress.IPv6Address(address))
+    keep = 128 - prefix
+    sibling = str(ipaddress.IPv6Address((base >> keep << keep) | (host_bits & ((1 << keep) - 1))))
+    assert limited_address(address, prefix) == limited_address(sibling, prefix)
+    network = ipaddress.IPv6Network(limited_address(address, prefix)) if prefix < 128 else None
+    assert network is None or (ipaddress.IPv6Address(address) in network and network.prefixlen == prefix)
+    other = str(ipaddress.IPv6Address(base ^ (1 << keep)))   # a bit of the network part flipped
+    assert limited_address(other, prefix) != limited_address(address, prefix)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(32, 128))
+def test_an_ipv4_address_is_always_its_own_client(n, prefix):
+    address = str(ipaddress.IPv4Address(n))
+    assert limited_address(address, prefix) == address
+    assert limited_address(address, 128) == address

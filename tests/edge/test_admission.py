@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -243,3 +245,46 @@ def test_a_request_is_mirrored_only_where_the_shadow_can_answer_it(path, body, m
     assert ("X-Route-Shadow" in out) is mirrored
     if mirrored:
         assert out["X-Route-Shadow"] == "expert-grok-4"
+
+
+def _per_client(extra: str = "") -> object:
+    return compile_policy((DEMO.read_text().split("\n# Who may call")[0] + extra + """
+limits:
+  - {name: per-client, per: [client], requests: {rate: 1, per: 1h, burst: 3}}
+  - {name: per-ip, per: [ip], requests: {rate: 1, per: 1h, burst: 3}, shadow: true}
+""").encode(), "t.yaml", {})
+
+
+@pytest.mark.parametrize("prefix", [None, 48, 64, 96])
+def test_an_ipv6_client_cannot_take_a_fresh_limit_by_taking_a_fresh_address(prefix):
+    """Every request from another address of the same network draws on one limit
+    (per client and per ip alike); a neighbouring network has its own."""
+    policy = _per_client("" if prefix is None else f"clients: {{ipv6_prefix: {prefix}}}\n")
+    prefix = prefix or 64
+    network = ipaddress.IPv6Network(f"2001:db8:abcd:1200::/{prefix}", strict=False)
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    runtime = Runtime(clock_ns=lambda: 10**18)
+    host_bits = 128 - prefix   # five addresses across the network: its first, last, middle, ...
+    hosts = [str(network.network_address + offset)
+             for offset in (1, (1 << host_bits) - 2, 1 << (host_bits - 1), 7, 12345)]
+    admitted = []
+    for host in hosts:
+        try:
+            _, out, _ = decide(policy, "POST", "/v1/chat/completions", headers, body, peer=host, runtime=runtime)
+            admitted.append(out["X-Route-RateLimit"])
+        except Denied as denied:
+            assert denied.reason == "rate_limit_exceeded"
+            admitted.append(None)
+    assert [a is not None for a in admitted] == [True, True, True, False, False]
+    neighbour = str(network.network_address + (1 << (128 - prefix)))   # the next network along
+    decide(policy, "POST", "/v1/chat/completions", headers, body, peer=neighbour, runtime=runtime)
+
+
+def test_per_address_limits_can_be_asked_for():
+    policy = _per_client("clients: {ipv6_prefix: 128}\n")
+    headers = CIMultiDict({"Content-Type": "application/json", "X-Constitutional-Hash": HASH})
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    runtime = Runtime(clock_ns=lambda: 10**18)
+    for i in range(6):   # six addresses of one /64, each its own client
+        decide(policy, "POST", "/v1/chat/completions", headers, body, peer=f"2001:db8::{i + 1}", runtime=runtime)

@@ -422,12 +422,14 @@ def test_two_content_types_are_refused_in_either_order(clean, first, second):
 
 # --- 7. One client however its address is written ---------------------------------
 
-SPELLED = [("2001:DB8::1", "2001:0db8:0000::0001", "2001:db8:0:0:0:0:0:1"),
+# Each IPv6 case in a /64 of its own: limits count a /64 as one client, and a bucket
+# another case had drawn on refills between requests, blurring the count.
+SPELLED = [("2001:DB8:1::1", "2001:0db8:0001::0001", "2001:db8:1:0:0:0:0:1"),
            ("10.0.0.1", "::ffff:10.0.0.1", "0:0:0:0:0:ffff:a00:1"),
-           ("2001:db8::a:b", "2001:DB8:0:0:0:0:A:B", "2001:0db8::000a:000b"),
+           ("2001:db8:2::a:b", "2001:DB8:2:0:0:0:A:B", "2001:0db8:2::000a:000b"),
            # As proxies that add the client's port, or RFC 7239's brackets, write them.
            ("10.0.0.2", "10.0.0.2:4711", "[::ffff:10.0.0.2]:80"),
-           ("2001:db8::c", "[2001:DB8::C]:4711", "[2001:db8:0:0:0:0:0:c]")]
+           ("2001:db8:3::c", "[2001:DB8:3::C]:4711", "[2001:db8:3:0:0:0:0:c]")]
 
 
 @pytest.mark.parametrize("spellings", SPELLED, ids=lambda s: s[0])
@@ -439,3 +441,17 @@ def test_every_spelling_of_a_forwarded_address_draws_on_one_limit(clean, spellin
         assert status == 200
         remaining.append(int(headers["ratelimit"][0].split("r=")[1].split(";")[0]))
     assert remaining == [remaining[0] - i for i in range(len(spellings))], remaining
+
+
+def test_each_address_of_one_ipv6_network_draws_on_one_limit_and_the_next_network_on_its_own(clean):
+    """A host holds a whole /64 and can send every request from a new address in it:
+    keyed on the address, each request found a full limit."""
+    def remaining(address):
+        status, headers, _ = parse(raw_exchange(clean.client.port, post(
+            user_body(), f"X-Forwarded-For: {address}\r\n")))
+        assert status == 200
+        return int(headers["ratelimit"][0].split("r=")[1].split(";")[0])
+
+    in_one = [remaining(f"2001:db8:64:1:{i:x}:{i * 7:x}:{i * 13:x}:{i + 1:x}") for i in range(4)]
+    assert in_one == [in_one[0] - i for i in range(4)], in_one
+    assert remaining("2001:db8:64:2::1") == in_one[0]    # the next /64: a client of its own
