@@ -42,7 +42,9 @@ class Client(NamedTuple):
 
     @property
     def id(self) -> str:
-        """What per-client limits are keyed on: the tenant, else the address."""
+        """Who the client is: the tenant, else the address (the response cache and
+        sticky splits read it; limits count an IPv6 address by its network instead,
+        `limited_address`)."""
         return f"tenant:{self.tenant.name}" if self.tenant else f"ip:{self.ip}"
 
 
