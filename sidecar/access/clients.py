@@ -43,9 +43,13 @@ class Client(NamedTuple):
     @property
     def id(self) -> str:
         """Who the client is: the tenant, else the address (the response cache and
-        sticky splits read it; limits count an IPv6 address by its network instead,
-        `limited_address`)."""
-        return f"tenant:{self.tenant.name}" if self.tenant else f"ip:{self.ip}"
+        sticky splits read it)."""
+        return self.id_at(self.ip)
+
+    def id_at(self, address: str) -> str:
+        """The id with the address read as `address`: limits count an IPv6 address by
+        its network (`limited_address`)."""
+        return f"tenant:{self.tenant.name}" if self.tenant else f"ip:{address}"
 
 
 NO_CLIENTS = Clients(False, (), {})

@@ -65,7 +65,7 @@ def _checked(policy, client, route, feats, store, now_ns) -> Admitted | None:
                              budgets.estimate_micros(route.endpoint, feats.tokens, completion),
                              round(tenant.budget_usd_per_day * 1_000_000), 2 * budgets.DAY)
     address = clients.limited_address(client.ip, policy.clients.ipv6_prefix) if client.ip else "-"
-    values = {"client": f"tenant:{tenant.name}" if tenant else f"ip:{address}",
+    values = {"client": client.id_at(address),
               "tenant": tenant.name if tenant else "-", "key": client.key_id or "-", "ip": address,
               "tier": route.endpoint.tier.name, "endpoint": route.endpoint.name}
     admission = limits.admit(store, policy.limits, values, route.endpoint.tier.name,

@@ -87,19 +87,14 @@ class Conversations:
             if len(self.decided) > IN_FLIGHT:
                 del self.decided[next(iter(self.decided))]
 
-    def holder(self, response_id: str) -> tuple[str, str | None] | None:
-        """(endpoint, tenant) of `response_id`: this process's map, then the shared
-        one. The tenant is None where no owner was recorded (Redis entries filed
-        before owners were)."""
+    def endpoint_for(self, response_id: str, tenant: str) -> str | None:
+        """The endpoint holding `response_id` (this process's map, then the shared one)
+        if it is `tenant`'s; None if unknown. Raises Foreign when it is another
+        tenant's. An owner is None where none was recorded (Redis entries filed
+        before owners were): not checked."""
         held = self.endpoints.get(response_id)
         if held is None and self.store_ref is not None:
             held = self.store_ref().response_holder(response_id)
-        return held
-
-    def endpoint_for(self, response_id: str, tenant: str) -> str | None:
-        """The endpoint holding `response_id` if it is `tenant`'s; None if unknown.
-        Raises Foreign when it is another tenant's."""
-        held = self.holder(response_id)
         if held is None:
             return None
         if held[1] is not None and held[1] != tenant:
