@@ -34,6 +34,8 @@ DENIALS: dict[str, Denial] = {
     "missing_api_key": Denial(401, "authentication_error"),
     "invalid_api_key": Denial(401, "authentication_error"),
     "tier_not_allowed": Denial(403, "permission_error"),
+    "tool_not_allowed": Denial(403, "permission_error"),
+    "service_tier_not_allowed": Denial(403, "permission_error"),
     "rate_limit_exceeded": Denial(429, "rate_limit_error"),
     "budget_exceeded": Denial(429, "rate_limit_error"),
     "model_not_found": Denial(404, "invalid_request_error"),

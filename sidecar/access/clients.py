@@ -26,6 +26,9 @@ class Tenant(NamedTuple):
     above_allowed: str               # deny | downgrade
     budget_usd_per_day: float        # 0: no budget
     when_budget_spent: str           # deny | downgrade
+    # Provider-run tools this tenant may ask for (families); None: the policy's.
+    provider_tools: frozenset | None = None
+    service_tier: frozenset | None = None   # the same for processing tiers above standard
 
 
 class Clients(NamedTuple):

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.edge import (admission, constitution, decision, features, response_cache, stored_responses,
-                         token_counts)
+                         token_counts, unpriced)
 from sidecar.edge.catalog import Catalog
 from sidecar.edge.settlement import Pending
 from sidecar.access import clients, limits
@@ -102,6 +102,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
         _read_body(feats, path, headers, raw, runtime.cache, counted)
         if not lua_mode:   # stock mode: the endpoint is sent the model name as written
             policy.check_model_name(feats.model, rewritten=False)
+        if feats.unpriced:
+            unpriced.check(feats.unpriced, policy, client.tenant)
         if policy.response_cache is not None and counted is None:
             cached = response_cache.key(policy.response_cache, policy, feats, headers, raw, client.id)
             if cached is not None:
@@ -150,6 +152,8 @@ def _shadow_answers(shadow, feats, stored, counted) -> bool:
     request in a conversation: on the primary's provider account the shadow's answer
     would be added to the client's conversation too."""
     if stored is not None or counted is not None or feats.api not in shadow.serves:
+        return False
+    if feats.unpriced:   # the shadow's provider would bill its tools or tier again, unpriced
         return False
     return not (feats.api == "responses" and (feats.body.get("previous_response_id") is not None
                                               or feats.body.get("conversation") is not None))

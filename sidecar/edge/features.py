@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from sidecar.complexity import complexity, signals
 from sidecar.denials import Denied
-from sidecar.edge import bodies, strictjson
+from sidecar.edge import bodies, strictjson, unpriced
 from sidecar.policy.apis import API_BY_PATH
 
 # Paths the router forwards, and the API each one is (sidecar.policy.apis).
@@ -25,6 +25,9 @@ ROUTED_PATHS = API_BY_PATH
 # `context_window_fallback_dict`; AssemblyAI's `fallbacks`), billed at their
 # price and past a tenant's tiers. No API the router serves defines them.
 MODEL_CHOOSERS = frozenset({"models", "fallbacks", "route", "context_window_fallback_dict"})
+# The APIs whose requests a provider answers by generating, and so may run tools
+# or a processing tier for (not embeddings, not token counts).
+RUNS_TOOLS = frozenset({"chat", "completions", "responses", "messages"})
 CODE_MARKERS = ("```", "def ", "function ", "#include", "public static", "=> {", "};", "import ")
 MATH_MARKERS = ("\\frac", "\\sqrt", "\\int", "\\sum", "$$", "\\(", "\\[", "^{", "_{", "∫", "√", "∑")
 # One scan for "any marker in the text" instead of one `in` per marker.
@@ -35,14 +38,16 @@ _MATH_SCAN = re.compile("|".join(map(re.escape, MATH_MARKERS))).search
 # What a body determines (and the feature cache keeps), as opposed to the
 # request around it (method, path, headers, peer).
 BODY_FEATURES = ("body", "model", "prompt", "tokens", "messages", "system_prompt", "code", "math",
-                 "tools", "stream", "max_tokens", "choices", "complexity", "tier_hint")
+                 "tools", "stream", "max_tokens", "choices", "complexity", "tier_hint",
+                 "unpriced")
 _body_features = operator.attrgetter(*BODY_FEATURES)
 
 
 class Features:
     __slots__ = ("method", "path", "api", "headers", "body", "model", "text", "prompt", "tokens",
                  "messages", "system_prompt", "code", "math", "tools", "stream", "max_tokens",
-                 "choices", "complexity", "tier_hint", "ip", "sticky", "cache_slot")
+                 "choices", "complexity", "tier_hint", "unpriced", "ip", "sticky",
+                 "cache_slot")
 
     def __init__(self, method: str, path: str, headers, ip: str = ""):
         self.method = method
@@ -69,6 +74,8 @@ class Features:
         self.choices = 1  # completions generated per request (n, best_of)
         self.complexity = 0.0
         self.tier_hint = 1
+        # What a provider would bill beside the tokens (sidecar.edge.unpriced).
+        self.unpriced: tuple = ()
 
 
 _bad = bodies.bad
@@ -136,6 +143,8 @@ def extract(feats: Features, body: dict) -> Features:
     feats.text, feats.messages, feats.system_prompt = read.text, read.messages, read.system_prompt
     feats.stream, feats.max_tokens, feats.tools = read.stream, read.max_tokens, read.tools
     feats.choices = read.choices
+    if feats.api in RUNS_TOOLS:
+        feats.unpriced = unpriced.requested(body)
 
     text = feats.text
     # ~4 characters per token for English; 4 tokens of framing per message.

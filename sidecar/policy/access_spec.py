@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from sidecar.access.clients import NO_CLIENTS, Clients, Tenant
 from sidecar.access.gcra import Rate
 from sidecar.access.limits import KEY_PARTS, Limit
+from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, TOOL_NAME, tool_family
 from sidecar.policy.strict_yaml import join, mapping, show, typed
 
 HASH = re.compile(r"^[0-9a-f]{16}$")
@@ -58,6 +59,28 @@ def _tier_list(ctx, value, tiers, path):
     return frozenset(value)
 
 
+def tool_names(ctx, value, path) -> frozenset:
+    """A list of provider-run tools (sidecar.edge.provider_tools) → their families."""
+    if not isinstance(value, list) or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in value):
+        raise ctx.error(path, f"expected a list of tool types like web_search, code_execution, "
+                        f"file_search, mcp; got {show(value)}")
+    for name in value:
+        if tool_family(name) in CLIENT_RUN_TOOLS:
+            raise ctx.error(path, f"{show(name)} is a tool the client runs; those are always allowed")
+    return frozenset(map(tool_family, value))
+
+
+def service_tiers(ctx, value, path) -> frozenset:
+    """A list of processing tiers priced above the standard one (priority, ...)."""
+    if not isinstance(value, list) or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in value):
+        raise ctx.error(path, f"expected a list of processing tiers like priority; got {show(value)}")
+    for name in value:
+        if name in STANDARD_SERVICE_TIERS:
+            raise ctx.error(path, f"{show(name)} is billed at the standard price or below; it is "
+                            "always allowed")
+    return frozenset(value)
+
+
 def _choice(ctx, value, options, path):
     if value not in options:
         raise ctx.error(path, f"expected one of {', '.join(options)}, got {show(value)}")
@@ -83,7 +106,8 @@ def clients(ctx, value, tiers, path="clients"):
     for name, t in tenants.items():
         where = f"{path}.tenants.{name}"
         t = mapping(ctx, t, where, required=("keys",), optional=(
-            "tiers", "above_allowed", "budget_usd_per_day", "when_budget_spent"))
+            "tiers", "above_allowed", "budget_usd_per_day", "when_budget_spent", "provider_tools",
+            "service_tier"))
         allowed = _tier_list(ctx, t["tiers"], tiers, join(where, "tiers")) if "tiers" in t else None
         budget = t.get("budget_usd_per_day", 0)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
@@ -92,7 +116,11 @@ def clients(ctx, value, tiers, path="clients"):
                         _choice(ctx, t.get("above_allowed", "deny"), ("deny", "downgrade"), join(where, "above_allowed")),
                         float(budget),
                         _choice(ctx, t.get("when_budget_spent", "deny"), ("deny", "downgrade"),
-                                join(where, "when_budget_spent")))
+                                join(where, "when_budget_spent")),
+                        tool_names(ctx, t["provider_tools"], join(where, "provider_tools"))
+                        if "provider_tools" in t else None,
+                        service_tiers(ctx, t["service_tier"], join(where, "service_tier"))
+                        if "service_tier" in t else None)
         keys = t["keys"]
         if not isinstance(keys, list) or not keys:
             raise ctx.error(join(where, "keys"), "expected a non-empty list of key digests")

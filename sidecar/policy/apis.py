@@ -8,6 +8,8 @@ speaks Anthropic Messages, or is refused.
 
 from __future__ import annotations
 
+import re
+
 # name -> path (under the endpoint's base URL the path after /v1 is appended)
 APIS = {
     "chat": "/v1/chat/completions",
@@ -25,3 +27,21 @@ OPENAI_STREAMS = frozenset({"chat", "completions"})
 # How an endpoint takes its credential: OpenAI-style `Authorization: Bearer`, or
 # Anthropic's `x-api-key`.
 AUTH_STYLES = ("bearer", "x-api-key")
+
+# Tools: a type the client runs (the model only asks for a call) costs tokens; any
+# other is run and billed by the provider (sidecar.edge.provider_tools). By family:
+# a type without its version and preview suffix (`web_search_20250305`,
+# `web_search_preview_2025_03_11` → web_search), so one name covers every spelling.
+CLIENT_RUN_TOOLS = frozenset({"function", "custom", "computer", "computer_use", "local_shell",
+                              "apply_patch", "bash", "text_editor", "memory"})
+# Processing tiers billed at the standard price or below (flex: ~half); any other
+# (priority, ...) costs more than the endpoint's price says (sidecar.edge.unpriced).
+# OpenAI's scale tier draws on units bought ahead, not on the token price.
+STANDARD_SERVICE_TIERS = frozenset({"auto", "default", "standard", "standard_only", "flex", "scale",
+                                    "on_demand"})
+TOOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_TOOL_VERSION = re.compile(r"(?:_preview)?(?:_\d{8}|_\d{4}_\d{2}_\d{2})?$")
+
+
+def tool_family(tool_type: str) -> str:
+    return _TOOL_VERSION.sub("", tool_type, count=1) or tool_type

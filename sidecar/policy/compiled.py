@@ -226,7 +226,8 @@ class Policy:
                  models: Models = Models(), cors: Cors | None = None,
                  retry_budget: tuple[float, float] = (0.2, 10.0), shadow=None,
                  response_cache: ResponseCache | None = None,
-                 reject_unknown_conversations: bool = False):
+                 reject_unknown_conversations: bool = False,
+                 provider_tools: frozenset = frozenset(), service_tier: frozenset = frozenset()):
         self.source = source
         self.version = version
         self.created = int(time.time())     # the model list's `created`
@@ -248,6 +249,10 @@ class Policy:
         self.response_cache = response_cache
         # A follow-up naming an answer the router never saw: refused (True) or routed.
         self.reject_unknown_conversations = reject_unknown_conversations
+        # Tools a provider runs and bills itself that clients may ask for (families).
+        self.provider_tools = provider_tools
+        # Processing tiers priced above the standard one that clients may ask for.
+        self.service_tier = service_tier
         self.failover = failover
         self.clients = clients if clients is not None else NO_CLIENTS
         self.limits = limits
