@@ -53,8 +53,12 @@ def requested(body: dict) -> tuple[tuple[str, str, str], ...]:
             if not isinstance(tool, dict):
                 raise bodies.bad(f"'tools[{i}]' must be an object, got {bodies.json_type(tool)}")
             kind = tool.get("type")
-            if kind is None:        # Anthropic's client tools: a name and a schema
-                continue
+            if kind is None:
+                if isinstance(tool.get("name"), str) or not tool:   # Anthropic's client tools:
+                    continue                                        # a name and a schema
+                # Gemini's own spelling ({"google_search": {}}, {"code_execution": {}}):
+                # the tool is the key.
+                kind = next(iter(tool))
             if not isinstance(kind, str):
                 raise bodies.bad(f"'tools[{i}].type' must be a string, got {bodies.json_type(kind)}")
             _add_tool(found, tool_family(kind), f"tools[{i}]")

@@ -38,6 +38,7 @@ CASES = [
     (CHAT, {"web_search_options": {}}, None, False),
     (CHAT, {"web_search_options": {}}, SEARCHER, True),
     (CHAT, {"plugins": [{"id": "web"}]}, None, False),
+    (CHAT, {"tools": [{"google_search": {}}]}, None, False),
     (CHAT, {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}, None, True),
     (RESPONSES, {"tools": [{"type": "web_search_preview_2025_03_11"}]}, None, False),
     (RESPONSES, {"tools": [{"type": "web_search"}]}, SEARCHER, True),
