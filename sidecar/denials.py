@@ -43,6 +43,7 @@ DENIALS: dict[str, Denial] = {
     "response_not_found": Denial(404, "invalid_request_error"),
     "previous_response_not_found": Denial(404, "invalid_request_error"),
     "conversation_not_found": Denial(404, "invalid_request_error"),
+    "item_not_found": Denial(404, "invalid_request_error"),
     "context_length_exceeded": Denial(400, "invalid_request_error"),
 }
 

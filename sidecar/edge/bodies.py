@@ -290,6 +290,21 @@ def conversation_id(body: dict) -> str | None:
     return value
 
 
+def item_reference(body: dict) -> str | None:
+    """The id of the first stored item a Responses input names (`item_reference`: the
+    provider reads the item, made for whoever asked it, from its store), or None."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            value = item.get("id")
+            if not isinstance(value, str) or not value:
+                raise bad(f"'input[{i}].id' must be the id of a stored item")
+            return value
+    return None
+
+
 def responses(body: dict) -> Read:
     """OpenAI Responses: `input` is a string or an array of items (messages with a
     role and content parts, tool outputs, ...); `instructions` is the system prompt."""

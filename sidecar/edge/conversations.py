@@ -149,6 +149,11 @@ class Conversations:
             # cannot be checked, and the provider would read and extend it for anyone.
             return self._unknown(policy, "conversation_not_found",
                                  f"Conversation with id '{conversation}' not found.")
+        # An item of an earlier answer, named by id: the router learns answers' ids, not
+        # their items', so whose it is cannot be checked either (read only where that
+        # refuses it: routed by the rules, such a request is any other request).
+        if policy.reject_unknown_conversations and (item := bodies.item_reference(feats.body)):
+            self._unknown(policy, "item_not_found", f"Item with id '{item}' not found.")
         previous = feats.body.get("previous_response_id")
         if not previous:
             return None

@@ -151,3 +151,43 @@ def test_a_conversation_that_is_not_an_id_is_a_bad_request(value):
     with pytest.raises(Denied) as refused:
         Conversations().route(POLICY, request, "")
     assert (refused.value.status, refused.value.reason) == (400, "invalid_request")
+
+
+ITEMS = [{"type": "item_reference", "id": "msg_68a1"},
+         {"type": "item_reference", "id": "rs_" + "0" * 40},
+         {"type": "item_reference", "id": "fc_1 with spaces"}]
+AROUND = [[], [{"role": "user", "content": "and?"}],
+          [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}] * 2]
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=lambda i: i["id"][:12])
+@pytest.mark.parametrize("before", range(len(AROUND)))
+@pytest.mark.parametrize("previous", [None, "resp_known"])
+def test_an_item_named_by_id_is_unknown_state_whoever_asks(item, before, previous):
+    """A Responses input may name a stored item of an earlier answer (`item_reference`);
+    the provider reads it for whoever names it. The router learns answers' ids, not
+    their items', so under unknown: reject such a request is refused for every tenant,
+    even as a follow-up of an answer the router knows; by default it is routed."""
+    body = {"input": [*AROUND[before], item, {"role": "user", "content": "go on"}]}
+    if previous:
+        body["previous_response_id"] = previous
+    request = SimpleNamespace(api="responses", body=body)
+    c = Conversations()
+    c.remember(line("resp_known", tenant="acme"))
+    routed = c.route(POLICY, request, "acme")
+    assert (routed.endpoint if routed else None) is (RESPONSES if previous else None)
+    for tenant in ("", "acme", "beta"):
+        with pytest.raises(Denied) as refused:
+            c.route(STRICT, request, tenant)
+        assert (refused.value.status, refused.value.reason) == (404, "item_not_found")
+        assert item["id"] in refused.value.message
+    assert c.continued["refused"] == 3
+
+
+@pytest.mark.parametrize("item", [{"type": "item_reference"}, {"type": "item_reference", "id": 7},
+                                  {"type": "item_reference", "id": ""}])
+def test_an_item_reference_without_an_id_is_a_bad_request_where_items_are_refused(item):
+    request = SimpleNamespace(api="responses", body={"input": [item]})
+    with pytest.raises(Denied) as refused:
+        Conversations().route(STRICT, request, "")
+    assert (refused.value.status, refused.value.reason) == (400, "invalid_request")

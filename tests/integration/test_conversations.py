@@ -317,6 +317,17 @@ def test_with_unknown_reject_a_request_in_a_conversation_is_never_forwarded(stri
     assert strict.mocks.total_received() == before
 
 
+def test_with_unknown_reject_an_item_named_by_id_is_never_forwarded(strict):
+    before = strict.mocks.total_received()
+    for tenant in ("acme", "beta"):
+        status, headers, out = strict.client.chat({"model": "auto", "input": [
+            {"type": "item_reference", "id": "msg_made_for_someone_else"},
+            {"role": "user", "content": "repeat that"}]}, path="/v1/responses", headers=_as(tenant))
+        assert status == 404 and json.loads(out)["error"]["code"] == "item_not_found", out
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    assert strict.mocks.total_received() == before
+
+
 def test_with_unknown_reject_only_follow_ups_the_router_can_check_are_forwarded(strict):
     before = strict.mocks.total_received()
     status, _, out = strict.client.chat({"model": "auto", "input": "go on",
