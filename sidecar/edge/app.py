@@ -44,7 +44,7 @@ class Runtime:
     """The per-process state decisions read and update: the feature cache, the
     limit and budget store, and the clock (injected in tests)."""
 
-    __slots__ = ("cache", "store", "clock_ns", "shadow_denied", "settlements", "catalog",
+    __slots__ = ("cache", "store", "clock_ns", "shadow_denied", "unpriced", "settlements", "catalog",
                  "retries", "conversations")
 
     def __init__(self, cache=None, store=None, clock_ns=time.time_ns):
@@ -52,6 +52,8 @@ class Runtime:
         self.catalog = Catalog()
         self.retries = None                 # retry_budget.RetryBudget when feedback is on
         self.shadow_denied: list[str] = []  # drained into metrics after each decision
+        # What routed requests asked a provider for beside tokens: (setting, name), drained too.
+        self.unpriced: list[tuple[str, str]] = []
         self.store = store if store is not None else limits.MemoryStore()
         self.clock_ns = clock_ns
         self.settlements = None             # settlement.Settlements when feedback is on
@@ -136,6 +138,8 @@ def decide(policy: Policy, method: str, uri: str, headers, raw: bytes, *, peer: 
     response_cache.add_headers(out_headers, cached)
     if client.tenant is not None:  # for the feedback log: a name from the policy
         out_headers["X-Route-Tenant"] = client.tenant.name
+    if feats.unpriced:   # allowed: counted, since nothing prices it
+        runtime.unpriced.extend((setting, name) for setting, name, _ in feats.unpriced)
     reservation = admitted.admission.reservation
     if runtime.settlements is not None and (reservation.token_checks or admitted.budget_micros):
         runtime.settlements.hold(headers.get("X-Hir-Internal-Id", ""), Pending(
@@ -250,6 +254,10 @@ class Sidecar:
             for name in self.runtime.shadow_denied:
                 metrics.shadow_denied.labels(name).inc()
             self.runtime.shadow_denied.clear()
+        if self.runtime.unpriced:
+            for setting, name in self.runtime.unpriced:
+                metrics.count_unpriced(setting, name)
+            self.runtime.unpriced.clear()
         metrics.observe_decision(time.perf_counter() - started)
         return 200, out_headers, out_body
 

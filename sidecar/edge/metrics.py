@@ -34,6 +34,9 @@ class Metrics:
         self.routed: dict[tuple[str, str, str], int] = {}
         self.denied: dict[str, int] = {}
         self.limit_refusals: dict[str, int] = {}   # limit name (from the policy) or "budget"
+        # (setting, name) of what a routed request asked a provider for beside tokens: an
+        # allowed tool or processing tier (names from the policy's allow lists).
+        self.unpriced: dict[tuple[str, str], int] = {}
         self.decision_buckets = [0] * (len(BUCKETS) + 1)
         self.decision_sum = 0.0
         self.cache = None
@@ -54,6 +57,10 @@ class Metrics:
         self.denied[reason] = self.denied.get(reason, 0) + 1
         if limit:
             self.limit_refusals[limit] = self.limit_refusals.get(limit, 0) + 1
+
+    def count_unpriced(self, setting: str, name: str) -> None:
+        key = (setting, name)
+        self.unpriced[key] = self.unpriced.get(key, 0) + 1
 
     def observe_decision(self, seconds: float) -> None:
         self.decision_buckets[bisect_left(BUCKETS, seconds)] += 1
@@ -81,6 +88,13 @@ class _HotCollector:
         for limit, value in sorted(m.limit_refusals.items()):
             refusals.add_metric([limit], value)
         yield refusals
+        unpriced = CounterMetricFamily(
+            "router_unpriced_requests", "Routed requests that asked the provider for what it bills "
+            "beside the tokens and the policy allows (a tool it runs, a processing tier above the "
+            "standard one), by policy setting and value: counted, not priced", labels=["setting", "value"])
+        for key, value in sorted(m.unpriced.items()):
+            unpriced.add_metric(list(key), value)
+        yield unpriced
         cumulative, buckets = 0, []
         for bound, count in zip((*map(str, BUCKETS), "+Inf"), m.decision_buckets):
             cumulative += count

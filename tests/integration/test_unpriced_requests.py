@@ -10,9 +10,8 @@ import json
 
 import pytest
 
-from conftest import Client, Mocks, free_port, shifted_policy
+from conftest import metric, watched_stack
 from sidecar.access.clients import digest
-from sidecar.tools.stack import Stack
 
 POLICY = f"""
 clients:
@@ -61,12 +60,7 @@ CASES = [
 
 @pytest.fixture(scope="module", params=["lua", "stock"])
 def tools_stack(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"tools-{request.param}")
-    policy, ports = shifted_policy(tmp, extra=POLICY)
-    port = free_port()
-    st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0)
-    st.start()
-    st.client, st.mocks = Client(port), Mocks(ports)
+    st = watched_stack(tmp_path_factory.mktemp(f"tools-{request.param}"), request.param, POLICY, 0)
     yield st
     st.stop()
 
@@ -90,3 +84,24 @@ def test_a_provider_run_tool_reaches_an_endpoint_only_where_allowed(tools_stack,
     assert answer_headers["Content-Type"].startswith("application/json")
     assert "X-Content-Type-Options" in answer_headers and "X-Constitutional-Hash" in answer_headers
     assert tools_stack.mocks.total_received() == before
+
+
+def test_what_is_allowed_is_counted_by_name_and_what_is_refused_is_not(tools_stack):
+    """Nothing prices an allowed tool call or premium tier, so operators see how many
+    routed requests asked for each (router_unpriced_requests_total)."""
+    def count(setting, name):
+        return metric(tools_stack, "router_unpriced_requests_total", setting=setting, value=name)
+
+    before = {key: count(*key) for key in (("provider_tools", "web_search"), ("provider_tools", "file_search"),
+                                           ("service_tier", "priority"))}
+    sent = [(CHAT, {"web_search_options": {}, "service_tier": "priority"}, SEARCHER, 200),
+            (MESSAGES, {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, SEARCHER, 200),
+            (RESPONSES, {"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, None, 200),
+            (RESPONSES, {"tools": [{"type": "web_search_preview"}]}, None, 403)]
+    for path, extra, who, expected in sent:
+        headers = {**(who or {}), **(MESSAGES_HEADERS if path == MESSAGES else {})}
+        status, _, out = tools_stack.client.chat({**BODIES[path], **extra}, headers=headers, path=path)
+        assert status == expected, out
+    assert count("provider_tools", "web_search") - before[("provider_tools", "web_search")] == 2
+    assert count("provider_tools", "file_search") - before[("provider_tools", "file_search")] == 1
+    assert count("service_tier", "priority") - before[("service_tier", "priority")] == 1
