@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from sidecar.denials import Denied
 from sidecar.edge import bodies
-from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, TOOL_NAME, tool_family
+from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, ALLOWED_NAME, tool_family
 
 # tool_choice values that pick no tool of their own.
 CHOICE_MODES = frozenset({"auto", "none", "required", "any", "tool", "allowed_tools"})
@@ -116,6 +116,6 @@ def check(asked: tuple[tuple[str, str, str], ...], policy, tenant) -> None:
 
 
 def _shown(name: str) -> str:
-    if TOOL_NAME.match(name):
+    if ALLOWED_NAME.match(name):
         return repr(name)
     return repr(name[:64].encode("ascii", "backslashreplace").decode())

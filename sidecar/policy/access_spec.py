@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from sidecar.access.clients import NO_CLIENTS, Clients, Tenant
 from sidecar.access.gcra import Rate
 from sidecar.access.limits import KEY_PARTS, Limit
-from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, TOOL_NAME, tool_family
+from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, ALLOWED_NAME, tool_family
 from sidecar.policy.strict_yaml import join, mapping, show, typed
 
 HASH = re.compile(r"^[0-9a-f]{16}$")
@@ -60,8 +60,8 @@ def _tier_list(ctx, value, tiers, path):
 
 
 def tool_names(ctx, value, path) -> frozenset:
-    """A list of provider-run tools (sidecar.edge.provider_tools) → their families."""
-    if not isinstance(value, list) or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in value):
+    """A list of provider-run tools (sidecar.edge.unpriced) → their families."""
+    if not isinstance(value, list) or not all(isinstance(t, str) and ALLOWED_NAME.match(t) for t in value):
         raise ctx.error(path, f"expected a list of tool types like web_search, code_execution, "
                         f"file_search, mcp; got {show(value)}")
     for name in value:
@@ -72,7 +72,7 @@ def tool_names(ctx, value, path) -> frozenset:
 
 def service_tiers(ctx, value, path) -> frozenset:
     """A list of processing tiers priced above the standard one (priority, ...)."""
-    if not isinstance(value, list) or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in value):
+    if not isinstance(value, list) or not all(isinstance(t, str) and ALLOWED_NAME.match(t) for t in value):
         raise ctx.error(path, f"expected a list of processing tiers like priority; got {show(value)}")
     for name in value:
         if name in STANDARD_SERVICE_TIERS:

@@ -29,7 +29,7 @@ OPENAI_STREAMS = frozenset({"chat", "completions"})
 AUTH_STYLES = ("bearer", "x-api-key")
 
 # Tools: a type the client runs (the model only asks for a call) costs tokens; any
-# other is run and billed by the provider (sidecar.edge.provider_tools). By family:
+# other is run and billed by the provider (sidecar.edge.unpriced). By family:
 # a type without its version and preview suffix (`web_search_20250305`,
 # `web_search_preview_2025_03_11` → web_search), so one name covers every spelling.
 CLIENT_RUN_TOOLS = frozenset({"function", "custom", "computer", "computer_use", "local_shell",
@@ -39,7 +39,8 @@ CLIENT_RUN_TOOLS = frozenset({"function", "custom", "computer", "computer_use", 
 # OpenAI's scale tier draws on units bought ahead, not on the token price.
 STANDARD_SERVICE_TIERS = frozenset({"auto", "default", "standard", "standard_only", "flex", "scale",
                                     "on_demand"})
-TOOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# What a policy may list in an allow list of tools or tiers (and a refusal quotes as is).
+ALLOWED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _TOOL_VERSION = re.compile(r"(?:_preview)?(?:_\d{8}|_\d{4}_\d{2}_\d{2})?$")
 
 

@@ -190,7 +190,7 @@ def conversations(ctx, value, path="conversations") -> bool:
 
 def provider_tools(ctx, value, path="provider_tools") -> frozenset:
     """provider_tools: {allow: [web_search, ...]}: the tools a provider runs and bills
-    itself that clients may ask for (default: none; sidecar.edge.provider_tools)."""
+    itself that clients may ask for (default: none; sidecar.edge.unpriced)."""
     if value is None:
         return frozenset()
     spec = mapping(ctx, value, path, optional=("allow",))
