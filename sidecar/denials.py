@@ -44,6 +44,7 @@ DENIALS: dict[str, Denial] = {
     "previous_response_not_found": Denial(404, "invalid_request_error"),
     "conversation_not_found": Denial(404, "invalid_request_error"),
     "item_not_found": Denial(404, "invalid_request_error"),
+    "container_not_found": Denial(404, "invalid_request_error"),
     "context_length_exceeded": Denial(400, "invalid_request_error"),
 }
 

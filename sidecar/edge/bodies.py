@@ -305,6 +305,24 @@ def item_reference(body: dict) -> str | None:
     return None
 
 
+def container_id(body: dict) -> str | None:
+    """The id of a provider-held code container a request reuses, or None: Anthropic's
+    `container` (an id, or an object with one), a Responses tool's `container` id (a
+    code interpreter's; `{"type": "auto"}` makes a new one)."""
+    value = body.get("container")
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, str) and value:
+        return value
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for tool in tools:
+            held = tool.get("container") if isinstance(tool, dict) else None
+            if isinstance(held, str) and held:
+                return held
+    return None
+
+
 def responses(body: dict) -> Read:
     """OpenAI Responses: `input` is a string or an array of items (messages with a
     role and content parts, tool outputs, ...); `instructions` is the system prompt."""

@@ -140,6 +140,12 @@ class Conversations:
     def route(self, policy, feats, tenant: str) -> Route | None:
         """The route of a request that continues an answer this process saw, else None.
         Denied 404 for an answer another tenant's request made."""
+        if policy.reject_unknown_conversations and feats.api in ("responses", "messages"):
+            # A code container a provider-run tool made for an earlier request: it holds
+            # that request's files, and the router never learns whose it is.
+            container = bodies.container_id(feats.body)
+            if container is not None:
+                self._unknown(policy, "container_not_found", f"Container with id '{container}' not found.")
         if feats.api != "responses":
             return None
         conversation = bodies.conversation_id(feats.body)

@@ -191,3 +191,35 @@ def test_an_item_reference_without_an_id_is_a_bad_request_where_items_are_refuse
     with pytest.raises(Denied) as refused:
         Conversations().route(STRICT, request, "")
     assert (refused.value.status, refused.value.reason) == (400, "invalid_request")
+
+
+CONTAINER_BODIES = {
+    "messages container id": ("messages", {"container": "container_011CPR5CNjB747bTd36fQLFk"}),
+    "messages container object": ("messages", {"container": {"id": "container_1", "skills": []}}),
+    "responses tool container": ("responses", {"tools": [
+        {"type": "function", "name": "f"}, {"type": "code_interpreter", "container": "cntr_68a1"}]}),
+}
+
+
+@pytest.mark.parametrize("name", CONTAINER_BODIES)
+def test_a_code_container_named_by_id_is_unknown_state_whoever_asks(name):
+    """A provider-run code tool keeps its files in a container, reusable by id; the
+    router never learns whose a container is, so under unknown: reject a request naming
+    one is refused for every tenant; by default it is routed by the rules."""
+    api, fields = CONTAINER_BODIES[name]
+    request = SimpleNamespace(api=api, body={"input": "more", **fields})
+    c = Conversations()
+    assert c.route(POLICY, request, "acme") is None
+    for tenant in ("", "acme", "beta"):
+        with pytest.raises(Denied) as refused:
+            c.route(STRICT, request, tenant)
+        assert (refused.value.status, refused.value.reason) == (404, "container_not_found")
+    assert c.continued["refused"] == 3
+
+
+@pytest.mark.parametrize("fields", [{"container": None}, {"container": {"type": "auto"}},
+                                    {"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]},
+                                    {"tools": [{"type": "code_interpreter", "container": ""}]}])
+def test_a_new_container_is_no_stored_state(fields):
+    for api in ("responses", "messages"):
+        assert Conversations().route(STRICT, SimpleNamespace(api=api, body={"input": "x", **fields}), "") is None

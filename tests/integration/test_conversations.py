@@ -293,7 +293,8 @@ def test_another_host_knows_whose_answer_it_is(two_hosts):
 def strict(request, tmp_path_factory):
     """A policy that refuses follow-ups it cannot check (conversations: {unknown: reject})."""
     tmp = tmp_path_factory.mktemp(f"strict-{request.param}")
-    policy, ports = shifted_policy(tmp, extra=TENANTS + "conversations: {unknown: reject}\n")
+    policy, ports = shifted_policy(tmp, extra=TENANTS + "conversations: {unknown: reject}\n"
+                                   "provider_tools: {allow: [code_interpreter, code_execution]}\n")
     port = free_port()
     st = Stack(policy, tmp / "run", mode=request.param, listen=f"127.0.0.1:{port}", latency_scale=0)
     st.start()
@@ -326,6 +327,24 @@ def test_with_unknown_reject_an_item_named_by_id_is_never_forwarded(strict):
         assert status == 404 and json.loads(out)["error"]["code"] == "item_not_found", out
         assert headers["X-Content-Type-Options"] == "nosniff"
     assert strict.mocks.total_received() == before
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/messages", {"model": "auto", "max_tokens": 32, "container": "container_of_someone_else",
+                      "tools": [{"type": "code_execution_20250825", "name": "code_execution"}],
+                      "messages": [{"role": "user", "content": "list the files"}]}),
+    ("/v1/responses", {"model": "auto", "input": "list the files", "tools": [
+        {"type": "code_interpreter", "container": "cntr_of_someone_else"}]}),
+], ids=["messages", "responses"])
+def test_with_unknown_reject_a_code_container_named_by_id_is_never_forwarded(strict, path, body):
+    before = strict.mocks.total_received()
+    status, _, out = strict.client.chat(body, path=path, headers=_as("acme", {"anthropic-version": "2023-06-01"}))
+    assert status == 404 and json.loads(out)["error"]["code"] == "container_not_found", out
+    fresh = {**body, "container": None} if path == "/v1/messages" else {
+        **body, "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}
+    status, _, out = strict.client.chat(fresh, path=path, headers=_as("acme", {"anthropic-version": "2023-06-01"}))
+    assert status == 200, out
+    assert strict.mocks.total_received() == before + 1
 
 
 def test_with_unknown_reject_only_follow_ups_the_router_can_check_are_forwarded(strict):
