@@ -27,9 +27,11 @@ PATHS = st.one_of(st.sampled_from(sorted(BODIES)),
                   .map("".join))
 FIELDS = ["model", "messages", "prompt", "input", "stream", "stream_options", "max_tokens", "n", "tools",
           "system", "instructions", "previous_response_id", "conversation", "background", "metadata",
-          "models", "fallbacks", "route", "content", "role"]
+          "models", "fallbacks", "route", "content", "role", "type", "id", "tool_choice", "service_tier",
+          "speed", "web_search_options", "mcp_servers", "plugins", "container"]
 STRINGS = st.sampled_from(["", "auto", "expert", "gpt-4o", "grok-4", "\u202e", "\x00", "<html>", "../../x",
-                           "\r\nX-Evil: 1", "conv_1", "resp_1", "user", "tool"]) | st.text(max_size=8)
+                           "\r\nX-Evil: 1", "conv_1", "resp_1", "user", "tool", "function", "priority",
+                           "flex", "web_search_20250305", "item_reference", "cntr_1"]) | st.text(max_size=8)
 VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
                       | STRINGS,
                       lambda inner: st.lists(inner, max_size=3)
