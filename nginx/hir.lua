@@ -239,6 +239,7 @@ local P_OUTPUT = '"output_tokens"%s*:%s*(%d+)'
 local P_CACHED = '"cached_tokens"%s*:%s*(%d+)'                   -- OpenAI: part of the input count
 local P_CACHE_READ = '"cache_read_input_tokens"%s*:%s*(%d+)'      -- Anthropic: beside input_tokens
 local P_CACHE_WRITE = '"cache_creation_input_tokens"%s*:%s*(%d+)'
+local P_WEB_SEARCHES = '"web_search_requests"%s*:%s*(%d+)'         -- Anthropic: server_tool_use
 
 -- Where the last "usage" object starts; plain finds, then one anchored match per field
 -- (a gmatch over the tail cost 6x more: 2 us per buffered answer instead of 13). Only an
@@ -352,6 +353,9 @@ local function record_usage(ctx, chunk, eof)
         record_input(head, head_at, input)
     end
     var.route_usage_completion = output
+    -- Searches a provider-run web search tool made, billed per search (the final usage
+    -- of a stream, message_delta, carries them).
+    var.route_usage_web_searches = match(text, P_WEB_SEARCHES, at) or ""
 end
 
 -- A stream that cannot finish (the endpoint went silent past its deadline, or

@@ -20,6 +20,9 @@ from sidecar.access.budgets import cost_usd
 from sidecar.edge import estimates
 
 MAX_ANSWER_TOKENS = 10_000_000   # beyond any model's context window today
+# Searches one answer may be charged: a web search tool's max_uses is per request, and
+# a provider that reports more is wrong (as for tokens, below).
+MAX_WEB_SEARCHES = 1000
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.9, 1.5, 3, 6, 15, 60)
 
 
@@ -50,6 +53,7 @@ class Usage(NamedTuple):
     completion: int
     cache_read: int = 0   # of `prompt`: what the provider's prompt cache served
     cache_write: int = 0  # of `prompt`: what it stored
+    web_searches: int = 0  # searches the provider ran for the answer (Anthropic reports them)
 
 
 def provider_usage(entry: dict, context_tokens: int = 0) -> Usage | None:
@@ -65,11 +69,13 @@ def provider_usage(entry: dict, context_tokens: int = 0) -> Usage | None:
     most = context_tokens or MAX_ANSWER_TOKENS
     prompt, completion = min(int(prompt), most), min(int(completion), most)
     read, write = entry.get("cache_read_tokens"), entry.get("cache_write_tokens")
-    if not (read or write):
+    searches = entry.get("web_searches")
+    if not (read or write or searches):
         return Usage(prompt, completion)
     read = min(int(read), prompt) if read and read.isdigit() else 0
     write = min(int(write), prompt - read) if write and write.isdigit() else 0
-    return Usage(prompt, completion, read, write)
+    searches = min(int(searches), MAX_WEB_SEARCHES) if searches and searches.isdigit() else 0
+    return Usage(prompt, completion, read, write, searches)
 
 
 class _Histogram:
@@ -92,6 +98,7 @@ class Outcomes:
         self.ttfb: dict[tuple, _Histogram] = {}
         self.tokens: dict[tuple, int] = {}    # (tier, tenant, direction, source)
         self.cache_tokens: dict[tuple, int] = {}  # (tier, tenant, read|write)
+        self.web_searches: dict[tuple, int] = {}  # (tier, tenant)
         self.cost: dict[tuple, float] = {}    # (tier, tenant)
         self.fallbacks: dict[str, int] = {}   # tier
         self.target: dict[tuple, int] = {}    # (tier, within|over)
@@ -216,6 +223,8 @@ class Outcomes:
             for op, n in (("read", usage.cache_read), ("write", usage.cache_write)):
                 k = (tier, tenant, op)
                 self.cache_tokens[k] = self.cache_tokens.get(k, 0) + n
+        if usage.web_searches:
+            self.web_searches[(tier, tenant)] = self.web_searches.get((tier, tenant), 0) + usage.web_searches
         usd = cost_usd(endpoint, *usage)
         self.cost[(tier, tenant)] = self.cost.get((tier, tenant), 0.0) + usd
 
@@ -235,6 +244,9 @@ class Outcomes:
                        ["tier", "tenant", "op"], self.cache_tokens)
         yield _counter("router_cost_usd", "Cost in USD from endpoint prices and usage, by tier and "
                        "tenant", ["tier", "tenant"], self.cost)
+        yield _counter("router_web_searches", "Web searches providers reported running for answers "
+                       "(priced at the endpoint's price.web_search in router_cost_usd), by tier and "
+                       "tenant", ["tier", "tenant"], self.web_searches)
         yield _counter("router_fallback_hops", "Requests served by a fallback hop, by serving tier",
                        ["tier"], {(k,): v for k, v in self.fallbacks.items()})
         yield _counter("router_latency_target", "Requests within or over their tier's "

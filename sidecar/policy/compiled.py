@@ -63,6 +63,7 @@ class Endpoint(NamedTuple):
     failover_on: frozenset = FAILOVER_STATUSES       # statuses that move on to the next hop
     price_cache_read: float = 0.0                    # USD per input token read from the prompt cache
     price_cache_write: float = 0.0                   # USD per input token written to it
+    price_web_search: float = 0.0                    # USD per search the provider ran for an answer
 
     @property
     def host_header(self) -> str:

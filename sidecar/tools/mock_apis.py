@@ -35,6 +35,24 @@ class Usage(NamedTuple):
     completion: int
     cache_read: int = 0    # of `prompt`: read from the provider's prompt cache
     cache_written: int = 0  # of `prompt`: written to it (Anthropic bills these apart)
+    web_searches: int = 0   # searches a web search tool ran (Anthropic reports them)
+
+
+def web_searches(api: str, body: dict) -> int:
+    """How many searches an Anthropic web search tool runs for this request: its
+    `max_uses`, at most 5 (a real model searches as often as it needs, up to that)."""
+    if api != "messages" or not isinstance(body.get("tools"), list):
+        return 0
+    for tool in body["tools"]:
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search_"):
+            uses = tool.get("max_uses", 1)
+            return min(uses, 5) if isinstance(uses, int) and uses > 0 else 1
+    return 0
+
+
+def _server_tools(usage: Usage) -> dict:
+    return ({"server_tool_use": {"web_search_requests": usage.web_searches, "web_fetch_requests": 0}}
+            if usage.web_searches else {})
 
 
 def _usage(api: str, usage: Usage, completion: int | None = None) -> dict:
@@ -45,7 +63,7 @@ def _usage(api: str, usage: Usage, completion: int | None = None) -> dict:
                 "cache_read_input_tokens": usage.cache_read,
                 "cache_creation": {"ephemeral_5m_input_tokens": usage.cache_written,
                                    "ephemeral_1h_input_tokens": 0},
-                "output_tokens": out, "service_tier": "standard"}
+                "output_tokens": out, "service_tier": "standard", **_server_tools(usage)}
     if api == "responses":
         return {"input_tokens": usage.prompt, "input_tokens_details": {"cached_tokens": usage.cache_read},
                 "output_tokens": out, "output_tokens_details": {"reasoning_tokens": 0},
@@ -219,7 +237,8 @@ class StreamEvents:
         if self.api == "messages":
             return (self.sse("content_block_stop", {"type": "content_block_stop", "index": 0})
                     + self.sse("message_delta", {"type": "message_delta",
-                                             "usage": {"output_tokens": self.usage.completion},
+                                             "usage": {"output_tokens": self.usage.completion,
+                                                       **_server_tools(self.usage)},
                                              "delta": {"stop_reason": "end_turn", "stop_sequence": None}})
                     + self.sse("message_stop", {"type": "message_stop"}))
         if self.api == "responses":

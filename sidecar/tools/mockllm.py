@@ -160,7 +160,8 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             answer = mock_apis.embeddings(model, body, prompt_tokens)
         else:
             usage = mock_apis.Usage(prompt_tokens, gen.tokens,
-                                    *ep.prompt_cache.lookup(api, body, raw, prompt_tokens))
+                                    *ep.prompt_cache.lookup(api, body, raw, prompt_tokens),
+                                    web_searches=mock_apis.web_searches(api, body))
             if body.get("stream"):
                 response = await _stream(request, ep, body, usage, echo, gen, api, fault)
                 entry["streamed_to_the_end"] = True   # not cut by the client hanging up

@@ -48,6 +48,22 @@ def test_usage_tokens_cost_latency_and_target_from_one_answer():
     assert s[("router_latency_target_total", (("result", "within"), ("tier", "fast")))] == 1   # 81 ms < 100
 
 
+@pytest.mark.parametrize("reported,counted", [("3", 3), ("0", 0), ("", 0), ("x", 0), ("-2", 0),
+                                               ("99999999999", 1000)])
+def test_reported_web_searches_are_counted_and_priced_within_a_bound(reported, counted):
+    """Searches are billed per search; a count that is no number is none, and one past
+    any tool's max_uses is a provider's error, bounded like tokens."""
+    policy = load_policy(DEMO, {})
+    endpoint = policy.endpoint_by_name["fast-llama-3-1-8b"]
+    policy.endpoint_by_name[endpoint.name] = endpoint = endpoint._replace(price_web_search=0.01)
+    o = Outcomes(lambda: policy)
+    o.record(entry(web_searches=reported))
+    s = scrape(o)
+    assert s.get(("router_web_searches_total", (("tenant", ""), ("tier", "fast"))), 0) == counted
+    assert s[("router_cost_usd_total", (("tenant", ""), ("tier", "fast")))] == pytest.approx(
+        100 * endpoint.price_in + 50 * endpoint.price_out + counted * 0.01)
+
+
 def test_the_served_hop_is_the_last_and_a_fallback_is_counted():
     o = Outcomes(lambda: POLICY)
     o.record(entry(served="balanced-qwen3-32b-b", hop="1", upstream_status="503 : 200",

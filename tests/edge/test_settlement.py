@@ -106,6 +106,20 @@ def test_cached_input_counts_as_input_and_is_spent_at_its_own_price(store):
     assert spent < budgets.estimate_micros(cheap_reads, 800, 50)   # reads at a tenth of the price
 
 
+def test_reported_web_searches_are_spent_from_the_budget_not_the_token_limits(store):
+    clock = Clock()
+    s = Settlements(lambda: store, clock)
+    held, _ = reserve(store, clock)
+    s.hold("r1", held)
+    before = remaining(store, clock)
+    searching = ENDPOINT._replace(price_web_search=0.01)
+    policy = type("P", (), {"endpoint_by_name": {ENDPOINT.name: searching}})()
+    s.settle(entry(prompt_tokens="100", completion_tokens="50", web_searches="3"), policy, ESTIMATES)
+    assert remaining(store, clock) == before + 450          # a search is no token
+    assert _spent(store) == budgets.estimate_micros(searching, 100, 50, 0, 0, 3)
+    assert _spent(store) - budgets.estimate_micros(searching, 100, 50) == 30_000   # 3 x $0.01
+
+
 def test_a_stream_cut_short_pays_for_what_was_produced_not_zero(store):
     clock = Clock()
     s = Settlements(lambda: store, clock)

@@ -27,12 +27,14 @@ from test_conversations import stored_operation
 OPENAI = "nano-qwen3-0-6b"
 ANTHROPIC = "premium-claude-sonnet"
 PRICES = ("price: {input: 0.000003,   output: 0.000015}",
-          "price: {input: 0.000003, output: 0.000015, cache_read: 0.0000003, cache_write: 0.00000375}")
+          "price: {input: 0.000003, output: 0.000015, cache_read: 0.0000003, cache_write: 0.00000375, "
+          "web_search: 0.01}")
 
 
 def _stack(tmp_path_factory, mode: str):
     tmp = tmp_path_factory.mktemp(f"usage-{mode}")
-    policy, ports = shifted_policy(tmp, extra="clients:\n  require_key: false\n")
+    policy, ports = shifted_policy(tmp, extra="clients:\n  require_key: false\n"
+                                   "provider_tools: {allow: [web_search]}\n")
     text = policy.read_text()
     assert PRICES[0] in text
     policy.write_text(text.replace(*PRICES))
@@ -64,7 +66,8 @@ def _metrics(st) -> dict:
     text = urllib.request.urlopen(f"{st.admin_url}/metrics", timeout=5).read().decode()
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith(("router_tokens_total", "router_prompt_cache_tokens_total",
-                                "router_cost_usd_total", "router_feedback_datagrams_total"))}
+                                "router_cost_usd_total", "router_feedback_datagrams_total",
+                                "router_web_searches_total"))}
 
 
 def _delta(before: dict, after: dict, name: str, **labels) -> float:
@@ -375,3 +378,44 @@ def test_with_several_sidecar_processes_the_metrics_sum_to_the_traffic(tmp_path_
         assert summed("router_tokens_total", direction="out") == seen
     finally:
         st.stop()
+
+
+def _searched(st, stream: bool, searches: int) -> tuple[dict, dict, bytes, dict]:
+    """A Messages request whose web search tool the mock runs `searches` times; the
+    metrics before and after its feedback line, the answer and its headers."""
+    st.mocks.fault(ANTHROPIC, "")
+    body = {"model": "premium", "max_tokens": 40, "stream": stream,
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": searches}],
+            "messages": [{"role": "user", "content": "What changed in the news today?"}]}
+    before = _metrics(st)
+    status, headers, raw = st.client.chat(body, path="/v1/messages", headers={
+        "X-Test-Pin": ANTHROPIC, "anthropic-version": "2023-06-01"})
+    assert status == 200, raw[:300]
+    datagrams = before.get('router_feedback_datagrams_total{result="ok"}', 0)
+    assert wait_until(lambda: _metrics(st).get('router_feedback_datagrams_total{result="ok"}', 0)
+                      > datagrams, 5)
+    return before, _metrics(st), raw, headers
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("searches", [1, 3])
+def test_the_web_searches_an_answer_reports_are_counted_and_priced(counted, stream, searches):
+    """Anthropic bills each search its web search tool runs (usage.server_tool_use; a
+    stream's message_delta carries it): counted, and priced at price.web_search."""
+    before, after, raw, headers = _searched(counted, stream, searches)
+    prompt, completion, read, write = _seen("messages", stream, raw)
+    reported = (_events(raw)[-2]["usage"] if stream else json.loads(raw)["usage"])["server_tool_use"]
+    assert reported["web_search_requests"] == searches
+    assert _delta(before, after, "router_web_searches_total", tier="premium") == searches
+    endpoint = counted.policy.endpoint_by_name[ANTHROPIC]
+    assert _delta(before, after, "router_cost_usd_total") == pytest.approx(
+        cost_usd(endpoint, prompt, completion, read, write, searches), rel=1e-9)
+    assert _delta(before, after, "router_cost_usd_total") > searches * 0.01
+
+
+def test_stock_mode_cannot_read_the_searches_an_answer_reports(estimated):
+    """Stock nginx never reads an answer: the searches go uncounted there (the request
+    still counts in router_unpriced_requests_total)."""
+    before, after, _, _ = _searched(estimated, False, 2)
+    assert _delta(before, after, "router_web_searches_total") == 0
+    assert _delta(before, after, "router_tokens_total", source="estimated") > 0
