@@ -209,8 +209,12 @@ def test_a_request_whose_tools_the_provider_runs_is_never_mirrored_to_the_shadow
     ("provider_tools: {deny: [web_search]}\n", "deny"),
     (f"clients:\n  tenants:\n    a: {{keys: [\"{digest('a')}\"], provider_tools: [bash_20250124]}}\n",
      "clients.tenants.a.provider_tools"),
+    ("service_tier: {allow: priority}\n", "service_tier.allow: expected a list of processing tiers"),
+    ("service_tier: {allow: [flex]}\n", "is billed at the standard price or below"),
+    (f"clients:\n  tenants:\n    a: {{keys: [\"{digest('a')}\"], service_tier: [default]}}\n",
+     "clients.tenants.a.service_tier"),
 ])
-def test_a_policy_that_names_provider_tools_wrongly_is_refused(extra, message):
+def test_a_policy_that_names_provider_tools_or_tiers_wrongly_is_refused(extra, message):
     with pytest.raises(PolicyError) as info:
         compile_policy((BASE + extra).encode(), "bad.yaml", {})
     assert message in str(info.value)
@@ -253,15 +257,3 @@ def test_a_processing_tier_that_is_not_a_string_is_refused(field, value):
     with pytest.raises(Denied) as info:
         ask("/v1/chat/completions", {**GENERATING["/v1/chat/completions"], field: value}, None, True)
     assert info.value.status == 400 and f"'{field}' must be a string" in info.value.message
-
-
-@pytest.mark.parametrize("extra,message", [
-    ("service_tier: {allow: priority}\n", "service_tier.allow: expected a list of processing tiers"),
-    ("service_tier: {allow: [flex]}\n", "is billed at the standard price or below"),
-    (f"clients:\n  tenants:\n    a: {{keys: [\"{digest('a')}\"], service_tier: [default]}}\n",
-     "clients.tenants.a.service_tier"),
-])
-def test_a_policy_that_names_processing_tiers_wrongly_is_refused(extra, message):
-    with pytest.raises(PolicyError) as info:
-        compile_policy((BASE + extra).encode(), "bad.yaml", {})
-    assert message in str(info.value)

@@ -30,7 +30,9 @@ EXTRA = (f"clients:\n  require_key: false\n  trusted_proxies: [\"127.0.0.1/32\"]
          # Half the routed requests also go to a shadow endpoint: its panel has data too.
          "shadow: {endpoint: premium-deepseek-v3, share: 0.5}\n"
          # Embeddings only, so the repeats below that test other things reach their endpoints.
-         "response_cache: {apis: [embeddings]}\n")
+         "response_cache: {apis: [embeddings]}\n"
+         # A provider-run tool: its panel has data too.
+         "provider_tools: {allow: [web_search]}\n")
 
 
 def test_the_alert_rules_pass_promtool_and_their_unit_tests():
@@ -144,6 +146,22 @@ def _traffic(st) -> dict:
             seen["completion"] += usage["completion_tokens"]
             seen["by_tier"]["nano"] += usage["completion_tokens"]
     assert statuses.count(429) >= 2
+    # A tenant's request whose web search tool the provider runs twice (Anthropic).
+    status, got, raw = st.client.chat(
+        {"model": "auto", "max_tokens": 32, "messages": [{"role": "user", "content": "news?"}],
+         "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]},
+        path="/v1/messages", headers={**key, "anthropic-version": "2023-06-01"})
+    assert status == 200, raw
+    seen["routed"] += 1
+    usage = json.loads(raw)["usage"]
+    assert usage["server_tool_use"]["web_search_requests"] == 2
+    seen["prompt"] += (usage["input_tokens"] + usage["cache_read_input_tokens"]
+                       + usage["cache_creation_input_tokens"])
+    seen["cache_read"] += usage["cache_read_input_tokens"]
+    seen["completion"] += usage["output_tokens"]
+    tier = got["X-Route-Tier"]
+    seen["by_tier"][tier] = seen["by_tier"].get(tier, 0) + usage["output_tokens"]
+    seen["web_searches"] = seen.get("web_searches", 0) + 2
     for _ in range(2):   # a repeat, answered by the response cache (the first ever one asks)
         status, got, raw = st.client.chat({"model": "text-embedding-3-small", "input": "cache me"},
                                           path="/v1/embeddings")
@@ -193,6 +211,7 @@ def test_tokens_and_cost_match_what_the_endpoints_reported(monitored):
         assert _sample_sum(text, "router_prompt_cache_tokens_total", op="read") == st.seen["cache_read"]
         for tier, completion in st.seen["by_tier"].items():
             assert _sample_sum(text, "router_tokens_total", direction="out", tier=tier) == completion, tier
+        assert _sample_sum(text, "router_web_searches_total", tenant="acme") == st.seen["web_searches"]
     else:                  # stock mode cannot read bodies: estimated from bytes, and labelled so
         assert tokens_out > 0 and _sample_sum(text, "router_tokens_total", source="provider") == 0
     assert _sample_sum(text, "router_cost_usd_total", tenant="acme") > 0
@@ -203,6 +222,8 @@ def test_tokens_and_cost_match_what_the_endpoints_reported(monitored):
     assert _sample_sum(text, "router_response_cache_total", result="hit") == 1
     assert _sample_sum(text, "router_response_cache_saved_usd_total") > 0
     assert _sample_sum(text, "router_limit_refusals_total", limit="nano-per-ip") >= 2
+    assert _sample_sum(text, "router_unpriced_requests_total", setting="provider_tools",
+                       value="web_search") == 1
 
 
 def test_metrics_are_on_the_admin_address_only(monitored):
@@ -227,7 +248,7 @@ def test_prometheus_evaluates_every_dashboard_query_and_alert(monitored):
     # series exist only once something went wrong.
     allowed_empty = ("router_limit_store_degraded_total", "router_errors_total")
     if st.mode == "stock":   # nginx alone cannot read the answers that report cache tokens
-        allowed_empty += ("router_prompt_cache_tokens_total",)
+        allowed_empty += ("router_prompt_cache_tokens_total", "router_web_searches_total")
     assert [e for e in empty if not any(m in e for m in allowed_empty)] == []
     rules = json.loads(urllib.request.urlopen(f"{st.prometheus}/api/v1/rules", timeout=5).read())
     loaded = [r for g in rules["data"]["groups"] for r in g["rules"]]
