@@ -32,7 +32,7 @@ class Read(NamedTuple):
     # How many completions the provider generates (chat `n`, completions
     # `best_of`): each may run to max_tokens, so reservations multiply by it.
     choices: int
-    # Characters a provider also reads as input besides `text` (tool definitions,
+    # Bytes (UTF-8) a provider also reads as input besides `text` (tool definitions,
     # schemas, the calls a model made): counted toward tokens, so a prompt hidden
     # there cannot slip under a token limit or a long-prompt rule.
     beyond_text: int = 0
@@ -54,23 +54,33 @@ TURN_READ = frozenset(("role", "content", "output")) | MEDIA
 BLOCK_READ = frozenset(("type", "text", "content", "refusal")) | MEDIA
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of `text` as UTF-8, what token estimates divide by 4. Characters undercount
+    every script but English's (measured with cl100k, tokens per 4 characters: Chinese
+    4.3, Cyrillic 2.2-2.4, Latin-script European languages 1.2-1.8, emoji 8.5; per 4
+    bytes: 1.8, 1.2-1.4, 1.1-1.7, 2.6; English 1.1 either way). isascii() is O(1): the
+    usual prompt costs nothing more."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
     total = 0
     for name in names:
         value = fields.get(name)
         if isinstance(value, str):
-            total += len(value)
+            total += utf8_length(value)
         elif value is not None:
             total += len(orjson.dumps(value))
     return total
 
 
 def other_input(fields: dict, read: frozenset) -> int:
-    """Characters of every field not in `read`, each counted as its JSON."""
+    """UTF-8 bytes of every field not in `read`, each counted as its JSON (orjson writes
+    UTF-8 unescaped, so a JSON value's bytes are its text's)."""
     total = 0
     for name, value in fields.items():
         if name not in read and value is not None:
-            total += len(value) if isinstance(value, str) else len(orjson.dumps(value))
+            total += utf8_length(value) if isinstance(value, str) else len(orjson.dumps(value))
     return total
 
 

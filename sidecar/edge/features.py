@@ -147,8 +147,9 @@ def extract(feats: Features, body: dict) -> Features:
         feats.unpriced = unpriced.requested(body)
 
     text = feats.text
-    # ~4 characters per token for English; 4 tokens of framing per message.
-    feats.tokens = (len(text) + read.beyond_text + 3) // 4 + 4 * feats.messages
+    # ~4 bytes of UTF-8 per token (4 characters of English; bodies.utf8_length says why
+    # not characters); 4 tokens of framing per message.
+    feats.tokens = (bodies.utf8_length(text) + read.beyond_text + 3) // 4 + 4 * feats.messages
     feats.prompt = head = signals.windows(text)
     feats.code = _CODE_SCAN(head) is not None
     feats.math = _MATH_SCAN(head) is not None or (

@@ -121,7 +121,7 @@ def test_a_plain_text_document_block_is_read_as_the_same_text_inline(question, d
     inline = bodies.messages({"max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "text", "text": document}, {"type": "text", "text": question}]}]})
     assert sent.text == inline.text
-    assert sent.beyond_text == inline.beyond_text + len(title or "")
+    assert sent.beyond_text == inline.beyond_text + len((title or "").encode())
 
 
 def test_documents_without_text_and_refusals():

@@ -105,13 +105,15 @@ def test_a_request_bigger_than_a_limit_is_not_retryable(limited):
     assert "retrying will not help" in json.loads(text)["error"]["message"]
 
 
-# Burst 5,000 tokens, and two ways a request outgrows it beyond its messages' text:
-# 24,000 characters of tool description (~6,000 tokens), or n = 8 answers of up
-# to 1,000 tokens each.
+# Burst 5,000 tokens, and three ways a request outgrows it that a count of its
+# messages' characters misses: 24,000 characters of tool description (~6,000 tokens),
+# n = 8 answers of up to 1,000 tokens each, or 7,000 characters of Chinese (~10,000
+# tokens for GPT-4's tokenizer; 1,750 at four characters a token, 5,250 at four bytes).
 HIDDEN_SIZE = {
     "tool description": {"tools": [{"type": "function", "function": {"name": "f",
                                                                      "description": "word " * 4800}}]},
     "eight choices": {"max_tokens": 1000, "n": 8},
+    "chinese text": {"messages": [{"role": "user", "content": "请总结这份报告。" * 1000}]},
 }
 
 
