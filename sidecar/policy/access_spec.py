@@ -59,26 +59,26 @@ def _tier_list(ctx, value, tiers, path):
     return frozenset(value)
 
 
-def tool_names(ctx, value, path) -> frozenset:
-    """A list of provider-run tools (sidecar.edge.unpriced) → their families."""
-    if not isinstance(value, list) or not all(isinstance(t, str) and ALLOWED_NAME.match(t) for t in value):
-        raise ctx.error(path, f"expected a list of tool types like web_search, code_execution, "
-                        f"file_search, mcp; got {show(value)}")
-    for name in value:
-        if tool_family(name) in CLIENT_RUN_TOOLS:
-            raise ctx.error(path, f"{show(name)} is a tool the client runs; those are always allowed")
-    return frozenset(map(tool_family, value))
+# The allow lists of what a provider bills beside the tokens (sidecar.edge.unpriced), in
+# the policy and per tenant: setting -> (what a list holds, how a name is read, the
+# names always allowed, and why listing one is an error).
+UNPRICED_SETTINGS = {
+    "provider_tools": ("tool types like web_search, code_execution, file_search, mcp", tool_family,
+                       CLIENT_RUN_TOOLS, "is a tool the client runs; those are always allowed"),
+    "service_tier": ("processing tiers like priority", str, STANDARD_SERVICE_TIERS,
+                     "is billed at the standard price or below; it is always allowed"),
+}
 
 
-def service_tiers(ctx, value, path) -> frozenset:
-    """A list of processing tiers priced above the standard one (priority, ...)."""
+def unpriced_allowed(ctx, setting: str, value, path) -> frozenset:
+    """One UNPRICED_SETTINGS list → the names it allows, as the edge reads them."""
+    holds, read, always, why = UNPRICED_SETTINGS[setting]
     if not isinstance(value, list) or not all(isinstance(t, str) and ALLOWED_NAME.match(t) for t in value):
-        raise ctx.error(path, f"expected a list of processing tiers like priority; got {show(value)}")
+        raise ctx.error(path, f"expected a list of {holds}; got {show(value)}")
     for name in value:
-        if name in STANDARD_SERVICE_TIERS:
-            raise ctx.error(path, f"{show(name)} is billed at the standard price or below; it is "
-                            "always allowed")
-    return frozenset(value)
+        if read(name) in always:
+            raise ctx.error(path, f"{show(name)} {why}")
+    return frozenset(map(read, value))
 
 
 def _choice(ctx, value, options, path):
@@ -106,8 +106,7 @@ def clients(ctx, value, tiers, path="clients"):
     for name, t in tenants.items():
         where = f"{path}.tenants.{name}"
         t = mapping(ctx, t, where, required=("keys",), optional=(
-            "tiers", "above_allowed", "budget_usd_per_day", "when_budget_spent", "provider_tools",
-            "service_tier"))
+            "tiers", "above_allowed", "budget_usd_per_day", "when_budget_spent", *UNPRICED_SETTINGS))
         allowed = _tier_list(ctx, t["tiers"], tiers, join(where, "tiers")) if "tiers" in t else None
         budget = t.get("budget_usd_per_day", 0)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
@@ -117,10 +116,8 @@ def clients(ctx, value, tiers, path="clients"):
                         float(budget),
                         _choice(ctx, t.get("when_budget_spent", "deny"), ("deny", "downgrade"),
                                 join(where, "when_budget_spent")),
-                        tool_names(ctx, t["provider_tools"], join(where, "provider_tools"))
-                        if "provider_tools" in t else None,
-                        service_tiers(ctx, t["service_tier"], join(where, "service_tier"))
-                        if "service_tier" in t else None)
+                        **{s: unpriced_allowed(ctx, s, t[s], join(where, s)) if s in t else None
+                           for s in UNPRICED_SETTINGS})
         keys = t["keys"]
         if not isinstance(keys, list) or not keys:
             raise ctx.error(join(where, "keys"), "expected a non-empty list of key digests")

@@ -50,8 +50,8 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
     doc = mapping(ctx, doc, "", required=("version", "tiers", "endpoints", "default"),
                    optional=("constitutional_hash", "previous_hashes", "rules", "failover",
                              "clients", "limits", "pass_headers", "models", "cors", "retry_budget",
-                             "shadow", "response_cache", "conversations", "provider_tools",
-                             "service_tier"))
+                             "shadow", "response_cache", "conversations",
+                             *access_spec.UNPRICED_SETTINGS))
     if doc["version"] != 1:
         raise ctx.error("version", f"expected 1, got {show(doc['version'])}")
     chash = doc.get("constitutional_hash", DEFAULT_HASH)
@@ -87,8 +87,7 @@ def compile_policy(raw: bytes, file: str, env) -> Policy:
                   shadow=surface_spec.shadow(ctx, doc.get("shadow"), endpoints),
                   response_cache=surface_spec.response_cache(ctx, doc.get("response_cache")),
                   reject_unknown_conversations=surface_spec.conversations(ctx, doc.get("conversations")),
-                  provider_tools=surface_spec.provider_tools(ctx, doc.get("provider_tools")),
-                  service_tier=surface_spec.service_tier(ctx, doc.get("service_tier")),
+                  **{s: surface_spec.unpriced(ctx, s, doc.get(s)) for s in access_spec.UNPRICED_SETTINGS},
                   missing_env=tuple(ctx.missing_env))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from sidecar.policy.apis import APIS, AUTH_STYLES, DEFAULT_SERVES
-from sidecar.policy.access_spec import duration, service_tiers, tool_names
+from sidecar.policy.access_spec import duration, unpriced_allowed
 from sidecar.policy.compiled import FAILOVER_STATUSES, Cors, Models, ResponseCache
 from sidecar.policy.headers_spec import TOKEN
 from sidecar.policy.strict_yaml import join, mapping, show, typed
@@ -188,19 +188,11 @@ def conversations(ctx, value, path="conversations") -> bool:
     return unknown == "reject"
 
 
-def provider_tools(ctx, value, path="provider_tools") -> frozenset:
-    """provider_tools: {allow: [web_search, ...]}: the tools a provider runs and bills
-    itself that clients may ask for (default: none; sidecar.edge.unpriced)."""
+def unpriced(ctx, setting: str, value) -> frozenset:
+    """provider_tools: {allow: [web_search, ...]}, service_tier: {allow: [priority]}: what
+    a provider bills beside the tokens that clients may ask for (default: none;
+    sidecar.edge.unpriced)."""
     if value is None:
         return frozenset()
-    spec = mapping(ctx, value, path, optional=("allow",))
-    return tool_names(ctx, spec.get("allow", []), join(path, "allow"))
-
-
-def service_tier(ctx, value, path="service_tier") -> frozenset:
-    """service_tier: {allow: [priority, ...]}: processing tiers priced above the
-    standard one that clients may ask for (default: none; sidecar.edge.unpriced)."""
-    if value is None:
-        return frozenset()
-    spec = mapping(ctx, value, path, optional=("allow",))
-    return service_tiers(ctx, spec.get("allow", []), join(path, "allow"))
+    spec = mapping(ctx, value, setting, optional=("allow",))
+    return unpriced_allowed(ctx, setting, spec.get("allow", []), join(setting, "allow"))
