@@ -18,6 +18,7 @@ class Denial(NamedTuple):
 DENIALS: dict[str, Denial] = {
     "invalid_json": Denial(400, "invalid_request_error"),
     "duplicate_key": Denial(400, "invalid_request_error"),
+    "ambiguous_key": Denial(400, "invalid_request_error"),
     "nesting_too_deep": Denial(400, "invalid_request_error"),
     "integer_out_of_range": Denial(400, "invalid_request_error"),
     "too_many_keys": Denial(400, "invalid_request_error"),

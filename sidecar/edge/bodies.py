@@ -12,6 +12,7 @@ from typing import NamedTuple
 import orjson
 
 from sidecar.denials import Denied
+from sidecar.edge.spellings import FieldNames
 
 MAX_MESSAGES = 2048
 OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -52,6 +53,17 @@ MEDIA = frozenset(("image_url", "input_audio", "file", "file_data", "data", "ima
                    "encrypted_content"))
 TURN_READ = frozenset(("role", "content", "output")) | MEDIA
 BLOCK_READ = frozenset(("type", "text", "content", "refusal")) | MEDIA
+# The top-level fields these readers read (sidecar.edge.features adds the others'),
+# and the names read inside a turn, a content block and the stream options: a key
+# that folds onto one of them without being it is refused (sidecar.edge.spellings).
+READ = frozenset(("messages", "prompt", "input", "system", "instructions", "stream",
+                  "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens",
+                  "n", "best_of", "previous_response_id", "conversation", "container")
+                 + BODY_INPUT + RESPONSES_INPUT + COMPLETIONS_INPUT)
+TURN_NAMES = FieldNames(TURN_READ | {"type", "id"})   # an input item's type, a reference's id
+BLOCK_NAMES = FieldNames(BLOCK_READ)
+STREAM_OPTION_NAMES = FieldNames(("include_usage",))
+ID_NAMES = FieldNames(("id",))
 
 
 def utf8_length(text: str) -> int:
@@ -74,13 +86,16 @@ def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
     return total
 
 
-def other_input(fields: dict, read: frozenset) -> int:
+def other_input(fields: dict, read: frozenset, names: FieldNames, where: str) -> int:
     """UTF-8 bytes of every field not in `read`, each counted as its JSON (orjson writes
-    UTF-8 unescaped, so a JSON value's bytes are its text's)."""
+    UTF-8 unescaped, so a JSON value's bytes are its text's). A field that is a
+    respelling of one of `names` is refused."""
     total = 0
     for name, value in fields.items():
-        if name not in read and value is not None:
-            total += utf8_length(value) if isinstance(value, str) else len(orjson.dumps(value))
+        if name not in read:
+            names.check_key(name, where)
+            if value is not None:
+                total += utf8_length(value) if isinstance(value, str) else len(orjson.dumps(value))
     return total
 
 
@@ -148,6 +163,8 @@ def _tools(body: dict) -> bool:
 def _stream(body: dict) -> bool:
     # The router reads stream_options (a stream's usage is asked for in lua mode).
     options = optional(body, "stream_options", dict, "an object")
+    if options:
+        STREAM_OPTION_NAMES.check(options, "stream_options.")
     usage = (options or {}).get("include_usage")
     if usage is not None and not isinstance(usage, bool):
         raise bad(f"'stream_options.include_usage' must be a boolean, got {json_type(usage)}")
@@ -185,7 +202,7 @@ def _parts_text(content, where: str, parts: list) -> int:
                     raise bad(f"'{where}[{j}].text' must be a string, got {json_type(text)}")
                 parts.append(text)
             if len(part) > 2 or text is None:  # more than a type and its text
-                beyond += other_input(part, BLOCK_READ)
+                beyond += other_input(part, BLOCK_READ, BLOCK_NAMES, f"{where}[{j}].")
             nested = part.get("content")
             if isinstance(nested, (str, list)):
                 beyond += _parts_text(nested, f"{where}[{j}].content", parts)
@@ -229,7 +246,7 @@ def _messages(messages: list, roles: frozenset, contentless: frozenset = frozens
             raise bad(f"'{where}[{i}].content' is required for a {role} turn")
         beyond += _parts_text(message.get("content"), f"{where}[{i}].content", parts)
         if len(message) > 2 or "content" not in message:  # more than a role and its content
-            beyond += other_input(message, TURN_READ)
+            beyond += other_input(message, TURN_READ, TURN_NAMES, f"{where}[{i}].")
     return "\n".join(parts), system, beyond
 
 
@@ -294,6 +311,7 @@ def conversation_id(body: dict) -> str | None:
     if value is None:
         return None
     if isinstance(value, dict):
+        ID_NAMES.check(value, "conversation.")
         value = value.get("id")
     if not isinstance(value, str) or not value:
         raise bad("'conversation' must be a conversation id or an object with an 'id' string")
@@ -321,6 +339,7 @@ def container_id(body: dict) -> str | None:
     code interpreter's; `{"type": "auto"}` makes a new one)."""
     value = body.get("container")
     if isinstance(value, dict):
+        ID_NAMES.check(value, "container.")
         value = value.get("id")
     if isinstance(value, str) and value:
         return value
@@ -361,7 +380,7 @@ def responses(body: dict) -> Read:
                 raise bad(f"'input[{i}].content' is required for a {role} message")
             beyond += _parts_text(item.get("content"), f"input[{i}].content", parts)
             if len(item) > 2 or "content" not in item:
-                beyond += other_input(item, TURN_READ)
+                beyond += other_input(item, TURN_READ, TURN_NAMES, f"input[{i}].")
             # A tool's output: a string, or content parts (text, images, files).
             output = item.get("output")
             if isinstance(output, (str, list)):

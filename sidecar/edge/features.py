@@ -15,6 +15,7 @@ from collections import OrderedDict
 from sidecar.complexity import complexity, signals
 from sidecar.denials import Denied
 from sidecar.edge import bodies, strictjson, unpriced
+from sidecar.edge.spellings import FieldNames
 from sidecar.policy.apis import API_BY_PATH
 
 # Paths the router forwards, and the API each one is (sidecar.policy.apis).
@@ -25,6 +26,9 @@ ROUTED_PATHS = API_BY_PATH
 # `context_window_fallback_dict`; AssemblyAI's `fallbacks`), billed at their
 # price and past a tenant's tiers. No API the router serves defines them.
 MODEL_CHOOSERS = frozenset({"models", "fallbacks", "route", "context_window_fallback_dict"})
+# Every top-level field the router reads: a key that folds onto one without being
+# it ("Model", "MAX_TOKENS") is refused (sidecar.edge.spellings).
+TOP_LEVEL_NAMES = FieldNames({"model", "background"} | MODEL_CHOOSERS | unpriced.READ | bodies.READ)
 # The APIs whose requests a provider answers by generating, and so may run tools
 # or a processing tier for (not embeddings, not token counts).
 RUNS_TOOLS = frozenset({"chat", "completions", "responses", "messages"})
@@ -135,6 +139,7 @@ _json_type = bodies.json_type
 def extract(feats: Features, body: dict) -> Features:
     """Fill `feats` from a parsed body. Raises Denied on wrong field types."""
     feats.body = body
+    TOP_LEVEL_NAMES.check(body)
     model = bodies.optional(body, "model", str, "a string")
     feats.model = model if model is not None else ""
     if not MODEL_CHOOSERS.isdisjoint(body):   # one C call when, as usual, none is there

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from sidecar.denials import Denied
 from sidecar.edge import bodies
+from sidecar.edge.spellings import FieldNames
 from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, ALLOWED_NAME, tool_family
 
 # tool_choice values that pick no tool of their own.
@@ -32,6 +33,12 @@ CHOICE_MODES = frozenset({"auto", "none", "required", "any", "tool", "allowed_to
 TOOL_FIELDS = frozenset({"web_search_options", "search_parameters", "mcp_servers", "plugins",
                          "data_sources"})
 READ = TOOL_FIELDS | {"tools", "tool_choice", "service_tier", "speed"}
+# What the router reads in a tool, a tool_choice object, xAI's search parameters,
+# an OpenRouter plugin and an Azure data source (sidecar.edge.spellings).
+TOOL_NAMES = FieldNames(("type", "name", "container"))
+TYPE_NAMES = FieldNames(("type",))
+FIELD_NAMES = {"search_parameters": FieldNames(("mode",)), "plugins": FieldNames(("id",)),
+               "data_sources": TYPE_NAMES}
 # An OpenRouter plugin id → the family it runs.
 PLUGIN_FAMILIES = {"web": "web_search"}
 TOOLS, SERVICE_TIER = "provider_tools", "service_tier"   # the policy's settings
@@ -52,6 +59,7 @@ def requested(body: dict) -> tuple[tuple[str, str, str], ...]:
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict):
                 raise bodies.bad(f"'tools[{i}]' must be an object, got {bodies.json_type(tool)}")
+            TOOL_NAMES.check(tool, f"tools[{i}].")
             kind = tool.get("type")
             if kind is None:
                 if isinstance(tool.get("name"), str) or not tool:   # Anthropic's client tools:
@@ -63,9 +71,10 @@ def requested(body: dict) -> tuple[tuple[str, str, str], ...]:
                 raise bodies.bad(f"'tools[{i}].type' must be a string, got {bodies.json_type(kind)}")
             _add_tool(found, tool_family(kind), f"tools[{i}]")
     choice = body.get("tool_choice")
-    if isinstance(choice, dict) and isinstance(choice.get("type"), str) \
-            and choice["type"] not in CHOICE_MODES:
-        _add_tool(found, tool_family(choice["type"]), "tool_choice")
+    if isinstance(choice, dict):
+        TYPE_NAMES.check(choice, "tool_choice.")
+        if isinstance(choice.get("type"), str) and choice["type"] not in CHOICE_MODES:
+            _add_tool(found, tool_family(choice["type"]), "tool_choice")
     for field in TOOL_FIELDS.intersection(body):
         for name in _field_tools(field, body[field]):
             _add_tool(found, name, field)
@@ -88,6 +97,11 @@ def _field_tools(field: str, value) -> tuple[str, ...]:
     (it is not forwarded unread)."""
     if value is None or value == []:   # `web_search_options: {}` searches, with defaults
         return ()
+    names = FIELD_NAMES.get(field)
+    if names is not None:
+        for i, entry in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(entry, dict):
+                names.check(entry, f"{field}[{i}]." if isinstance(value, list) else f"{field}.")
     if field == "web_search_options":
         return ("web_search",)
     if field == "search_parameters":   # xAI: mode "off" searches nothing

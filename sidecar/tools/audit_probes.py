@@ -124,6 +124,9 @@ def probe_errors(p: Probe) -> None:
         ("unknown path", request("GET", "/admin", {}), 404),
         ("invalid JSON", request("POST", CHAT, p.headers(), b'{"model":'), 400),
         ("duplicate key", request("POST", CHAT, p.headers(), b'{"model":"auto","model"  :"x","messages":[]}'), 400),
+        # Read as `model` by a decoder that ignores case (Go's): a model the client picks.
+        ("key that folds onto a routed field", request("POST", CHAT, p.headers(),
+                                                        BODY[:-1] + b',"Model":"x"}'), 400),
         ("wrong content type", request("POST", CHAT, p.headers(Content_Type="text/plain"), BODY), 415),
         ("declared body too large", request("POST", CHAT, p.headers(), length=999_999_999), 413),
         ("header block too large", request("GET", "/", {"X-Big": "a" * 40000}), (431, 400)),

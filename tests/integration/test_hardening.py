@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from conftest import HASH, SECURITY, user
+from respellings import respelled
 
 CHAT = b'"messages":[{"role":"user","content":"hi"}]'
 
@@ -95,6 +96,48 @@ def duplicate_bodies(seed: int, n: int = 12) -> list[bytes]:
 def test_duplicate_keys_in_any_spelling_are_refused(clean, body):
     status, headers, got = parse(raw_exchange(clean.client.port, post(body)))
     assert_json_error(status, headers, got, 400, "duplicate_key")
+    assert clean.mocks.total_received() == 0
+
+
+# --- 2. Keys a case-insensitive decoder would read as a field the router reads ----
+
+# A field, what a client would gain by a respelling of it, and where it is.
+RESPELLED = [
+    ("model", '"expert"', "top"),                           # a model the client picks
+    ("max_tokens", "500000", "top"),                        # past the tokens reserved
+    ("max_completion_tokens", "500000", "top"),
+    ("n", "64", "top"),
+    ("tools", '[{"type":"web_search"}]', "top"),            # a provider-run tool
+    ("service_tier", '"priority"', "top"),                  # a premium tier
+    ("messages", '[{"role":"user","content":"another prompt"}]', "top"),
+    ("stream", "true", "top"),
+    ("content", '"another prompt"', "turn"),
+    ("role", '"system"', "turn"),
+    ("type", '"web_search"', "tool"),
+]
+
+
+def respelled_bodies(seed: int, n: int = 12) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        name, value, where = rng.choice(RESPELLED)
+        key = json.dumps(respelled(rng, name), ensure_ascii=rng.random() < 0.5)
+        if where == "top":
+            body = '{"model":"nano",%s,%s:%s}' % (CHAT.decode(), key, value)
+        elif where == "turn":
+            body = '{"model":"nano","messages":[{"role":"user","content":"hi",%s:%s}]}' % (key, value)
+        else:
+            body = ('{"model":"nano",%s,"tools":[{"type":"function","function":{"name":"f"},%s:%s}]}'
+                    % (CHAT.decode(), key, value))
+        out.append(body.encode())
+    return out
+
+
+@pytest.mark.parametrize("body", respelled_bodies(2), ids=lambda b: b.decode("ascii", "replace")[-48:])
+def test_a_key_a_provider_would_read_as_a_routed_field_is_refused(clean, body):
+    status, headers, got = parse(raw_exchange(clean.client.port, post(body)))
+    assert_json_error(status, headers, got, 400, "ambiguous_key")
     assert clean.mocks.total_received() == 0
 
 
