@@ -239,6 +239,7 @@ local P_OUTPUT = '"output_tokens"%s*:%s*(%d+)'
 local P_CACHED = '"cached_tokens"%s*:%s*(%d+)'                   -- OpenAI: part of the input count
 local P_CACHE_READ = '"cache_read_input_tokens"%s*:%s*(%d+)'      -- Anthropic: beside input_tokens
 local P_CACHE_WRITE = '"cache_creation_input_tokens"%s*:%s*(%d+)'
+local P_CACHE_WRITE_1H = '"ephemeral_1h_input_tokens"%s*:%s*(%d+)' -- of those, kept an hour
 local P_WEB_SEARCHES = '"web_search_requests"%s*:%s*(%d+)'         -- Anthropic: server_tool_use
 
 -- Where the last "usage" object starts; plain finds, then one anchored match per field
@@ -260,7 +261,8 @@ local function last_usage(text)
 end
 
 -- Anthropic counts cache reads and writes beside input_tokens; the router counts every
--- input token, and says which were cache reads and writes (they are priced apart).
+-- input token, and says which were cache reads and writes (they are priced apart, and
+-- a write kept an hour, `cache_control.ttl: "1h"`, apart from one kept five minutes).
 local function record_input(text, at, input)
     local read = match(text, P_CACHE_READ, at)
     local write = match(text, P_CACHE_WRITE, at)
@@ -269,6 +271,9 @@ local function record_input(text, at, input)
         var.route_usage_prompt = tostring(tonumber(input) + read + write)
         var.route_usage_cache_read = tostring(read)
         var.route_usage_cache_write = tostring(write)
+        if write > 0 then
+            var.route_usage_cache_write_1h = match(text, P_CACHE_WRITE_1H, at) or ""
+        end
     else  -- OpenAI's Responses API: input_tokens already counts its cached_tokens
         var.route_usage_prompt = input
         var.route_usage_cache_read = match(text, P_CACHED, at) or ""

@@ -70,7 +70,8 @@ FIELDS = {
     "request_time": "$request_time", "bytes_in": "$request_length", "bytes_out": "$bytes_sent",
     "upstream_body_bytes": "$upstream_response_length", "prompt_tokens": "$route_usage_prompt",
     "completion_tokens": "$route_usage_completion", "cache_read_tokens": "$route_usage_cache_read",
-    "cache_write_tokens": "$route_usage_cache_write", "web_searches": "$route_usage_web_searches",
+    "cache_write_tokens": "$route_usage_cache_write",
+    "cache_write_1h_tokens": "$route_usage_cache_write_1h", "web_searches": "$route_usage_web_searches",
     "response_id": "$route_response_id",
     # The response cache's verdict (HIT: nginx answered, no endpoint did; "" without one).
     "cache": "$upstream_cache_status",
@@ -80,7 +81,8 @@ FIELDS = {
 # nginx variables the server block initialises (set "") so every log line has them.
 FEEDBACK_VARIABLES = ("route_served", "route_hop", "route_served_tier", "route_rule", "route_tenant",
                       "route_stream", "route_usage_prompt", "route_usage_completion",
-                      "route_usage_cache_read", "route_usage_cache_write", "route_usage_web_searches",
+                      "route_usage_cache_read", "route_usage_cache_write", "route_usage_cache_write_1h",
+                      "route_usage_web_searches",
                       "route_response_id",
                       "route_retry_after1", "route_retry_after2", "route_features")
 

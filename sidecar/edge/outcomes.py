@@ -54,6 +54,7 @@ class Usage(NamedTuple):
     cache_read: int = 0   # of `prompt`: what the provider's prompt cache served
     cache_write: int = 0  # of `prompt`: what it stored
     web_searches: int = 0  # searches the provider ran for the answer (Anthropic reports them)
+    cache_write_1h: int = 0  # of `cache_write`: what it stored for an hour (Anthropic bills it higher)
 
 
 def provider_usage(entry: dict, context_tokens: int = 0) -> Usage | None:
@@ -75,7 +76,9 @@ def provider_usage(entry: dict, context_tokens: int = 0) -> Usage | None:
     read = min(int(read), prompt) if read and read.isdigit() else 0
     write = min(int(write), prompt - read) if write and write.isdigit() else 0
     searches = min(int(searches), MAX_WEB_SEARCHES) if searches and searches.isdigit() else 0
-    return Usage(prompt, completion, read, write, searches)
+    hour = entry.get("cache_write_1h_tokens")
+    hour = min(int(hour), write) if hour and hour.isdigit() else 0
+    return Usage(prompt, completion, read, write, searches, hour)
 
 
 class _Histogram:

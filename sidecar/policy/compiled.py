@@ -64,6 +64,7 @@ class Endpoint(NamedTuple):
     price_cache_read: float = 0.0                    # USD per input token read from the prompt cache
     price_cache_write: float = 0.0                   # USD per input token written to it
     price_web_search: float = 0.0                    # USD per search the provider ran for an answer
+    price_cache_write_1h: float = 0.0                # USD per input token written to it for an hour
 
     @property
     def host_header(self) -> str:

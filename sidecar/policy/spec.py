@@ -25,7 +25,7 @@ NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 HASH = re.compile(r"^[0-9a-f]{16}$")
 # USD per token; the prompt cache's reads and writes are input tokens, priced as such
 # unless the policy says (providers bill them apart: Anthropic's writes cost more).
-PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "web_search")
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "web_search", "cache_write_1h")
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -145,7 +145,9 @@ def _endpoints(ctx, value, tiers, path="endpoints"):
                          optional=PRICE_KEYS)
         prices = []
         for key in PRICE_KEYS:
-            p = price.get(key, prices[0] if key.startswith("cache") else 0)
+            # A cache price defaults to the input price, an hour's write to a write's.
+            unset = prices[3] if key == "cache_write_1h" else prices[0] if key.startswith("cache") else 0
+            p = price.get(key, unset)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < float("inf"):
                 unit = "search" if key == "web_search" else "token"
                 raise ctx.error(join(where, f"price.{key}"),
@@ -159,7 +161,7 @@ def _endpoints(ctx, value, tiers, path="endpoints"):
         endpoints[name] = Endpoint(name, tier, scheme, host, port, base, model, prices[0],
                                    prices[1], weight, api_key, down,
                                    price_cache_read=prices[2], price_cache_write=prices[3],
-                                   price_web_search=prices[4],
+                                   price_web_search=prices[4], price_cache_write_1h=prices[5],
                                    **surface_spec.endpoint_surface(ctx, spec, where))
     for tier in tiers.values():
         if not any(e.tier == tier for e in endpoints.values()):

@@ -36,6 +36,7 @@ class Usage(NamedTuple):
     cache_read: int = 0    # of `prompt`: read from the provider's prompt cache
     cache_written: int = 0  # of `prompt`: written to it (Anthropic bills these apart)
     web_searches: int = 0   # searches a web search tool ran (Anthropic reports them)
+    cache_written_1h: int = 0  # of `cache_written`: kept an hour (`cache_control.ttl: "1h"`)
 
 
 def web_searches(api: str, body: dict) -> int:
@@ -50,6 +51,20 @@ def web_searches(api: str, body: dict) -> int:
     return 0
 
 
+def cached_an_hour(api: str, body: dict) -> bool:
+    """Whether an Anthropic request marks a cache breakpoint to keep an hour (its system
+    blocks, a turn's content blocks or a tool carry `cache_control: {ttl: "1h"}`)."""
+    if api != "messages":
+        return False
+    blocks = [b for b in body.get("system") or [] if isinstance(b, dict)]
+    blocks += [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    for turn in body.get("messages") or []:
+        content = turn.get("content") if isinstance(turn, dict) else None
+        blocks += [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    return any(isinstance(b.get("cache_control"), dict) and b["cache_control"].get("ttl") == "1h"
+               for b in blocks)
+
+
 def _server_tools(usage: Usage) -> dict:
     return ({"server_tool_use": {"web_search_requests": usage.web_searches, "web_fetch_requests": 0}}
             if usage.web_searches else {})
@@ -61,8 +76,8 @@ def _usage(api: str, usage: Usage, completion: int | None = None) -> dict:
         return {"input_tokens": usage.prompt - usage.cache_read - usage.cache_written,
                 "cache_creation_input_tokens": usage.cache_written,
                 "cache_read_input_tokens": usage.cache_read,
-                "cache_creation": {"ephemeral_5m_input_tokens": usage.cache_written,
-                                   "ephemeral_1h_input_tokens": 0},
+                "cache_creation": {"ephemeral_5m_input_tokens": usage.cache_written - usage.cache_written_1h,
+                                   "ephemeral_1h_input_tokens": usage.cache_written_1h},
                 "output_tokens": out, "service_tier": "standard", **_server_tools(usage)}
     if api == "responses":
         return {"input_tokens": usage.prompt, "input_tokens_details": {"cached_tokens": usage.cache_read},

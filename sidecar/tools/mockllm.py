@@ -159,9 +159,10 @@ def create_endpoint_app(ep: MockEndpoint) -> web.Application:
             await asyncio.sleep(gen.ttft_s)
             answer = mock_apis.embeddings(model, body, prompt_tokens)
         else:
-            usage = mock_apis.Usage(prompt_tokens, gen.tokens,
-                                    *ep.prompt_cache.lookup(api, body, raw, prompt_tokens),
-                                    web_searches=mock_apis.web_searches(api, body))
+            read, written = ep.prompt_cache.lookup(api, body, raw, prompt_tokens)
+            usage = mock_apis.Usage(prompt_tokens, gen.tokens, read, written,
+                                    web_searches=mock_apis.web_searches(api, body),
+                                    cache_written_1h=written if mock_apis.cached_an_hour(api, body) else 0)
             if body.get("stream"):
                 response = await _stream(request, ep, body, usage, echo, gen, api, fault)
                 entry["streamed_to_the_end"] = True   # not cut by the client hanging up

@@ -64,6 +64,22 @@ def test_reported_web_searches_are_counted_and_priced_within_a_bound(reported, c
         100 * endpoint.price_in + 50 * endpoint.price_out + counted * 0.01)
 
 
+@pytest.mark.parametrize("reported,counted", [("40", 40), ("60", 60), ("61", 60), ("", 0), ("x", 0),
+                                               ("-5", 0), ("99999999999", 60)])
+def test_cache_writes_kept_an_hour_are_priced_apart_within_the_writes(reported, counted):
+    """Of 60 tokens written to the prompt cache, those kept an hour cost their own price;
+    a count past the writes is the writes (a provider's error, bounded like tokens)."""
+    policy = load_policy(DEMO, {})
+    endpoint = policy.endpoint_by_name["fast-llama-3-1-8b"]._replace(price_cache_write=0.5, price_cache_write_1h=2.0)
+    policy.endpoint_by_name[endpoint.name] = endpoint
+    o = Outcomes(lambda: policy)
+    o.record(entry(cache_write_tokens="60", cache_write_1h_tokens=reported))
+    s = scrape(o)
+    assert s[("router_prompt_cache_tokens_total", (("op", "write"), ("tenant", ""), ("tier", "fast")))] == 60
+    assert s[("router_cost_usd_total", (("tenant", ""), ("tier", "fast")))] == pytest.approx(
+        40 * endpoint.price_in + 50 * endpoint.price_out + (60 - counted) * 0.5 + counted * 2.0)
+
+
 def test_the_served_hop_is_the_last_and_a_fallback_is_counted():
     o = Outcomes(lambda: POLICY)
     o.record(entry(served="balanced-qwen3-32b-b", hop="1", upstream_status="503 : 200",

@@ -28,7 +28,7 @@ OPENAI = "nano-qwen3-0-6b"
 ANTHROPIC = "premium-claude-sonnet"
 PRICES = ("price: {input: 0.000003,   output: 0.000015}",
           "price: {input: 0.000003, output: 0.000015, cache_read: 0.0000003, cache_write: 0.00000375, "
-          "web_search: 0.01}")
+          "cache_write_1h: 0.000006, web_search: 0.01}")
 
 
 def _stack(tmp_path_factory, mode: str):
@@ -193,9 +193,41 @@ def test_cache_prices_default_to_the_input_price(counted):
     priced = counted.policy.endpoint_by_name[ANTHROPIC]
     assert plain.price_cache_read == plain.price_cache_write == plain.price_in > 0
     assert (priced.price_cache_read, priced.price_cache_write) == (0.0000003, 0.00000375)
-    # An Anthropic cache read costs a tenth of a fresh input token, a write 1.25x.
+    # An Anthropic cache read costs a tenth of a fresh input token, a write 1.25x, and a
+    # write kept an hour 2x.
     assert cost_usd(priced, 1000, 0, 1000, 0) == pytest.approx(cost_usd(priced, 1000, 0) / 10)
     assert cost_usd(priced, 1000, 0, 0, 1000) == pytest.approx(cost_usd(priced, 1000, 0) * 1.25)
+    assert cost_usd(priced, 1000, 0, 0, 1000, 0, 1000) == pytest.approx(cost_usd(priced, 1000, 0) * 2)
+    assert plain.price_cache_write_1h == plain.price_cache_write
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_cache_write_kept_an_hour_is_priced_at_its_own_rate(counted, stream):
+    """`cache_control.ttl: "1h"` makes Anthropic bill the write at 2x the input price
+    (1.25x for five minutes); the answer's usage.cache_creation says how many were kept
+    an hour, in message_start when streamed."""
+    st = counted
+    st.mocks.fault(ANTHROPIC, "")
+    prefix = " ".join(f"word{uuid.uuid4().hex[:6]}" for _ in range(600))
+    path, body = _request("messages", stream, prefix)
+    body["system"][0]["cache_control"]["ttl"] = "1h"
+    before = _metrics(st)
+    status, headers, raw = st.client.chat(body, path=path, headers={
+        "X-Test-Pin": ANTHROPIC, "anthropic-version": "2023-06-01"})
+    assert status == 200, raw[:300]
+    endpoint = st.policy.endpoint_by_name[headers["X-Route-Endpoint"]]
+    prompt, completion, read, write = _seen("messages", stream, raw)
+    first = _events(raw)[0]["message"]["usage"] if stream else json.loads(raw)["usage"]
+    hour = first["cache_creation"]["ephemeral_1h_input_tokens"]
+    assert write > 1000 and hour == write and read == 0
+    datagrams = before.get('router_feedback_datagrams_total{result="ok"}', 0)
+    assert wait_until(lambda: _metrics(st).get('router_feedback_datagrams_total{result="ok"}', 0)
+                      > datagrams, 5)
+    after = _metrics(st)
+    assert _delta(before, after, "router_prompt_cache_tokens_total", op="write") == write
+    cost = _delta(before, after, "router_cost_usd_total")
+    assert cost == pytest.approx(cost_usd(endpoint, prompt, completion, read, write, 0, hour), rel=1e-9)
+    assert cost > cost_usd(endpoint, prompt, completion, read, write) * 1.2   # not at the 5-minute price
 
 
 def test_the_documented_anthropic_stream_shape_is_what_the_mock_sends(counted):

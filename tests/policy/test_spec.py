@@ -66,9 +66,13 @@ def test_cache_prices_default_to_the_input_price_and_may_be_set_apart():
     assert (e.price_in, e.price_out, e.price_cache_read, e.price_cache_write) == (3e-6, 1.5e-5, 3e-6, 3e-6)
     e = _priced("{input: 0.000003, cache_read: 0.0000003, cache_write: 0.00000375}")
     assert (e.price_out, e.price_cache_read, e.price_cache_write) == (0.0, 3e-7, 3.75e-6)
+    # A write kept an hour costs what any write does unless its own price is set.
+    assert e.price_cache_write_1h == 3.75e-6
+    assert _priced("{input: 0.000003}").price_cache_write_1h == 3e-6
+    assert _priced("{input: 0.000003, cache_write_1h: 0.000006}").price_cache_write_1h == 6e-6
 
 
-@pytest.mark.parametrize("key", ["input", "output", "cache_read", "cache_write"])
+@pytest.mark.parametrize("key", ["input", "output", "cache_read", "cache_write", "cache_write_1h"])
 @pytest.mark.parametrize("value", ["-0.1", ".nan", ".inf", "true", '"0.1"', "[1]"])
 def test_a_price_is_a_finite_non_negative_number(key, value):
     with pytest.raises(PolicyError, match=rf"price\.{key}: expected a non-negative USD price per token"):
