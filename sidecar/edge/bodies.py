@@ -63,6 +63,7 @@ READ = frozenset(("messages", "prompt", "input", "system", "instructions", "stre
 TURN_NAMES = FieldNames(TURN_READ | {"type", "id"})   # an input item's type, a reference's id
 BLOCK_NAMES = FieldNames(BLOCK_READ)
 STREAM_OPTION_NAMES = FieldNames(("include_usage",))
+SOURCE_NAMES = FieldNames(("type", "data", "content"))   # an Anthropic document's source
 ID_NAMES = FieldNames(("id",))
 
 
@@ -225,6 +226,7 @@ def _document_text(block: dict, where: str, parts: list) -> None:
     counted with the block's other fields.)"""
     source = block.get("source")
     if isinstance(source, dict):
+        SOURCE_NAMES.check(source, f"{where}.source.")
         if source.get("type") == "text" and isinstance(source.get("data"), str):
             parts.append(source["data"])
         elif source.get("type") == "content" and isinstance(source.get("content"), (str, list)):

@@ -44,6 +44,10 @@ def place_key(place: str, key: str, value="x"):
         return RESPONSES, {"model": "auto", "input": "hi", "conversation": {"id": "conv_1", key: value}}
     if place == "search_parameters":
         return CHAT, {"model": "auto", "messages": MSG, "search_parameters": {"mode": "off", key: "on"}}
+    if place == "document_source":
+        return CHAT.replace("chat/completions", "messages"), {
+            "model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "data": "hi", key: "x"}}]}]}
     if place in ("plugins", "data_sources"):
         return CHAT, {"model": "auto", "messages": MSG, place: [{"id": "x", "type": "x", key: "web"}]}
     raise AssertionError(place)
@@ -60,6 +64,7 @@ PLACES = {
     "stream_options": bodies.STREAM_OPTION_NAMES.names,
     "conversation": bodies.ID_NAMES.names,
     "search_parameters": unpriced.FIELD_NAMES["search_parameters"].names,
+    "document_source": bodies.SOURCE_NAMES.names,
     "plugins": unpriced.FIELD_NAMES["plugins"].names,
     "data_sources": unpriced.FIELD_NAMES["data_sources"].names,
 }
