@@ -71,3 +71,8 @@ class Denied(Exception):
         if row is not None:
             return row.type
         return "permission_error" if self.status == 403 else "invalid_request_error"
+
+
+def client_text(text: str) -> str:
+    """A client's text for an error message: its first 64 characters, in ASCII."""
+    return text[:64].encode("ascii", "backslashreplace").decode()

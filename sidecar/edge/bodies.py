@@ -87,14 +87,15 @@ def beyond_text(fields: dict, names: tuple[str, ...]) -> int:
     return total
 
 
-def other_input(fields: dict, read: frozenset, names: FieldNames, where: str) -> int:
+def other_input(fields: dict, read: frozenset, names: FieldNames, where: str, at: int) -> int:
     """UTF-8 bytes of every field not in `read`, each counted as its JSON (orjson writes
     UTF-8 unescaped, so a JSON value's bytes are its text's). A field that is a
-    respelling of one of `names` is refused."""
+    respelling of one of `names` is refused (`where[at]` says where)."""
     total = 0
     for name, value in fields.items():
         if name not in read:
-            names.check_key(name, where)
+            if not (name.isascii() and name.islower()):   # the path is built only then
+                names.check_key(name, f"{where}[{at}].")
             if value is not None:
                 total += utf8_length(value) if isinstance(value, str) else len(orjson.dumps(value))
     return total
@@ -203,7 +204,7 @@ def _parts_text(content, where: str, parts: list) -> int:
                     raise bad(f"'{where}[{j}].text' must be a string, got {json_type(text)}")
                 parts.append(text)
             if len(part) > 2 or text is None:  # more than a type and its text
-                beyond += other_input(part, BLOCK_READ, BLOCK_NAMES, f"{where}[{j}].")
+                beyond += other_input(part, BLOCK_READ, BLOCK_NAMES, where, j)
             nested = part.get("content")
             if isinstance(nested, (str, list)):
                 beyond += _parts_text(nested, f"{where}[{j}].content", parts)
@@ -248,7 +249,7 @@ def _messages(messages: list, roles: frozenset, contentless: frozenset = frozens
             raise bad(f"'{where}[{i}].content' is required for a {role} turn")
         beyond += _parts_text(message.get("content"), f"{where}[{i}].content", parts)
         if len(message) > 2 or "content" not in message:  # more than a role and its content
-            beyond += other_input(message, TURN_READ, TURN_NAMES, f"{where}[{i}].")
+            beyond += other_input(message, TURN_READ, TURN_NAMES, where, i)
     return "\n".join(parts), system, beyond
 
 
@@ -382,7 +383,7 @@ def responses(body: dict) -> Read:
                 raise bad(f"'input[{i}].content' is required for a {role} message")
             beyond += _parts_text(item.get("content"), f"input[{i}].content", parts)
             if len(item) > 2 or "content" not in item:
-                beyond += other_input(item, TURN_READ, TURN_NAMES, f"input[{i}].")
+                beyond += other_input(item, TURN_READ, TURN_NAMES, "input", i)
             # A tool's output: a string, or content parts (text, images, files).
             output = item.get("output")
             if isinstance(output, (str, list)):

@@ -16,7 +16,7 @@ folds onto a name the router reads at that place, and is not that name, is refus
 
 from __future__ import annotations
 
-from sidecar.denials import Denied
+from sidecar.denials import Denied, client_text
 
 
 def fold(name: str) -> str:
@@ -51,12 +51,6 @@ class FieldNames:
             return
         name = self.folded.get(fold(key))
         if name is not None:
-            raise Denied("ambiguous_key", f"'{where}{shown(key)}' is too like '{where}{name}': a "
+            raise Denied("ambiguous_key", f"'{where}{client_text(key)}' is too like '{where}{name}': a "
                          "provider whose JSON decoder ignores case or underscores would read it as "
                          f"that field, unseen by the router (names are case-sensitive; send '{name}')")
-
-
-def shown(key: str) -> str:
-    """A client's key, bounded and in ASCII, for an error message."""
-    text = key[:64].encode("ascii", "backslashreplace").decode()
-    return text + ("…" if len(key) > 64 else "")

@@ -20,7 +20,7 @@ Either is refused (403) unless the policy allows it (`provider_tools.allow`,
 
 from __future__ import annotations
 
-from sidecar.denials import Denied
+from sidecar.denials import Denied, client_text
 from sidecar.edge import bodies
 from sidecar.edge.spellings import FieldNames
 from sidecar.policy.apis import CLIENT_RUN_TOOLS, STANDARD_SERVICE_TIERS, ALLOWED_NAME, tool_family
@@ -98,10 +98,12 @@ def _field_tools(field: str, value) -> tuple[str, ...]:
     if value is None or value == []:   # `web_search_options: {}` searches, with defaults
         return ()
     names = FIELD_NAMES.get(field)
-    if names is not None:
-        for i, entry in enumerate(value if isinstance(value, list) else [value]):
+    if names is not None and isinstance(value, dict):
+        names.check(value, f"{field}.")
+    elif names is not None and isinstance(value, list):
+        for i, entry in enumerate(value):
             if isinstance(entry, dict):
-                names.check(entry, f"{field}[{i}]." if isinstance(value, list) else f"{field}.")
+                names.check(entry, f"{field}[{i}].")
     if field == "web_search_options":
         return ("web_search",)
     if field == "search_parameters":   # xAI: mode "off" searches nothing
@@ -132,4 +134,4 @@ def check(asked: tuple[tuple[str, str, str], ...], policy, tenant) -> None:
 def _shown(name: str) -> str:
     if ALLOWED_NAME.match(name):
         return repr(name)
-    return repr(name[:64].encode("ascii", "backslashreplace").decode())
+    return repr(client_text(name))
